@@ -1,0 +1,283 @@
+"""The one module that knows NumPy from CuPy.
+
+Every other module asks this one for its array module: ``xp()`` for the current
+backend when creating arrays, ``get_array_module(x)`` for the module that owns
+an existing array (the DeZero idea). Layer code then writes ``xp.exp(z)`` and
+runs unchanged on the CPU (NumPy) or the GPU (CuPy).
+
+Three backends exist:
+
+* ``"numpy"``  - the default, CPU.
+* ``"cupy"``   - the GPU, needs ``pip install "minicnn[gpu]"`` and a CUDA device.
+* ``"strict"`` - a test backend: NumPy arrays of a subclass that, like CuPy
+  arrays, refuse to mix with plain NumPy arrays, so code that would silently
+  move data between host and device fails on the CPU too.
+
+The only global state is the backend choice, the default float type and the
+seed from which layers and ``fit`` draw their random generators.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import types
+from typing import Any, Iterator
+
+import numpy
+
+_BACKENDS = ("numpy", "cupy", "strict")
+_FLOATX = ("float32", "float64")
+GPU_HELP = ('the "cupy" backend needs CuPy and a CUDA GPU; install it with '
+            '`pip install "minicnn[gpu]"` (or the cupy-cudaXXx wheel matching your CUDA)')
+
+_state = {"backend": "numpy", "floatx": "float32",
+          "seed_sequence": numpy.random.SeedSequence()}
+
+
+# --------------------------------------------------------------------------
+# The strict test backend: host arrays that behave like device arrays.
+# --------------------------------------------------------------------------
+class DeviceArray(numpy.ndarray):
+    """A NumPy array that pretends to live on a device.
+
+    Mixing it with a plain ``numpy.ndarray`` in a ufunc, or handing it to a
+    plain ``numpy`` function, raises ``TypeError`` exactly where CuPy would.
+    """
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        _refuse_host_arrays(ufunc.__name__, inputs + tuple(kwargs.get("out", ())))
+        inputs = tuple(_to_plain(v) for v in inputs)
+        if "out" in kwargs:
+            kwargs["out"] = tuple(_to_plain(v) for v in kwargs["out"])
+        result = getattr(ufunc, method)(*inputs, **kwargs)
+        return _to_device_tree(result)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        raise TypeError(
+            f"numpy.{func.__name__}() was given a device array; use the backend's array "
+            "module (minicnn.backend.get_array_module) or minicnn.backend.to_host() first")
+
+
+def _refuse_host_arrays(name: str, values) -> None:
+    for v in values:
+        if type(v) is numpy.ndarray and v.ndim > 0:
+            raise TypeError(f"{name}: cannot mix a host numpy.ndarray of shape {v.shape} with a "
+                            "device array; move it with minicnn.backend.to_device() first")
+
+
+def _to_plain(v):
+    return v.view(numpy.ndarray) if isinstance(v, DeviceArray) else v
+
+
+def _to_device_tree(v):
+    if type(v) is numpy.ndarray:
+        return v.view(DeviceArray)
+    if isinstance(v, tuple):
+        return tuple(_to_device_tree(u) for u in v)
+    return v
+
+
+def _unwrap_tree(v):
+    if isinstance(v, DeviceArray):
+        return v.view(numpy.ndarray)
+    if isinstance(v, numpy.ndarray) and v.ndim > 0:
+        raise TypeError(f"cannot pass a host numpy.ndarray of shape {v.shape} to the strict "
+                        "backend's array module; move it with minicnn.backend.to_device() first")
+    if isinstance(v, (list, tuple)):
+        return type(v)(_unwrap_tree(u) for u in v)
+    return v
+
+
+class _StrictModule:
+    """Wraps ``numpy`` (or a submodule, or a generator) so every function takes
+    and returns DeviceArrays and refuses plain host arrays."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "ndarray":
+            return DeviceArray
+        value = getattr(self._target, name)
+        if isinstance(value, types.ModuleType):
+            return _StrictModule(value)
+        if callable(value) and not isinstance(value, type):
+            return self._wrap(value)
+        return value
+
+    @staticmethod
+    def _wrap(func):
+        @functools.wraps(func)
+        def call(*args, **kwargs):
+            args = _unwrap_tree(args)
+            kwargs = {k: _unwrap_tree(v) for k, v in kwargs.items()}
+            return _to_device_tree(func(*args, **kwargs))
+        return call
+
+
+strict = _StrictModule(numpy)
+
+
+# --------------------------------------------------------------------------
+# CuPy, imported only when asked for.
+# --------------------------------------------------------------------------
+def _cupy():
+    try:
+        import cupy  # noqa: PLC0415  (optional dependency)
+    except ImportError as exc:
+        raise RuntimeError(f"cannot use the cupy backend: CuPy is not installed. {GPU_HELP}") from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken
+        raise RuntimeError(f"cannot use the cupy backend: no CUDA device ({exc}). {GPU_HELP}") from exc
+    if count < 1:
+        raise RuntimeError(f"cannot use the cupy backend: no CUDA device found. {GPU_HELP}")
+    return cupy
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one GPU."""
+    try:
+        _cupy()
+    except RuntimeError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------
+# Backend choice.
+# --------------------------------------------------------------------------
+def set_backend(name: str) -> None:
+    """Choose ``"numpy"`` (CPU), ``"cupy"`` (GPU) or ``"strict"`` (tests)."""
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(_BACKENDS)}")
+    if name == "cupy":
+        _cupy()
+    _state["backend"] = name
+
+
+def get_backend() -> str:
+    return _state["backend"]
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """``with use_backend("cupy"): ...`` switches the backend for a block."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        _state["backend"] = previous
+
+
+def xp():
+    """The array module of the current backend (numpy, cupy or the strict one)."""
+    name = _state["backend"]
+    if name == "numpy":
+        return numpy
+    if name == "strict":
+        return strict
+    return _cupy()
+
+
+def get_array_module(*arrays):
+    """The array module that owns ``arrays`` (CuPy's ``get_array_module``)."""
+    for a in arrays:
+        if isinstance(a, DeviceArray):
+            return strict
+        module = type(a).__module__
+        if module.startswith("cupy"):
+            return _cupy()
+    return numpy
+
+
+def is_device_array(a) -> bool:
+    return isinstance(a, DeviceArray) or type(a).__module__.startswith("cupy")
+
+
+def to_device(a, dtype=None):
+    """Copy a host array (or anything array-like) to the current backend."""
+    name = _state["backend"]
+    if name == "numpy":
+        return numpy.asarray(a, dtype=dtype)
+    if name == "strict":
+        if isinstance(a, DeviceArray):
+            return a if dtype is None else a.astype(dtype)
+        return numpy.array(a, dtype=dtype).view(DeviceArray)
+    cupy = _cupy()
+    return cupy.asarray(a, dtype=dtype)
+
+
+def to_host(a) -> numpy.ndarray:
+    """A ``numpy.ndarray`` with the values of ``a`` (a copy only when needed)."""
+    if isinstance(a, DeviceArray):
+        return a.view(numpy.ndarray)
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    return numpy.asarray(a)
+
+
+def as_strided(x, shape, strides):
+    """A strided view of ``x`` for any backend (the heart of im2col)."""
+    return get_array_module(x).lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
+
+
+# --------------------------------------------------------------------------
+# Float type.
+# --------------------------------------------------------------------------
+def set_floatx(name: str) -> None:
+    """Default float type: ``"float32"`` for training, ``"float64"`` for gradient checks."""
+    if name not in _FLOATX:
+        raise ValueError(f"unknown floatx {name!r}: expected one of {', '.join(_FLOATX)}")
+    _state["floatx"] = name
+
+
+def floatx() -> str:
+    return _state["floatx"]
+
+
+@contextlib.contextmanager
+def use_floatx(name: str) -> Iterator[None]:
+    previous = floatx()
+    set_floatx(name)
+    try:
+        yield
+    finally:
+        _state["floatx"] = previous
+
+
+# --------------------------------------------------------------------------
+# Random generators: one seed, many independent streams.
+# --------------------------------------------------------------------------
+def set_seed(seed: int | None) -> None:
+    """Seed every generator created from now on (weights, dropout, shuffling)."""
+    _state["seed_sequence"] = numpy.random.SeedSequence(seed)
+
+
+def _next_seed() -> int:
+    child = _state["seed_sequence"].spawn(1)[0]
+    return int(child.generate_state(1)[0])
+
+
+def host_rng(seed: int | None = None) -> numpy.random.Generator:
+    """A NumPy generator (weights are drawn on the host so both backends agree)."""
+    return numpy.random.default_rng(_next_seed() if seed is None else seed)
+
+
+def device_rng(seed: int | None = None):
+    """A generator of the current backend (dropout masks, shuffling)."""
+    seed = _next_seed() if seed is None else seed
+    if _state["backend"] == "cupy":
+        return _cupy().random.default_rng(seed)
+    if _state["backend"] == "strict":
+        return _StrictModule(numpy.random.default_rng(seed))
+    return numpy.random.default_rng(seed)
+
+
+
+def permutation(rng, n: int):
+    """A random permutation of range(n) on the generator's own device."""
+    if hasattr(rng, "permutation"):
+        return rng.permutation(n)
+    return rng.random(n).argsort()  # CuPy generators lack permutation()

@@ -1,0 +1,24 @@
+"""A layer that only applies an activation: y = f(x), dx = f'(x) * dy.
+
+The function itself (see ``minicnn.activations``) lives in ``self.activation``,
+the same slot ``Dense(activation=...)`` uses, so the layer's own part is the
+identity. That is what lets the model fuse a final ``Activation("softmax")``
+with the cross-entropy loss.
+"""
+from __future__ import annotations
+
+from minicnn.layers.base import Layer
+
+
+class Activation(Layer):
+    def __init__(self, activation: str, input_shape=None, name: str | None = None) -> None:
+        super().__init__(input_shape=input_shape, name=name, activation=activation)
+
+    def _forward(self, x, training):
+        return x
+
+    def _backward(self, grad):
+        return grad
+
+    def config(self) -> dict:
+        return {"activation": self.activation.name}

@@ -1,0 +1,137 @@
+"""The layer contract every layer follows.
+
+    y  = layer.forward(x, training)     # caches what backward needs
+    dx = layer.backward(dy)             # fills layer.grads, returns dL/dx
+
+A layer with an ``activation`` computes z = f(x) in ``_forward`` and then
+y = activation(z); backward runs the two in reverse. Keeping them apart lets
+the model fuse a final softmax with the cross-entropy loss: it calls
+``_forward`` and ``_backward`` of the last layer and skips the softmax.
+
+Parameters and their gradients are dicts keyed by Keras's names ("kernel",
+"bias"); the arrays are updated in place, so ``layer.params["kernel"][...] = w``
+changes what the next forward uses.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from minicnn import activations, backend
+from minicnn.layers.im2col import PADDINGS
+
+
+class Layer:
+    """Base class: shape checks, lazy building, the activation, and the hooks."""
+
+    def __init__(self, input_shape: tuple[int, ...] | None = None, name: str | None = None,
+                 activation: str | activations.ActivationFunction | None = None) -> None:
+        self.name = name
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.activation = activations.get(activation) if activation is not None else None
+        self.params: dict[str, Any] = {}
+        self.grads: dict[str, Any] = {}
+        self.built = False
+        # The model switches this off for its first layer: nobody needs dL/dinput there.
+        self.input_grad = True
+
+    # ----------------------------------------------------------- shapes
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name!r}" if self.name else self.kind
+
+    def expected_rank(self) -> int | None:
+        """Rank of one sample (without the batch axis), or None for any."""
+        return None
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one output sample for one input sample of ``input_shape``."""
+        return tuple(input_shape)
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Create parameters for samples of ``input_shape`` (batch axis excluded)."""
+        input_shape = tuple(int(d) for d in input_shape)
+        rank = self.expected_rank()
+        if rank is not None and len(input_shape) != rank:
+            raise ValueError(f"{self.describe()}: expected samples of rank {rank} "
+                             f"(input of shape (batch, {', '.join('d' * rank)})), "
+                             f"got samples of shape {input_shape}")
+        self.input_shape = input_shape
+        self.output_shape(input_shape)  # validates sizes (e.g. a window larger than the input)
+        self._build(input_shape)
+        self.built = True
+
+    def _build(self, input_shape: tuple[int, ...]) -> None:
+        pass
+
+    def check_input(self, x) -> None:
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise TypeError(f"{self.describe()}: expected an array, got {type(x).__name__}")
+        if self.input_shape is None or tuple(x.shape[1:]) == self.input_shape:
+            return
+        expected = "(batch, " + ", ".join(str(d) for d in self.input_shape) + ")"
+        hint = ""
+        if (len(x.shape) == 4 and len(self.input_shape) == 3
+                and tuple(x.shape[2:]) + (x.shape[1],) == self.input_shape):
+            hint = ("; this looks like channels-first (N, C, H, W) data: minicnn is "
+                    "channels-last, use x.transpose(0, 2, 3, 1)")
+        raise ValueError(f"{self.describe()}: expected input of shape {expected}, "
+                         f"got {tuple(x.shape)}{hint}")
+
+    # ----------------------------------------------------------- params
+    def add_param(self, name: str, value) -> None:
+        """Register a parameter, moved to the backend in the default float type."""
+        self.params[name] = backend.to_device(value, dtype=backend.floatx())
+        self.grads[name] = None
+
+    def count_params(self) -> int:
+        return sum(int(p.size) for p in self.params.values())
+
+    # ----------------------------------------------------------- passes
+    def forward(self, x, training: bool = False):
+        """y = activation(f(x)); caches what backward needs when ``training``."""
+        self.check_input(x)
+        if not self.built:
+            self.build(x.shape[1:])
+        z = self._forward(x, training)
+        return z if self.activation is None else self.activation.forward(z)
+
+    def backward(self, grad):
+        """dL/dx from dL/dy for the last forward; fills ``self.grads``."""
+        if self.activation is not None:
+            grad = self.activation.backward(grad)
+        return self._backward(grad)
+
+    def _forward(self, x, training: bool):
+        raise NotImplementedError
+
+    def _backward(self, grad):
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """The constructor arguments that define the architecture (for weight files)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()}>"
+
+
+def pair(value, what: str, layer: str) -> tuple[int, int]:
+    """Keras accepts 3 or (3, 3); always return a pair of positive ints."""
+    if isinstance(value, int):
+        value = (value, value)
+    try:
+        a, b = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{layer}: {what} must be an int or a pair of ints, got {value!r}") from None
+    if a < 1 or b < 1:
+        raise ValueError(f"{layer}: {what} must be positive, got {value!r}")
+    return a, b
+
+
+def check_padding(padding: str, layer: str) -> str:
+    if padding not in PADDINGS:
+        raise ValueError(f"{layer}: unknown padding {padding!r}: expected 'valid' or 'same'")
+    return padding

@@ -1,0 +1,54 @@
+"""Fully connected layer.
+
+Forward:   y = x @ W + b                 x (N, in), W (in, units), b (units,)
+Backward:  dW = x^T @ dy    db = sum_n dy    dx = dy @ W^T
+"""
+from __future__ import annotations
+
+from minicnn import backend, initializers
+from minicnn.layers.base import Layer
+
+
+class Dense(Layer):
+    def __init__(self, units: int, activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 input_shape=None, input_dim: int | None = None, name: str | None = None) -> None:
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        super().__init__(input_shape=input_shape, name=name, activation=activation)
+        if not isinstance(units, int) or units < 1:
+            raise ValueError(f"Dense: units must be a positive int, got {units!r}")
+        self.units = units
+        self.use_bias = use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+
+    def expected_rank(self) -> int:
+        return 1
+
+    def output_shape(self, input_shape):
+        return (self.units,)
+
+    def _build(self, input_shape) -> None:
+        rng = backend.host_rng()
+        self.add_param("kernel", self.kernel_initializer((input_shape[0], self.units), rng))
+        if self.use_bias:
+            self.add_param("bias", self.bias_initializer((self.units,), rng))
+
+    def _forward(self, x, training):
+        self._x = x
+        y = x @ self.params["kernel"]
+        if self.use_bias:
+            y += self.params["bias"]
+        return y
+
+    def _backward(self, grad):
+        self.grads["kernel"] = self._x.T @ grad
+        if self.use_bias:
+            self.grads["bias"] = grad.sum(axis=0)
+        if not self.input_grad:
+            return None
+        return grad @ self.params["kernel"].T
+
+    def config(self) -> dict:
+        return {"units": self.units, "use_bias": self.use_bias}

@@ -1,0 +1,42 @@
+"""Inverted dropout.
+
+Training:  y = x * m / (1 - rate),  m_i ~ Bernoulli(1 - rate)
+Inference: y = x
+Backward:  dx = dy * m / (1 - rate)   (the same mask as forward)
+
+Scaling at training time keeps the expected activation unchanged, so
+inference needs no correction. The mask comes from the layer's own
+generator: seed it (or ``minicnn.set_seed``) and the masks repeat.
+"""
+from __future__ import annotations
+
+from minicnn import backend
+from minicnn.layers.base import Layer
+
+
+class Dropout(Layer):
+    def __init__(self, rate: float, seed: int | None = None, input_shape=None,
+                 name: str | None = None) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.rng = None
+
+    def _build(self, input_shape) -> None:
+        self.rng = backend.device_rng(self.seed)
+
+    def _forward(self, x, training):
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
+        self._mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._mask
+
+    def _backward(self, grad):
+        return grad if self._mask is None else grad * self._mask
+
+    def config(self) -> dict:
+        return {"rate": self.rate}

@@ -1,0 +1,76 @@
+"""Window maths shared by Conv2D and MaxPooling2D, channels-last (N, H, W, C).
+
+``im2col`` lays every kh x kw x C window of the input out as one row, so a
+convolution becomes a single matrix product::
+
+    col[(n, oy, ox), (i, j, c)] = x[n, oy*sh + i, ox*sw + j, c]
+
+``col2im`` is its adjoint: it adds each row back onto the window it came from,
+a short loop over the kh*kw kernel offsets with strided slices (overlapping
+windows add up, which is exactly the chain rule for a pixel used many times).
+"""
+from __future__ import annotations
+
+import math
+
+from minicnn import backend
+
+PADDINGS = ("valid", "same")
+
+
+def output_length(size: int, window: int, stride: int, padding: str) -> int:
+    """Keras's output length: floor((size - window) / stride) + 1, or ceil(size / stride)."""
+    if padding == "same":
+        return math.ceil(size / stride)
+    return (size - window) // stride + 1
+
+
+def padding_amounts(size: int, window: int, stride: int, padding: str) -> tuple[int, int]:
+    """(before, after) zeros for one axis; 'same' puts the odd one after, as Keras does."""
+    if padding == "valid":
+        return 0, 0
+    out = output_length(size, window, stride, padding)
+    total = max((out - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad(x, pads: tuple[tuple[int, int], tuple[int, int]], value: float = 0.0):
+    """Pad the two spatial axes of an NHWC array (no copy when there is nothing to pad)."""
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return x
+    xp = backend.get_array_module(x)
+    return xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+
+
+def window(x, i: int, j: int, strides: tuple[int, int], out_hw: tuple[int, int]):
+    """The strided slice x[:, i + sh*oy, j + sw*ox, :] for all (oy, ox): kernel offset (i, j)."""
+    (sh, sw), (oh, ow) = strides, out_hw
+    return x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
+
+
+def im2col(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]):
+    """(N, H, W, C) -> (N*OH*OW, KH*KW*C): one row per output pixel, no transposes.
+
+    A strided view (N, OH, OW, KH, KW, C) of ``x`` shares its memory; the
+    reshape makes the one copy the matrix product needs.
+    """
+    n, _, _, c = x.shape
+    (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
+    s_n, s_h, s_w, s_c = x.strides
+    view = backend.as_strided(x, (n, oh, ow, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
+    return view.reshape(n * oh * ow, kh * kw * c)
+
+
+def col2im(col, x_shape: tuple[int, ...], kernel: tuple[int, int], strides: tuple[int, int],
+           out_hw: tuple[int, int]):
+    """Adjoint of im2col: (N*OH*OW, KH*KW*C) -> (N, H, W, C), summing overlaps."""
+    n, h, w, c = x_shape
+    (kh, kw), (oh, ow) = kernel, out_hw
+    xp = backend.get_array_module(col)
+    cols = col.reshape(n, oh, ow, kh, kw, c)
+    x = xp.zeros((n, h, w, c), dtype=col.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            window(x, i, j, strides, out_hw)[...] += cols[:, :, :, i, j, :]
+    return x

@@ -1,0 +1,72 @@
+"""Max-pooling over kh x kw windows, channels-last.
+
+Forward:  y[n, oy, ox, c] = max over (i, j) of x[n, oy*sh + i, ox*sw + j, c]
+Backward: the whole of dy goes to the one input that won the max (the first
+one in row-major window order on ties); every other input gets zero.
+
+Both passes loop over the kh*kw window offsets with strided slices; the
+winner of each window is kept as a small int8 offset index, so backward needs
+neither x nor y.
+"""
+from __future__ import annotations
+
+from minicnn import backend
+from minicnn.layers import im2col as win
+from minicnn.layers.base import Layer, check_padding, pair
+
+
+class MaxPooling2D(Layer):
+    def __init__(self, pool_size=(2, 2), strides=None, padding: str = "valid",
+                 input_shape=None, name: str | None = None) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        self.pool_size = pair(pool_size, "pool_size", "MaxPooling2D")
+        self.strides = pair(strides if strides is not None else self.pool_size, "strides",
+                            "MaxPooling2D")
+        self.padding = check_padding(padding, "MaxPooling2D")
+
+    def expected_rank(self) -> int:
+        return 3
+
+    def output_shape(self, input_shape):
+        h, w, c = input_shape
+        (ph, pw), (sh, sw) = self.pool_size, self.strides
+        oh = win.output_length(h, ph, sh, self.padding)
+        ow = win.output_length(w, pw, sw, self.padding)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"{self.describe()}: pool {self.pool_size} with padding 'valid' "
+                             f"does not fit an input of {h}x{w}")
+        return oh, ow, c
+
+    def _offsets(self):
+        ph, pw = self.pool_size
+        return [(i, j) for i in range(ph) for j in range(pw)]
+
+    def _forward(self, x, training):
+        xp = backend.get_array_module(x)
+        n, h, w, c = x.shape
+        oh, ow, _ = self.output_shape((h, w, c))
+        pads = (win.padding_amounts(h, self.pool_size[0], self.strides[0], self.padding),
+                win.padding_amounts(w, self.pool_size[1], self.strides[1], self.padding))
+        x = win.pad(x, pads, value=-xp.inf)  # padding never wins a max
+        offsets = self._offsets()
+        y = win.window(x, *offsets[0], self.strides, (oh, ow)).copy()
+        winner = xp.zeros(y.shape, dtype=xp.int8)
+        for k, (i, j) in enumerate(offsets[1:], start=1):
+            candidate = win.window(x, i, j, self.strides, (oh, ow))
+            better = candidate > y  # strict: on ties the earlier offset keeps the win
+            xp.maximum(y, candidate, out=y)
+            winner[better] = k
+        self._cache = (winner, x.shape, pads, (oh, ow))
+        return y
+
+    def _backward(self, grad):
+        xp = backend.get_array_module(grad)
+        winner, padded_shape, pads, out_hw = self._cache
+        dx = xp.zeros(padded_shape, dtype=grad.dtype)
+        for k, (i, j) in enumerate(self._offsets()):
+            win.window(dx, i, j, self.strides, out_hw)[...] += grad * (winner == k)
+        (top, bottom), (left, right) = pads
+        return dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right, :]
+
+    def config(self) -> dict:
+        return {"pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}

@@ -1,0 +1,423 @@
+"""``Sequential``: a stack of layers with Keras's compile / fit / evaluate / predict.
+
+One training step is the whole of backpropagation::
+
+    h = x;  for layer in layers:            h  = layer.forward(h, training=True)
+    L = loss(h, y);  g = dL/dh
+    for layer in reversed(layers):          g  = layer.backward(g)
+    optimizer.apply(layers)                 # w -= lr * dL/dw
+
+When the last layer ends in softmax and the loss is categorical cross-entropy,
+the softmax is folded into the loss: the last layer stops at its logits z and
+the gradient that starts backward is simply (softmax(z) - y) / N.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from minicnn import backend, losses, optimizers
+from minicnn.layers.base import Layer
+from minicnn.progbar import Progbar
+
+WEIGHTS_FORMAT = "minicnn-weights-1"
+
+
+class History:
+    """Per-epoch logs of ``fit``: ``history.history["val_acc"][-1]`` and friends."""
+
+    def __init__(self) -> None:
+        self.epoch: list[int] = []
+        self.history: dict[str, list[float]] = {}
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+            # Keras 2.3+ spells accuracy out; keep both names pointing at one list.
+            if key.endswith("acc"):
+                self.history[key + "uracy"] = self.history[key]
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
+
+
+class Sequential:
+    def __init__(self, layers: list[Layer] | None = None, name: str = "sequential") -> None:
+        self.name = name
+        self.layers: list[Layer] = []
+        self.optimizer = None
+        self.loss = None
+        self.metrics: list[str] = []
+        self._fused: losses.SoftmaxCrossEntropy | None = None
+        self._input_shape: tuple[int, ...] | None = None
+        for layer in layers or []:
+            self.add(layer)
+
+    # ------------------------------------------------------------ building
+    def add(self, layer: Layer) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: expected a minicnn layer, got {type(layer).__name__}")
+        if layer.name is None:
+            base = _snake_case(layer.kind)
+            count = sum(1 for other in self.layers if other.kind == layer.kind)
+            layer.name = f"{base}_{count + 1}"
+        if any(other.name == layer.name for other in self.layers):
+            raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
+        self.layers.append(layer)
+        if len(self.layers) == 1 and layer.input_shape is not None:
+            self._input_shape = layer.input_shape
+        if self._input_shape is not None:
+            self.build(self._input_shape)
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Create every layer's parameters for samples of ``input_shape``."""
+        shape = tuple(int(d) for d in input_shape)
+        self._input_shape = shape
+        for layer in self.layers:
+            if layer.built:
+                if layer.input_shape != shape:
+                    raise ValueError(f"{layer.describe()}: built for input {layer.input_shape}, "
+                                     f"but the layer before it gives {shape}")
+            else:
+                layer.build(shape)
+            shape = layer.output_shape(shape)
+
+    @property
+    def built(self) -> bool:
+        return bool(self.layers) and all(layer.built for layer in self.layers)
+
+    @property
+    def input_shape(self) -> tuple | None:
+        return None if self._input_shape is None else (None, *self._input_shape)
+
+    @property
+    def output_shape(self) -> tuple | None:
+        if self._input_shape is None:
+            return None
+        shape = self._input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return (None, *shape)
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self.layers)
+
+    # ------------------------------------------------------------ compile
+    def compile(self, optimizer="sgd", loss="categorical_crossentropy",
+                metrics: list[str] | None = None) -> None:
+        if not self.layers:
+            raise ValueError("Sequential.compile: the model has no layers; add some first")
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        self.metrics = []
+        for metric in metrics or []:
+            if metric not in ("accuracy", "acc"):
+                raise ValueError(f"unknown metric {metric!r}: expected 'accuracy' (or 'acc')")
+            self.metrics.append("acc")
+        self._fused = losses.fused_with_softmax(self.loss, self.layers[-1].activation)
+        # Nobody needs dL/dx for the input images: skip that product and col2im.
+        self.layers[0].input_grad = False
+        for layer in self.layers[1:]:
+            layer.input_grad = True
+
+    def _require_compiled(self, what: str) -> None:
+        if self.loss is None:
+            raise RuntimeError(f"Sequential.{what}: call model.compile(...) first")
+
+    # ------------------------------------------------------------ passes
+    def _ensure_built(self, x) -> None:
+        if not self.built:
+            self.build(x.shape[1:])
+
+    def forward(self, x, training: bool = False):
+        """The model's output (probabilities for a softmax model)."""
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def _loss_input(self, x, training: bool):
+        """What the loss sees: logits when softmax is fused into it, else the output."""
+        if self._fused is None:
+            return self.forward(x, training)
+        for layer in self.layers[:-1]:
+            x = layer.forward(x, training)
+        head = self.layers[-1]
+        head.check_input(x)
+        return head._forward(x, training)
+
+    def _backward(self, grad) -> None:
+        layers = self.layers
+        if self._fused is not None:
+            grad = layers[-1]._backward(grad)
+            layers = layers[:-1]
+        for layer in reversed(layers):
+            grad = layer.backward(grad)
+
+    def _loss_fn(self) -> losses.Loss:
+        return self._fused if self._fused is not None else self.loss
+
+    def _batch_loss(self, x, y, training: bool):
+        """(mean loss, number correct) for one batch, both left on the device."""
+        out = self._loss_input(x, training)
+        loss_value = self._loss_fn().forward(out, y)
+        correct = None
+        if self.metrics:
+            predicted = out.argmax(axis=1)
+            truth = y.reshape(-1) if self.loss.sparse else y.argmax(axis=1)
+            correct = (predicted == truth).sum()
+        return loss_value, correct
+
+    def train_on_batch(self, x, y):
+        """One SGD step on one batch; returns (mean loss, number correct) on the device."""
+        self._require_compiled("train_on_batch")
+        self._ensure_built(x)
+        loss_value, correct = self._batch_loss(x, y, training=True)
+        self._backward(self._loss_fn().backward())
+        self.optimizer.apply(self.layers)
+        return loss_value, correct
+
+    # ------------------------------------------------------------ data checks
+    def _prepare_x(self, x, where: str):
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            x = np.asarray(x)
+        if x.shape[0] == 0:
+            raise ValueError(f"{where}: x is empty (shape {tuple(x.shape)})")
+        expected = self._input_shape or (self.layers[0].input_shape if self.layers else None)
+        if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+            self.layers[0].check_input(x)  # raises with the layer's name and a hint
+            raise ValueError(f"{where}: expected x of shape (N, {', '.join(map(str, expected))}), "
+                             f"got {tuple(x.shape)}")
+        kind = np.dtype(x.dtype).kind
+        if kind not in "biuf":
+            raise TypeError(f"{where}: expected numeric x, got dtype {x.dtype}")
+        if kind in "iu" and x.size and float(x.max()) > 1:
+            warnings.warn(f"{where}: x holds integers up to {float(x.max()):.0f}; networks train "
+                          "on scaled inputs, e.g. x.astype('float32') / 255", stacklevel=3)
+        x = backend.to_device(x, dtype=backend.floatx())  # one cast, not one per batch
+        if kind == "f" and not bool(backend.get_array_module(x).isfinite(x).all()):
+            raise ValueError(f"{where}: x contains NaN or infinite values")
+        return x
+
+    def _prepare_y(self, y, n: int, where: str):
+        y = y if backend.is_device_array(y) else np.asarray(y)
+        if y.shape[0] != n:
+            raise ValueError(f"{where}: x has {n} samples but y has {y.shape[0]}")
+        classes = self.output_shape[-1]
+        if self.loss.sparse:
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = y.reshape(-1)
+            if y.ndim != 1 or np.dtype(y.dtype).kind not in "iu":
+                raise ValueError(f"{where}: {self.loss.name} expects integer labels of shape (N,) "
+                                 f"or (N, 1), got {y.dtype} of shape {tuple(y.shape)}")
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= classes:
+                raise ValueError(f"{where}: labels must lie in [0, {classes - 1}] for a model "
+                                 f"with {classes} outputs, got values from {low} to {high}")
+            return backend.to_device(y, dtype="int64")
+        if y.ndim != 2 or y.shape[1] != classes:
+            hint = ""
+            if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
+                hint = ("; these look like integer labels: one-hot them with "
+                        "minicnn.utils.to_categorical(y, num_classes) or use "
+                        "loss='sparse_categorical_crossentropy'")
+            raise ValueError(f"{where}: {self.loss.name} expects targets of shape (N, {classes}), "
+                             f"got {tuple(y.shape)}{hint}")
+        return backend.to_device(y, dtype=backend.floatx())
+
+    @staticmethod
+    def _check_batch_size(batch_size, where: str) -> int:
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
+        return int(batch_size)
+
+    # ------------------------------------------------------------ training
+    def fit(self, x, y, batch_size: int = 32, epochs: int = 1, verbose: int = 1,
+            validation_data=None, shuffle: bool = True, initial_epoch: int = 0,
+            callbacks: list[Callable] | None = None) -> History:
+        """Train for ``epochs`` epochs; returns the per-epoch History.
+
+        ``callbacks`` are called as ``callback(epoch, logs)`` after each epoch.
+        """
+        self._require_compiled("fit")
+        batch_size = self._check_batch_size(batch_size, "fit")
+        x = self._prepare_x(x, "fit")
+        self._ensure_built(x)
+        y = self._prepare_y(y, x.shape[0], "fit")
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
+            x_val = self._prepare_x(validation_data[0], "fit (validation_data)")
+            y_val = self._prepare_y(validation_data[1], x_val.shape[0], "fit (validation_data)")
+        n = x.shape[0]
+        xp = backend.get_array_module(x)
+        rng = backend.device_rng()
+        history = History()
+        for epoch in range(initial_epoch, epochs):
+            if verbose:
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            order = backend.permutation(rng, n) if shuffle else xp.arange(n)
+            bar = Progbar(n, verbose=verbose)
+            total_loss, total_correct = 0.0, 0
+            for start in range(0, n, batch_size):
+                index = order[start:start + batch_size]
+                loss_value, correct = self.train_on_batch(x[index], y[index])
+                size = index.shape[0]
+                total_loss = total_loss + loss_value * size
+                if correct is not None:
+                    total_correct = total_correct + correct
+                done = start + size
+                if done < n and bar.wants_values():  # the only host sync inside an epoch
+                    bar.update(done, self._logs(total_loss, total_correct, done))
+            logs = self._logs(total_loss, total_correct, n)
+            if validation_data is not None:
+                val = self._evaluate_prepared(x_val, y_val, batch_size)
+                logs.update({"val_" + key: value for key, value in val.items()})
+            bar.update(n, logs, final=True)
+            history.append(epoch, logs)
+            for callback in callbacks or []:
+                callback(epoch, logs)
+        self.history = history
+        return history
+
+    def _logs(self, total_loss, total_correct, count: int) -> dict[str, float]:
+        logs = {"loss": float(total_loss) / count}
+        if self.metrics:
+            logs["acc"] = float(total_correct) / count
+        return logs
+
+    def _evaluate_prepared(self, x, y, batch_size: int) -> dict[str, float]:
+        total_loss, total_correct = 0.0, 0
+        for start in range(0, x.shape[0], batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            loss_value, correct = self._batch_loss(xb, yb, training=False)
+            total_loss = total_loss + loss_value * xb.shape[0]
+            if correct is not None:
+                total_correct = total_correct + correct
+        return self._logs(total_loss, total_correct, x.shape[0])
+
+    def evaluate(self, x, y, batch_size: int = 32, verbose: int = 0):
+        """[loss, acc] over all of x (just the loss when no metric was asked for)."""
+        self._require_compiled("evaluate")
+        batch_size = self._check_batch_size(batch_size, "evaluate")
+        x = self._prepare_x(x, "evaluate")
+        self._ensure_built(x)
+        y = self._prepare_y(y, x.shape[0], "evaluate")
+        logs = self._evaluate_prepared(x, y, batch_size)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        return [logs["loss"], logs["acc"]] if self.metrics else logs["loss"]
+
+    def predict(self, x, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
+        """Model outputs for every sample of x, as a NumPy array on the host."""
+        batch_size = self._check_batch_size(batch_size, "predict")
+        x = self._prepare_x(x, "predict")
+        self._ensure_built(x)
+        xp = backend.get_array_module(x)
+        outputs = [self.forward(x[start:start + batch_size], training=False)
+                   for start in range(0, x.shape[0], batch_size)]
+        return backend.to_host(xp.concatenate(outputs))
+
+    # ------------------------------------------------------------ reporting
+    def summary(self, print_fn: Callable[[str], None] = print) -> None:
+        widths = (34, 26, 10)
+        rule = sum(widths)
+
+        def row(*cells: str) -> str:
+            return "".join(f"{c:<{w - 1}} " for c, w in zip(cells, widths)).rstrip()
+
+        lines = [f'Model: "{self.name}"', "_" * rule, row("Layer (type)", "Output Shape", "Param #"),
+                 "=" * rule]
+        shape = self._input_shape
+        for i, layer in enumerate(self.layers):
+            if shape is not None:
+                shape = layer.output_shape(shape)
+            shown = "(None, " + ", ".join(map(str, shape)) + ")" if shape is not None else "?"
+            shown = shown.replace(", )", ")")
+            params = str(layer.count_params()) if layer.built else "?"
+            lines.append(row(f"{layer.name} ({layer.kind})", shown, params))
+            lines.append("=" * rule if i == len(self.layers) - 1 else "_" * rule)
+        total = self.count_params()
+        lines += [f"Total params: {total:,}", f"Trainable params: {total:,}",
+                  "Non-trainable params: 0", "_" * rule]
+        for line in lines:
+            print_fn(line)
+
+    # ------------------------------------------------------------ weights
+    def architecture(self) -> list[dict]:
+        return [{"name": layer.name, "type": layer.kind, "config": layer.config()}
+                for layer in self.layers]
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        """Write every parameter to an ``.npz`` file (atomically: temp file, then rename)."""
+        if not self.built:
+            raise RuntimeError("save_weights: the model is not built yet (give the first layer "
+                               "input_shape, or call fit/predict first)")
+        arrays = {f"{layer.name}/{key}": backend.to_host(value)
+                  for layer in self.layers for key, value in layer.params.items()}
+        meta = {"format": WEIGHTS_FORMAT, "input_shape": list(self._input_shape),
+                "architecture": self.architecture()}
+        arrays["__meta__"] = np.array(json.dumps(meta))
+        write_atomic(path, lambda f: np.savez(f, **arrays))
+
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Read parameters written by ``save_weights``, checking they fit this model."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                stored = {key: data[key] for key in data.files}
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"load_weights: {path} is not a readable minicnn weights file "
+                             f"({type(exc).__name__}: {exc})") from None
+        if "__meta__" not in stored:
+            raise ValueError(f"load_weights: {path} has no minicnn metadata; was it written "
+                             "by Sequential.save_weights?")
+        meta = json.loads(str(stored.pop("__meta__")))
+        if meta.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"load_weights: {path} has format {meta.get('format')!r}, "
+                             f"this minicnn reads {WEIGHTS_FORMAT!r}")
+        theirs, ours = meta["architecture"], self.architecture()
+        if len(theirs) != len(ours):
+            raise ValueError(f"load_weights: {path} holds {len(theirs)} layers, "
+                             f"this model has {len(ours)}")
+        for mine, saved in zip(ours, theirs):
+            if mine["type"] != saved["type"] or json.loads(json.dumps(mine["config"])) != saved["config"]:
+                raise ValueError(f"load_weights: layer {mine['name']!r} is {mine['type']} "
+                                 f"{mine['config']}, but {path} holds {saved['type']} "
+                                 f"{saved['config']} there")
+        if not self.built:
+            self.build(tuple(meta["input_shape"]))
+        for layer, saved in zip(self.layers, theirs):
+            for key, param in layer.params.items():
+                value = stored.get(f"{saved['name']}/{key}")
+                if value is None or value.shape != param.shape:
+                    got = "nothing" if value is None else f"shape {value.shape}"
+                    raise ValueError(f"load_weights: {layer.describe()} {key} expects shape "
+                                     f"{tuple(param.shape)}, {path} holds {got}")
+        for layer, saved in zip(self.layers, theirs):
+            for key, param in layer.params.items():
+                param[...] = backend.to_device(stored[f"{saved['name']}/{key}"], dtype=param.dtype)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,72 @@
+"""Stochastic gradient descent with Keras 2's time-based decay and momentum.
+
+    lr_t = lr / (1 + decay * t)        t = updates (batches) done so far
+    v    = momentum * v - lr_t * g
+    w   += v                           (plain)
+    w   += momentum * v - lr_t * g     (Nesterov)
+
+Updates are in place, so arrays held elsewhere (``layer.params``) see them.
+"""
+from __future__ import annotations
+
+from minicnn import backend
+
+
+class SGD:
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, decay: float = 0.0,
+                 nesterov: bool = False, lr: float | None = None) -> None:
+        if lr is not None:  # Keras 2's name, used by the tutorial
+            learning_rate = lr
+        for name, value in (("learning_rate", learning_rate), ("momentum", momentum),
+                            ("decay", decay)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"SGD: {name} must be a number >= 0, got {value!r}")
+        self.learning_rate = float(learning_rate)
+        self.momentum = float(momentum)
+        self.decay = float(decay)
+        self.nesterov = bool(nesterov)
+        self.iterations = 0
+        self.velocities: dict[tuple[int, str], object] = {}
+
+    @property
+    def current_learning_rate(self) -> float:
+        """The rate the next update will use."""
+        return self.learning_rate / (1.0 + self.decay * self.iterations)
+
+    @property
+    def lr(self) -> float:
+        """Keras 2's name for the initial learning rate."""
+        return self.learning_rate
+
+    def apply(self, layers) -> None:
+        """One update of every parameter of ``layers`` from its gradient."""
+        lr = self.current_learning_rate
+        for index, layer in enumerate(layers):
+            for name, param in layer.params.items():
+                grad = layer.grads[name]
+                if self.momentum == 0.0:
+                    param -= lr * grad  # a Python float keeps float32 arrays float32
+                    continue
+                key = (index, name)
+                if key not in self.velocities:
+                    self.velocities[key] = backend.get_array_module(param).zeros_like(param)
+                v = self.velocities[key]
+                v *= self.momentum
+                v -= lr * grad
+                if self.nesterov:
+                    param += self.momentum * v - lr * grad
+                else:
+                    param += v
+        self.iterations += 1
+
+
+OPTIMIZERS = {"sgd": SGD}
+
+
+def get(identifier) -> SGD:
+    if isinstance(identifier, SGD):
+        return identifier
+    if identifier not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {identifier!r}: expected one of "
+                         f"{', '.join(OPTIMIZERS)} or an optimizer instance")
+    return OPTIMIZERS[identifier]()
