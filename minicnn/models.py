@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from typing import Callable
 
 import numpy as np
 
 from minicnn import backend, losses, optimizers
+from minicnn.fileio import write_atomic
 from minicnn.layers.base import Layer
 from minicnn.progbar import Progbar
 
@@ -407,17 +407,3 @@ class Sequential:
             for key, param in layer.params.items():
                 param[...] = backend.to_device(stored[f"{saved['name']}/{key}"], dtype=param.dtype)
 
-
-def write_atomic(path: str | os.PathLike, write: Callable) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -1,0 +1,87 @@
+"""The real example, end to end, as a user runs it (in a subprocess)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets" / "cifar-10-python.tar.gz"
+FILES = ["samples.png", "loss.png", "accuracy.png", "confusion_matrix.png", "history.csv",
+         "metrics.json", "weights.npz"]
+
+
+def write_fake_cifar(root: Path, per_batch: int = 8) -> Path:
+    """A tiny dataset in the official python layout (random pixels, cycling labels)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": [k % 10 for k in range(per_batch)], b"batch_label": name.encode(),
+                 b"filenames": [f"{k}.png".encode() for k in range(per_batch)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return folder
+
+
+def run_example(out: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "examples" / "cifar10.py"), "--data", str(data),
+                           "--out", str(out), "--seed", "0", "--verbose", "2", *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def check_outputs(out: Path, epochs: int, result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in FILES:
+        assert (out / name).stat().st_size > 0, f"{name} missing or empty"
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")], "temporary file left"
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == ["epoch", "loss", "acc", "val_loss", "val_acc"]
+    assert len(history) == epochs
+    assert np.isfinite(history[["loss", "acc", "val_loss", "val_acc"]].to_numpy()).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and math.isfinite(metrics["final"]["val_loss"])
+    # The accuracy the report computed from predictions matches fit's last validation accuracy.
+    assert metrics["test_accuracy"] == pytest.approx(history["val_acc"].iloc[-1], abs=1e-9)
+    text = result.stdout
+    for expected in ("train samples", "First ten training labels", "Total params: 1,288,842",
+                     "Epoch 1/", "val_acc", "ground truth", "Confusion matrix", "precision",
+                     "Test accuracy"):
+        assert expected in text, f"{expected!r} not printed"
+
+
+def test_example_on_a_tiny_fake_dataset(tmp_path):
+    data = write_fake_cifar(tmp_path / "data")
+    out = tmp_path / "run"
+    result = run_example(out, data, "--epochs", "2", "--batch-size", "16")
+    check_outputs(out, 2, result)
+
+
+def test_example_on_the_shared_dataset(tmp_path):
+    if not SHARED.exists():
+        pytest.skip(f"the shared CIFAR-10 copy is absent ({SHARED}); this test needs it")
+    out = tmp_path / "run"
+    result = run_example(out, SHARED, "--epochs", "1", "--train-limit", "512", "--test-limit", "256")
+    check_outputs(out, 1, result)
+    assert "512 train samples, 256 test samples" in result.stdout
+
+
+def test_example_rejects_bad_flags(tmp_path):
+    result = run_example(tmp_path / "run", tmp_path, "--epochs", "0")
+    assert result.returncode != 0 and "--epochs must be at least 1" in result.stderr
+
+
+def test_example_reports_a_missing_dataset(tmp_path):
+    result = run_example(tmp_path / "run", tmp_path / "nowhere.tar.gz", "--epochs", "1")
+    assert result.returncode != 0
+    assert "nowhere.tar.gz" in result.stderr and "Traceback" not in result.stderr
