@@ -6,7 +6,9 @@
     softmax  y_k = e^z_k / sum_j e^z_j  dz = y * (dy - sum_k dy_k y_k)
     linear   y = z                      dz = dy
 
-Each keeps only its output y, which is all its gradient needs.
+Each keeps only its output y, which is all its gradient needs. A layer whose
+output z is a new array that nobody else holds (Conv2D, Dense) sets
+``overwrite_input``; ReLU then writes y over z instead of allocating a copy.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from minicnn import backend
 
 class ActivationFunction:
     name = "linear"
+    overwrite_input = False  # may forward() reuse z's memory for y?
 
     def forward(self, z):
         return z
@@ -35,7 +38,7 @@ class ReLU(ActivationFunction):
 
     def forward(self, z):
         xp = backend.get_array_module(z)
-        self.y = xp.maximum(z, 0)
+        self.y = xp.maximum(z, 0, out=z if self.overwrite_input else None)
         return self.y
 
     def backward(self, grad):

@@ -281,3 +281,20 @@ def permutation(rng, n: int):
     if hasattr(rng, "permutation"):
         return rng.permutation(n)
     return rng.random(n).argsort()  # CuPy generators lack permutation()
+
+
+def rng_state(rng) -> dict | None:
+    """A generator's state as plain data (JSON-able), or None where it cannot be read.
+
+    NumPy generators expose it; CuPy's keep theirs on the device, so a CuPy run
+    resumes with fresh random streams.
+    """
+    state = getattr(getattr(rng, "bit_generator", None), "state", None)
+    return state if isinstance(state, dict) else None
+
+
+def set_rng_state(rng, state: dict) -> None:
+    """Put a generator back into a state returned by ``rng_state``."""
+    bit_generator = getattr(rng, "bit_generator", None)
+    if bit_generator is not None and isinstance(getattr(bit_generator, "state", None), dict):
+        bit_generator.state = state

@@ -43,18 +43,19 @@ class GradCheckResult:
                 f"{self.where} (tolerance {self.tolerance:.0e}; {per_tensor})")
 
 
-def _rng_holders(layers) -> list:
-    return [layer for layer in layers if getattr(layer, "rng", None) is not None]
-
-
 def _rewinder(layers) -> Callable[[], None]:
     """A function that puts every layer's random generator back where it is now."""
-    holders = _rng_holders(layers)
-    states = [layer.rng.bit_generator.state for layer in holders]
+    holders = [layer for layer in layers if getattr(layer, "rng", None) is not None]
+    states = [backend.rng_state(layer.rng) for layer in holders]
+    for layer, state in zip(holders, states):
+        if state is None:
+            raise ValueError(f"gradcheck: cannot rewind the random generator of "
+                             f"{layer.describe()} on the {backend.get_backend()} backend; "
+                             "check layers that draw random numbers on numpy")
 
     def rewind() -> None:
         for layer, state in zip(holders, states):
-            layer.rng.bit_generator.state = state
+            backend.set_rng_state(layer.rng, state)
     return rewind
 
 

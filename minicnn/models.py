@@ -23,7 +23,7 @@ import numpy as np
 
 from minicnn import backend, losses, optimizers
 from minicnn.fileio import write_atomic
-from minicnn.layers.base import Layer
+from minicnn.layers.base import Layer, sample_shape
 from minicnn.progbar import Progbar
 
 WEIGHTS_FORMAT = "minicnn-weights-1"
@@ -79,7 +79,7 @@ class Sequential:
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create every layer's parameters for samples of ``input_shape``."""
-        shape = tuple(int(d) for d in input_shape)
+        shape = sample_shape(input_shape, f"Sequential {self.name!r}")
         self._input_shape = shape
         for layer in self.layers:
             if layer.built:

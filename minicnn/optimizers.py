@@ -9,6 +9,8 @@ Updates are in place, so arrays held elsewhere (``layer.params``) see them.
 """
 from __future__ import annotations
 
+import numbers
+
 from minicnn import backend
 
 
@@ -19,7 +21,7 @@ class SGD:
             learning_rate = lr
         for name, value in (("learning_rate", learning_rate), ("momentum", momentum),
                             ("decay", decay)):
-            if not isinstance(value, (int, float)) or value < 0:
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"SGD: {name} must be a number >= 0, got {value!r}")
         self.learning_rate = float(learning_rate)
         self.momentum = float(momentum)
@@ -27,6 +29,11 @@ class SGD:
         self.nesterov = bool(nesterov)
         self.iterations = 0
         self.velocities: dict[tuple[int, str], object] = {}
+        self._scratch: dict[tuple[int, str], object] = {}  # work arrays, not state
+
+    def get_config(self) -> dict:
+        return {"learning_rate": self.learning_rate, "momentum": self.momentum,
+                "decay": self.decay, "nesterov": self.nesterov}
 
     @property
     def current_learning_rate(self) -> float:
@@ -43,18 +50,26 @@ class SGD:
         lr = self.current_learning_rate
         for index, layer in enumerate(layers):
             for name, param in layer.params.items():
-                grad = layer.grads[name]
-                if self.momentum == 0.0:
-                    param -= lr * grad  # a Python float keeps float32 arrays float32
-                    continue
                 key = (index, name)
+                xp = backend.get_array_module(param)
+                # NumPy has no fused axpy (w -= lr*g would allocate lr*g every step):
+                # scale g into a scratch array kept per parameter, then subtract in place.
+                step = self._scratch.get(key)
+                if step is None or step.shape != param.shape or step.dtype != param.dtype:
+                    step = self._scratch[key] = xp.empty_like(param)
+                xp.multiply(layer.grads[name], lr, out=step)  # lr*g; a Python float keeps float32
+                if self.momentum == 0.0:
+                    param -= step
+                    continue
                 if key not in self.velocities:
-                    self.velocities[key] = backend.get_array_module(param).zeros_like(param)
+                    self.velocities[key] = xp.zeros_like(param)
                 v = self.velocities[key]
                 v *= self.momentum
-                v -= lr * grad
-                if self.nesterov:
-                    param += self.momentum * v - lr * grad
+                v -= step
+                if self.nesterov:  # w += momentum*v - lr*g
+                    param -= step
+                    xp.multiply(v, self.momentum, out=step)
+                    param += step
                 else:
                     param += v
         self.iterations += 1

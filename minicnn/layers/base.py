@@ -14,6 +14,7 @@ changes what the next forward uses.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from minicnn import activations, backend
@@ -26,7 +27,8 @@ class Layer:
     def __init__(self, input_shape: tuple[int, ...] | None = None, name: str | None = None,
                  activation: str | activations.ActivationFunction | None = None) -> None:
         self.name = name
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.input_shape = (sample_shape(input_shape, type(self).__name__)
+                            if input_shape is not None else None)
         self.activation = activations.get(activation) if activation is not None else None
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
@@ -52,7 +54,7 @@ class Layer:
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create parameters for samples of ``input_shape`` (batch axis excluded)."""
-        input_shape = tuple(int(d) for d in input_shape)
+        input_shape = sample_shape(input_shape, self.describe())
         rank = self.expected_rank()
         if rank is not None and len(input_shape) != rank:
             raise ValueError(f"{self.describe()}: expected samples of rank {rank} "
@@ -118,17 +120,35 @@ class Layer:
         return f"<{self.describe()}>"
 
 
+def positive_int(value, what: str, layer: str) -> int:
+    """An int >= 1 (NumPy integers welcome, bools and floats not)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{layer}: {what} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def pair(value, what: str, layer: str) -> tuple[int, int]:
     """Keras accepts 3 or (3, 3); always return a pair of positive ints."""
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):
         value = (value, value)
     try:
-        a, b = (int(v) for v in value)
+        a, b = value
     except (TypeError, ValueError):
-        raise ValueError(f"{layer}: {what} must be an int or a pair of ints, got {value!r}") from None
+        a = b = None
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (a, b)):
+        raise ValueError(f"{layer}: {what} must be an int or a pair of ints, got {value!r}")
     if a < 1 or b < 1:
-        raise ValueError(f"{layer}: {what} must be positive, got {value!r}")
-    return a, b
+        raise ValueError(f"{layer}: {what} must be positive, got {tuple(value)!r}")
+    return int(a), int(b)
+
+
+def sample_shape(shape, layer: str) -> tuple[int, ...]:
+    """A per-sample shape such as (32, 32, 3): positive ints, no batch axis."""
+    shape = tuple(shape)
+    if any(d is None for d in shape):
+        raise ValueError(f"{layer}: input_shape {shape} must not include the batch axis "
+                         f"(None); give the shape of one sample, e.g. {shape[1:]}")
+    return tuple(positive_int(d, "every input_shape entry", layer) for d in shape)
 
 
 def check_padding(padding: str, layer: str) -> str:

@@ -5,12 +5,21 @@ Forward (W reshaped to (kh*kw*c_in, filters)):
     y   = col @ W + b                   (N*OH*OW, filters) -> (N, OH, OW, filters)
 Backward, with dy flattened the same way:
     dW = col^T @ dy      db = sum over rows of dy      dx = col2im(dy @ W^T)
+
+The bias rides along in the products. col gets a last column of ones and W a
+last row holding b, so
+
+    y = [col 1] @ [W; b]          [dW; db] = [col 1]^T @ dy
+
+are one BLAS call each, and no extra pass over the output adds b or sums dy
+(for the first layer's 29 MB output such a pass costs about as much as the
+product itself).
 """
 from __future__ import annotations
 
 from minicnn import backend, initializers
 from minicnn.layers import im2col as win
-from minicnn.layers.base import Layer, check_padding, pair
+from minicnn.layers.base import Layer, check_padding, pair, positive_int
 
 
 class Conv2D(Layer):
@@ -19,19 +28,21 @@ class Conv2D(Layer):
                  bias_initializer="zeros", input_shape=None, data_format: str = "channels_last",
                  name: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name, activation=activation)
-        if not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
         if data_format != "channels_last":
             raise ValueError(f"Conv2D: data_format must be 'channels_last' (NHWC), got "
                              f"{data_format!r}; transpose channels-first data with "
                              "x.transpose(0, 2, 3, 1)")
-        self.filters = filters
+        self.filters = positive_int(filters, "filters", "Conv2D")
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2D")
         self.strides = pair(strides, "strides", "Conv2D")
         self.padding = check_padding(padding, "Conv2D")
         self.use_bias = use_bias
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        if self.activation is not None:
+            # Our output is a new array nobody else holds: the activation may work in place.
+            self.activation.overwrite_input = True
+        self._buffers = {}
 
     def expected_rank(self) -> int:
         return 3
@@ -53,31 +64,58 @@ class Conv2D(Layer):
         if self.use_bias:
             self.add_param("bias", self.bias_initializer((self.filters,), rng))
 
+    def _buffer(self, name: str, shape, like):
+        """A work array kept from step to step, one per name and shape (training and
+        inference batches differ). A fresh 50 MB col every step would cost page faults
+        each time; a reused one costs nothing. The oldest are dropped beyond a few."""
+        key = (name, shape, like.dtype, type(like))
+        buf = self._buffers.pop(key, None)
+        if buf is None:
+            buf = backend.get_array_module(like).empty(shape, dtype=like.dtype)
+            if name == "col" and self.use_bias:
+                buf[:, -1] = 1  # the ones column that carries the bias; im2col never touches it
+        self._buffers[key] = buf  # now the most recently used
+        while len(self._buffers) > 6:
+            del self._buffers[next(iter(self._buffers))]
+        return buf
+
+    def _matrix(self):
+        """[W; b]: the kernel as a (kh*kw*c_in, filters) matrix, with the bias as an extra last row."""
+        w = self.params["kernel"].reshape(-1, self.filters)
+        if not self.use_bias:
+            return w
+        xp = backend.get_array_module(w)
+        return xp.concatenate([w, self.params["bias"].reshape(1, -1)])
+
     def _forward(self, x, training):
         n, h, w, c = x.shape
         oh, ow, f = self.output_shape((h, w, c))
         pads = (win.padding_amounts(h, self.kernel_size[0], self.strides[0], self.padding),
                 win.padding_amounts(w, self.kernel_size[1], self.strides[1], self.padding))
         x_padded = win.pad(x, pads)
-        col = win.im2col(x_padded, self.kernel_size, self.strides, (oh, ow))
-        y = col @ self.params["kernel"].reshape(-1, f)
-        if self.use_bias:
-            y += self.params["bias"]
+        k = self.kernel_size[0] * self.kernel_size[1] * c
+        col = self._buffer("col", (n * oh * ow, k + self.use_bias), x)
+        win.im2col(x_padded, self.kernel_size, self.strides, (oh, ow), out=col[:, :k])
+        y = col @ self._matrix()
         self._cache = (col, x_padded.shape, pads, (oh, ow))
         return y.reshape(n, oh, ow, f)
 
     def _backward(self, grad):
         col, padded_shape, pads, out_hw = self._cache
         kernel = self.params["kernel"]
+        xp = backend.get_array_module(grad)
         dy = grad.reshape(-1, self.filters)
+        k = kernel.size // self.filters
         # (dy^T col)^T, not col^T dy: the same numbers, but BLAS is far faster when
         # the long axis (N*OH*OW) is the inner one of both operands.
-        self.grads["kernel"] = (dy.T @ col).T.reshape(kernel.shape)
+        d_matrix = (dy.T @ col).T  # [dW; db], a transposed view: copy into the params' layout
+        self.grads["kernel"] = xp.ascontiguousarray(d_matrix[:k]).reshape(kernel.shape)
         if self.use_bias:
-            self.grads["bias"] = dy.sum(axis=0)
+            self.grads["bias"] = xp.ascontiguousarray(d_matrix[k])
         if not self.input_grad:
             return None
-        dcol = dy @ kernel.reshape(-1, self.filters).T
+        dcol = self._buffer("dcol", (dy.shape[0], k), dy)
+        xp.matmul(dy, kernel.reshape(k, self.filters).T, out=dcol)
         dx = win.col2im(dcol, padded_shape, self.kernel_size, self.strides, out_hw)
         (top, bottom), (left, right) = pads
         return dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right, :]

@@ -6,7 +6,7 @@ Backward:  dW = x^T @ dy    db = sum_n dy    dx = dy @ W^T
 from __future__ import annotations
 
 from minicnn import backend, initializers
-from minicnn.layers.base import Layer
+from minicnn.layers.base import Layer, positive_int
 
 
 class Dense(Layer):
@@ -16,12 +16,13 @@ class Dense(Layer):
         if input_dim is not None and input_shape is None:
             input_shape = (input_dim,)
         super().__init__(input_shape=input_shape, name=name, activation=activation)
-        if not isinstance(units, int) or units < 1:
-            raise ValueError(f"Dense: units must be a positive int, got {units!r}")
-        self.units = units
+        self.units = positive_int(units, "units", "Dense")
         self.use_bias = use_bias
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        if self.activation is not None:
+            # Our output is a new array nobody else holds: the activation may work in place.
+            self.activation.overwrite_input = True
 
     def expected_rank(self) -> int:
         return 1

@@ -5,9 +5,17 @@ convolution becomes a single matrix product::
 
     col[(n, oy, ox), (i, j, c)] = x[n, oy*sh + i, ox*sw + j, c]
 
+Channels-last makes this cheap: the view (N, OH, OW, KH, KW, C) of x is just
+x with other strides, and its last axis (C) is already contiguous, so laying
+it out as rows is one plain copy (no transposes) that BLAS can then eat.
+
 ``col2im`` is its adjoint: it adds each row back onto the window it came from,
 a short loop over the kh*kw kernel offsets with strided slices (overlapping
 windows add up, which is exactly the chain rule for a pixel used many times).
+
+``tiles`` is the special case max-pooling loves: when the windows do not
+overlap (stride == window), the (N, OH, PH, OW, PW, C) view of x is x itself,
+so a window's max is a reduction over two axes of a view.
 """
 from __future__ import annotations
 
@@ -49,17 +57,31 @@ def window(x, i: int, j: int, strides: tuple[int, int], out_hw: tuple[int, int])
     return x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
 
 
-def im2col(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]):
-    """(N, H, W, C) -> (N*OH*OW, KH*KW*C): one row per output pixel, no transposes.
-
-    A strided view (N, OH, OW, KH, KW, C) of ``x`` shares its memory; the
-    reshape makes the one copy the matrix product needs.
-    """
+def windows(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]):
+    """The strided view (N, OH, OW, KH, KW, C) of x: element [n, oy, ox, i, j, c] is
+    x[n, oy*sh + i, ox*sw + j, c]. No copy: it shares x's memory."""
     n, _, _, c = x.shape
     (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
     s_n, s_h, s_w, s_c = x.strides
-    view = backend.as_strided(x, (n, oh, ow, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
-    return view.reshape(n * oh * ow, kh * kw * c)
+    return backend.as_strided(x, (n, oh, ow, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
+
+
+def im2col(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
+           out=None):
+    """(N, H, W, C) -> (N*OH*OW, KH*KW*C): one row per output pixel, no transposes.
+
+    ``out`` (a matrix of that shape, or a view of one, such as the first columns
+    of a wider buffer) receives the rows, so a layer can reuse one buffer step
+    after step instead of allocating (and page-faulting) a large new one.
+    """
+    n, _, _, c = x.shape
+    (kh, kw), (oh, ow) = kernel, out_hw
+    view = windows(x, kernel, strides, out_hw)
+    if out is None:
+        return view.reshape(n * oh * ow, kh * kw * c)  # the reshape makes the one copy
+    # Splitting out's axes is always a view, so copyto writes into out itself.
+    backend.get_array_module(x).copyto(out.reshape(n, oh, ow, kh, kw, c), view)
+    return out
 
 
 def col2im(col, x_shape: tuple[int, ...], kernel: tuple[int, int], strides: tuple[int, int],
@@ -74,3 +96,13 @@ def col2im(col, x_shape: tuple[int, ...], kernel: tuple[int, int], strides: tupl
         for j in range(kw):
             window(x, i, j, strides, out_hw)[...] += cols[:, :, :, i, j, :]
     return x
+
+
+def tiles(x, pool: tuple[int, int]):
+    """Non-overlapping ph x pw tiles of x as a view (N, OH, PH, OW, PW, C), where
+    OH = H // ph and OW = W // pw: rows and columns that fill no whole tile are left out."""
+    n, h, w, c = x.shape
+    ph, pw = pool
+    s_n, s_h, s_w, s_c = x.strides
+    return backend.as_strided(x, (n, h // ph, ph, w // pw, pw, c),
+                              (s_n, s_h * ph, s_h, s_w * pw, s_w, s_c))

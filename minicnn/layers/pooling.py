@@ -4,9 +4,17 @@ Forward:  y[n, oy, ox, c] = max over (i, j) of x[n, oy*sh + i, ox*sw + j, c]
 Backward: the whole of dy goes to the one input that won the max (the first
 one in row-major window order on ties); every other input gets zero.
 
-Both passes loop over the kh*kw window offsets with strided slices; the
-winner of each window is kept as a small int8 offset index, so backward needs
-neither x nor y.
+Two ways to compute it:
+
+* Tiles (stride == window, no padding: the usual 2x2 pooling). The windows
+  do not overlap, so ``im2col.tiles`` views x as (N, OH, kh, OW, kw, C) and
+  y is a max over the two window axes. A boolean mask of the same shape marks
+  each window's winner, and backward is one product dx = mask * dy broadcast
+  over the window. Rows or columns that fill no whole window (a 13x13 input
+  under 2x2 pooling) get no gradient.
+* Any windows (overlapping, or 'same' padding). Both passes loop over the
+  kh*kw window offsets with strided slices; the winner of each window is kept
+  as a small integer offset index, so backward needs neither x nor y.
 """
 from __future__ import annotations
 
@@ -41,27 +49,75 @@ class MaxPooling2D(Layer):
         ph, pw = self.pool_size
         return [(i, j) for i in range(ph) for j in range(pw)]
 
+    def _pads(self, h: int, w: int):
+        return (win.padding_amounts(h, self.pool_size[0], self.strides[0], self.padding),
+                win.padding_amounts(w, self.pool_size[1], self.strides[1], self.padding))
+
     def _forward(self, x, training):
+        pads = self._pads(x.shape[1], x.shape[2])
+        if self.strides == self.pool_size and pads == ((0, 0), (0, 0)):
+            return self._forward_tiles(x, training)
+        return self._forward_windows(x, pads)
+
+    def _backward(self, grad):
+        if self._cache[0] == "tiles":
+            return self._backward_tiles(grad)
+        return self._backward_windows(grad)
+
+    # ------------------------------------------------- non-overlapping tiles
+    def _forward_tiles(self, x, training):
+        xp = backend.get_array_module(x)
+        t = win.tiles(x, self.pool_size)                  # (N, OH, kh, OW, kw, C), a view
+        offsets = self._offsets()
+        # The max of the tiles' kh*kw corners, one whole-array maximum at a time.
+        y = t[:, :, 0, :, 0].copy()
+        for i, j in offsets[1:]:
+            xp.maximum(y, t[:, :, i, :, j], out=y)
+        if not training:  # only backward needs to know who won
+            self._cache = ("tiles", None, x.shape)
+            return y
+        # Mark the winners, then keep only the first of any ties in each window:
+        # for booleans a > b means "a and not b", so a later offset loses to any
+        # earlier one that already won.
+        mask = t == y[:, :, None, :, None]
+        taken = mask[:, :, 0, :, 0].copy()
+        for i, j in offsets[1:]:
+            won = mask[:, :, i, :, j]
+            xp.greater(won, taken, out=won)
+            taken |= won
+        self._cache = ("tiles", mask, x.shape)
+        return y
+
+    def _backward_tiles(self, grad):
+        xp = backend.get_array_module(grad)
+        _, mask, x_shape = self._cache
+        if mask is None:
+            raise RuntimeError(f"{self.describe()}: backward needs a forward with training=True")
+        dx = xp.zeros(x_shape, dtype=grad.dtype)
+        # dy broadcast over each window, kept only at its winner.
+        xp.multiply(grad[:, :, None, :, None], mask, out=win.tiles(dx, self.pool_size))
+        return dx
+
+    # ------------------------------------------------- any windows
+    def _forward_windows(self, x, pads):
         xp = backend.get_array_module(x)
         n, h, w, c = x.shape
         oh, ow, _ = self.output_shape((h, w, c))
-        pads = (win.padding_amounts(h, self.pool_size[0], self.strides[0], self.padding),
-                win.padding_amounts(w, self.pool_size[1], self.strides[1], self.padding))
         x = win.pad(x, pads, value=-xp.inf)  # padding never wins a max
         offsets = self._offsets()
         y = win.window(x, *offsets[0], self.strides, (oh, ow)).copy()
-        winner = xp.zeros(y.shape, dtype=xp.int8)
+        winner = xp.zeros(y.shape, dtype=xp.int8 if len(offsets) <= 127 else xp.int32)
         for k, (i, j) in enumerate(offsets[1:], start=1):
             candidate = win.window(x, i, j, self.strides, (oh, ow))
             better = candidate > y  # strict: on ties the earlier offset keeps the win
             xp.maximum(y, candidate, out=y)
             winner[better] = k
-        self._cache = (winner, x.shape, pads, (oh, ow))
+        self._cache = ("windows", winner, x.shape, pads, (oh, ow))
         return y
 
-    def _backward(self, grad):
+    def _backward_windows(self, grad):
         xp = backend.get_array_module(grad)
-        winner, padded_shape, pads, out_hw = self._cache
+        _, winner, padded_shape, pads, out_hw = self._cache
         dx = xp.zeros(padded_shape, dtype=grad.dtype)
         for k, (i, j) in enumerate(self._offsets()):
             win.window(dx, i, j, self.strides, out_hw)[...] += grad * (winner == k)

@@ -1,0 +1,135 @@
+"""Checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint is one ``.npz`` file (format ``minicnn-checkpoint``, version 1):
+
+    __checkpoint__            JSON text: format, version, epoch (epochs completed),
+                              input_shape, architecture (layer types and configs),
+                              history so far, optimizer (type, config, iterations),
+                              random-generator states (fit's shuffling, each layer's)
+    weights/<layer>/<param>   every parameter, as saved by save_weights
+    optimizer/<layer>/<param> the optimizer's momentum buffers, if any
+
+It is written to a temporary file and renamed, so a crash mid-write leaves the
+previous checkpoint intact. Loading checks format, version and architecture
+and names the first mismatch.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minicnn import backend
+from minicnn.fileio import write_atomic
+
+FORMAT = "minicnn-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for this model."""
+
+
+@dataclass
+class Checkpoint:
+    epoch: int                       # epochs completed
+    history: dict[str, list[float]] = field(default_factory=dict)
+    fit_rng_state: dict | None = None
+
+
+def _architecture(model) -> list[dict]:
+    # JSON round trip so tuples compare equal to the lists read back from a file.
+    return json.loads(json.dumps(model.architecture()))
+
+
+def save(path: str | os.PathLike, model, epoch: int, history: dict, fit_rng=None) -> None:
+    """Write model weights, optimizer state, history and generator states to ``path``."""
+    optimizer = model.optimizer
+    meta = {
+        "format": FORMAT, "version": VERSION, "epoch": int(epoch),
+        "input_shape": list(model.input_shape[1:]), "architecture": _architecture(model),
+        "history": {k: [float(v) for v in values] for k, values in history.items()},
+        "optimizer": {"type": type(optimizer).__name__, "config": optimizer.get_config(),
+                      "iterations": int(optimizer.iterations)},
+        "rng": {"fit": backend.rng_state(fit_rng) if fit_rng is not None else None,
+                "layers": {layer.name: backend.rng_state(layer.rng) for layer in model.layers
+                           if getattr(layer, "rng", None) is not None}},
+    }
+    arrays = {"__checkpoint__": np.array(json.dumps(meta))}
+    for layer in model.layers:
+        for key, value in layer.params.items():
+            arrays[f"weights/{layer.name}/{key}"] = backend.to_host(value)
+    for (index, key), value in optimizer.velocities.items():
+        arrays[f"optimizer/{model.layers[index].name}/{key}"] = backend.to_host(value)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, lambda f: f.write(buffer.getvalue()))
+
+
+def load(path: str | os.PathLike, model) -> Checkpoint:
+    """Restore ``model`` (weights, optimizer, generators) from ``path``; return the rest."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {exc}") from None
+    if "__checkpoint__" not in arrays:
+        raise CheckpointError(f"{path} is not a minicnn checkpoint (no __checkpoint__ entry)")
+    meta = json.loads(str(arrays.pop("__checkpoint__")))
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r} version "
+                              f"{meta.get('version')!r}; this minicnn reads {FORMAT!r} version {VERSION}")
+    _check_architecture(path, meta, model)
+    if not model.built:
+        model.build(tuple(meta["input_shape"]))
+    opt = meta["optimizer"]
+    if opt["type"] != type(model.optimizer).__name__:
+        raise CheckpointError(f"checkpoint {path} was made with optimizer {opt['type']}, "
+                              f"the model is compiled with {type(model.optimizer).__name__}")
+    for layer in model.layers:
+        for key, param in layer.params.items():
+            value = arrays.get(f"weights/{layer.name}/{key}")
+            if value is None or value.shape != tuple(param.shape):
+                got = "nothing" if value is None else f"shape {value.shape}"
+                raise CheckpointError(f"checkpoint {path}: {layer.describe()} {key} expects "
+                                      f"shape {tuple(param.shape)}, the file holds {got}")
+    # Everything checked: now change the model.
+    for layer in model.layers:
+        for key, param in layer.params.items():
+            param[...] = backend.to_device(arrays[f"weights/{layer.name}/{key}"], dtype=param.dtype)
+    model.optimizer.iterations = int(opt["iterations"])
+    model.optimizer.velocities = {}
+    names = {layer.name: i for i, layer in enumerate(model.layers)}
+    for key, value in arrays.items():
+        if key.startswith("optimizer/"):
+            _, layer_name, param = key.split("/")
+            model.optimizer.velocities[(names[layer_name], param)] = backend.to_device(
+                value, dtype=backend.floatx())
+    for layer in model.layers:
+        state = meta["rng"]["layers"].get(layer.name)
+        if state is not None and getattr(layer, "rng", None) is not None:
+            backend.set_rng_state(layer.rng, state)
+    return Checkpoint(epoch=int(meta["epoch"]), history=meta["history"],
+                      fit_rng_state=meta["rng"]["fit"])
+
+
+def _check_architecture(path: str, meta: dict, model) -> None:
+    theirs, ours = meta["architecture"], _architecture(model)
+    if model.built and list(model.input_shape[1:]) != meta["input_shape"]:
+        raise CheckpointError(f"checkpoint {path} is for inputs {tuple(meta['input_shape'])}, "
+                              f"the model takes {model.input_shape[1:]}")
+    if len(theirs) != len(ours):
+        raise CheckpointError(f"checkpoint {path} holds {len(theirs)} layers, the model has "
+                              f"{len(ours)}: it was made for another architecture")
+    for mine, saved in zip(ours, theirs):
+        if (mine["type"], mine["config"]) != (saved["type"], saved["config"]):
+            raise CheckpointError(f"checkpoint {path}: layer {mine['name']!r} is {mine['type']} "
+                                  f"{mine['config']}, the checkpoint has {saved['type']} "
+                                  f"{saved['config']} there: another architecture")

@@ -1,0 +1,77 @@
+"""Shared fixtures for the minicnn core tests.
+
+* ``backend``: runs a test on "numpy", on "strict" (host arrays that refuse to
+  mix with plain numpy arrays the way CuPy arrays do) and on "cupy" (skipped,
+  with the reason, where CuPy or a GPU is missing). The backend is set back to
+  "numpy" afterwards whatever happens.
+* an autouse fixture puts floatx back to "float32" and seeds minicnn with 0
+  before every test, so tests neither leak state nor depend on their order.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn import backend as _backend
+
+
+def _cupy_reason() -> str:
+    try:
+        _backend._cupy()
+    except RuntimeError as exc:
+        return str(exc)
+    return "unknown reason"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    minicnn.set_backend("numpy")
+    minicnn.set_floatx("float32")
+    minicnn.set_seed(0)
+    yield
+    minicnn.set_backend("numpy")
+    minicnn.set_floatx("float32")
+
+
+@pytest.fixture(params=["numpy", "strict", "cupy"])
+def backend(request):
+    name = request.param
+    if name == "cupy" and not _backend.cupy_available():
+        reason = f"CuPy or a GPU is not available: {_cupy_reason()}"
+        print(reason)
+        pytest.skip(reason)
+    minicnn.set_backend(name)
+    try:
+        yield name
+    finally:
+        minicnn.set_backend("numpy")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def distinct(shape, rng=None):
+    """Values that are all different and well apart: a random permutation of an
+    evenly spaced grid over [-1, 1] that never contains 0. No max-pool ties, and
+    no input sits on a ReLU kink, so finite differences mean something."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    n = int(np.prod(shape))
+    step = 2.0 / n
+    values = -1.0 + step * (np.arange(n) + 0.25)
+    return rng.permutation(values).reshape(shape)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per distinct skip reason (pytest's -rs prints one per test location)."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.write_line("skipped tests, by reason:")
+        for reason, count in reasons.items():
+            terminalreporter.write_line(f"  {count} skipped: {reason}")

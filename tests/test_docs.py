@@ -1,0 +1,50 @@
+"""The walkthrough in docs/backprop.md runs, and prints exactly what it shows.
+
+Each ```python block runs in one shared namespace, in order; the ```text block
+right after it must equal what it printed. To regenerate the outputs after an
+intended change: MINICNN_UPDATE_DOCS=1 python -m pytest tests/test_docs.py
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from pathlib import Path
+
+import minicnn
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "backprop.md"
+BLOCK = re.compile(r"```python\n(.*?)```\n(?:\n```text\n(.*?)```\n)?", re.S)
+
+
+def run_blocks(text: str) -> list[tuple[re.Match, str]]:
+    namespace: dict = {}
+    results = []
+    for match in BLOCK.finditer(text):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(match.group(1), f"{DOC.name} block {len(results) + 1}", "exec"), namespace)
+        results.append((match, printed.getvalue()))
+    return results
+
+
+def test_walkthrough_runs_and_matches_its_printed_output():
+    text = DOC.read_text()
+    try:
+        results = run_blocks(text)
+    finally:
+        minicnn.set_floatx("float32")
+    assert len(results) >= 8, "the walkthrough lost its code blocks"
+    if os.environ.get("MINICNN_UPDATE_DOCS"):
+        for match, printed in reversed(results):
+            start, end = match.span()
+            replacement = f"```python\n{match.group(1)}```\n\n```text\n{printed}```\n"
+            text = text[:start] + replacement + text[end:]
+        DOC.write_text(text)
+        results = run_blocks(text)
+    for number, (match, printed) in enumerate(results, start=1):
+        shown = match.group(2)
+        assert shown is not None, f"block {number} has no ```text output block after it"
+        assert printed.rstrip() == shown.rstrip(), (
+            f"block {number} printed\n{printed}\nbut the page shows\n{shown}")
