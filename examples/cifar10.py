@@ -26,6 +26,7 @@ import pandas as pd
 import minicnn
 from minicnn.datasets import cifar10
 from minicnn.fileio import write_text_atomic
+from minicnn.interrupts import TrainingDiverged, TrainingInterrupted
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD
@@ -50,9 +51,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the cache, or a download)")
     p.add_argument("--out", default=None, help="output folder (default runs/<timestamp>)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG pictures")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="save a checkpoint (weights, optimizer, history, random state) there "
+                        "after every epoch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in --checkpoint-dir up to --epochs in total")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                    help="1: live progress bar, 2: one line per epoch")
     args = p.parse_args(argv)
+    if args.resume and args.checkpoint_dir is None:
+        p.error("--resume needs --checkpoint-dir DIR (where the checkpoint is)")
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -135,10 +143,22 @@ def main(argv=None) -> dict:
 
     model = build_model(args.lr, args.decay)
     model.summary()
+    checkpoint = None
+    if args.checkpoint_dir is not None:
+        Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        checkpoint = os.path.join(args.checkpoint_dir, "checkpoint.npz")
     start = time.perf_counter()
-    history = model.fit(x_train, y_train_1h, batch_size=args.batch_size, epochs=args.epochs,
-                        verbose=args.verbose, validation_data=(x_test, y_test_1h), shuffle=True)
+    try:
+        history = model.fit(x_train, y_train_1h, batch_size=args.batch_size, epochs=args.epochs,
+                            verbose=args.verbose, validation_data=(x_test, y_test_1h),
+                            shuffle=True, checkpoint=checkpoint, resume=args.resume)
+    except TrainingInterrupted as exc:
+        print(f"\ncifar10.py: stopped. {exc}", file=sys.stderr)
+        sys.exit(130)
+    except TrainingDiverged as exc:
+        sys.exit(f"cifar10.py: {exc}")
     train_seconds = time.perf_counter() - start
+    epochs_run = max(len(history.epoch) - history.resumed_epochs, 1)
 
     predicted = model.predict(x_test, batch_size=max(args.batch_size, 256)).argmax(axis=1)
     truth = y_test[:, 0]
@@ -160,7 +180,7 @@ def main(argv=None) -> dict:
     metrics = {"test_accuracy": accuracy, "final": {k: float(v.iloc[-1]) for k, v in frame.items()},
                "epochs": args.epochs, "train_samples": int(x_train.shape[0]),
                "test_samples": int(x_test.shape[0]), "train_seconds": round(train_seconds, 2),
-               "seconds_per_epoch": round(train_seconds / args.epochs, 2),
+               "seconds_per_epoch": round(train_seconds / epochs_run, 2),
                "backend": args.backend, "dtype": args.dtype, "seed": args.seed,
                "batch_size": args.batch_size, "lr": args.lr, "decay": args.decay,
                "per_class": per_class.to_dict(orient="index")}

@@ -45,13 +45,13 @@ def _architecture(model) -> list[dict]:
     return json.loads(json.dumps(model.architecture()))
 
 
-def save(path: str | os.PathLike, model, epoch: int, history: dict, fit_rng=None) -> None:
+def save(path: str | os.PathLike, model, epoch: int, history, fit_rng=None) -> None:
     """Write model weights, optimizer state, history and generator states to ``path``."""
     optimizer = model.optimizer
     meta = {
         "format": FORMAT, "version": VERSION, "epoch": int(epoch),
         "input_shape": list(model.input_shape[1:]), "architecture": _architecture(model),
-        "history": {k: [float(v) for v in values] for k, values in history.items()},
+        "history": {k: [float(v) for v in values] for k, values in history.as_dict().items()},
         "optimizer": {"type": type(optimizer).__name__, "config": optimizer.get_config(),
                       "iterations": int(optimizer.iterations)},
         "rng": {"fit": backend.rng_state(fit_rng) if fit_rng is not None else None,

@@ -22,7 +22,9 @@ from typing import Callable
 import numpy as np
 
 from minicnn import backend, losses, optimizers
+from minicnn import checkpoint as checkpoint_io
 from minicnn.fileio import write_atomic
+from minicnn.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
 from minicnn.layers.base import Layer, sample_shape
 from minicnn.progbar import Progbar
 
@@ -35,6 +37,7 @@ class History:
     def __init__(self) -> None:
         self.epoch: list[int] = []
         self.history: dict[str, list[float]] = {}
+        self.resumed_epochs = 0  # epochs that came from a checkpoint, not from this fit
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
         self.epoch.append(epoch)
@@ -43,6 +46,17 @@ class History:
             # Keras 2.3+ spells accuracy out; keep both names pointing at one list.
             if key.endswith("acc"):
                 self.history[key + "uracy"] = self.history[key]
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """The logs without the accuracy aliases (what a checkpoint stores)."""
+        return {k: v for k, v in self.history.items() if not k.endswith("accuracy")}
+
+    def restore(self, logs: dict[str, list[float]]) -> None:
+        """Refill from ``as_dict()`` output, e.g. when resuming from a checkpoint."""
+        epochs = len(next(iter(logs.values()), []))
+        for epoch in range(epochs):
+            self.append(epoch, {key: values[epoch] for key, values in logs.items()})
+        self.resumed_epochs = epochs
 
 
 def _snake_case(name: str) -> str:
@@ -176,13 +190,33 @@ class Sequential:
         return loss_value, correct
 
     def train_on_batch(self, x, y):
-        """One SGD step on one batch; returns (mean loss, number correct) on the device."""
+        """One SGD step on one batch; returns (mean loss, number correct) on the device.
+
+        Raises ``TrainingDiverged`` before touching the weights when the loss or
+        any gradient is NaN or infinite.
+        """
         self._require_compiled("train_on_batch")
         self._ensure_built(x)
         loss_value, correct = self._batch_loss(x, y, training=True)
         self._backward(self._loss_fn().backward())
+        self._check_finite(loss_value)
         self.optimizer.apply(self.layers)
         return loss_value, correct
+
+    def _check_finite(self, loss_value) -> None:
+        # One sum, one host read: a NaN or inf anywhere makes the whole sum non-finite.
+        total = loss_value + sum(g.sum() for layer in self.layers for g in layer.grads.values())
+        if bool(backend.get_array_module(loss_value).isfinite(total)):
+            return
+        xp = backend.get_array_module(loss_value)
+        if not bool(xp.isfinite(loss_value)):
+            raise TrainingDiverged(f"the loss became {float(loss_value)}")
+        for layer in self.layers:
+            for name, grad in layer.grads.items():
+                if not bool(xp.isfinite(grad).all()):
+                    raise TrainingDiverged(f"the gradient of {layer.name}/{name} became non-finite "
+                                           f"(the first layer where it did)")
+        raise TrainingDiverged("the gradients overflowed")
 
     # ------------------------------------------------------------ data checks
     def _prepare_x(self, x, where: str):
@@ -241,10 +275,18 @@ class Sequential:
     # ------------------------------------------------------------ training
     def fit(self, x, y, batch_size: int = 32, epochs: int = 1, verbose: int = 1,
             validation_data=None, shuffle: bool = True, initial_epoch: int = 0,
-            callbacks: list[Callable] | None = None) -> History:
-        """Train for ``epochs`` epochs; returns the per-epoch History.
+            callbacks: list[Callable] | None = None, checkpoint=None,
+            resume: bool = False) -> History:
+        """Train until ``epochs`` epochs are done in total; returns the per-epoch History.
 
-        ``callbacks`` are called as ``callback(epoch, logs)`` after each epoch.
+        ``checkpoint``: a file path, saved at the end of every epoch (and once
+        before the first), or a callable ``checkpoint(model, epoch, history)``.
+        ``resume=True`` with a path continues from that file when it exists:
+        weights, optimizer, random generators and history, so the run goes on
+        exactly as if it had never stopped. ``callbacks`` are called as
+        ``callback(epoch, logs)`` after each epoch. Ctrl-C or SIGTERM stops
+        after the current step with ``TrainingInterrupted``; a NaN or infinite
+        loss or gradient stops before the update with ``TrainingDiverged``.
         """
         self._require_compiled("fit")
         batch_size = self._check_batch_size(batch_size, "fit")
@@ -256,36 +298,91 @@ class Sequential:
                 raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
             x_val = self._prepare_x(validation_data[0], "fit (validation_data)")
             y_val = self._prepare_y(validation_data[1], x_val.shape[0], "fit (validation_data)")
-        n = x.shape[0]
-        xp = backend.get_array_module(x)
+        if batch_size > x.shape[0]:
+            warnings.warn(f"fit: batch_size {batch_size} is larger than the {x.shape[0]} samples; "
+                          "each epoch is one batch of all of them", stacklevel=2)
         rng = backend.device_rng()
         history = History()
-        for epoch in range(initial_epoch, epochs):
+        save = self._checkpointer(checkpoint, rng)
+        path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
+        if resume and path is None:
+            raise ValueError("fit: resume=True needs checkpoint=PATH to resume from")
+        if resume and os.path.exists(path):
+            state = checkpoint_io.load(path, self)
+            initial_epoch = state.epoch
+            history.restore(state.history)
+            if state.fit_rng_state is not None:
+                backend.set_rng_state(rng, state.fit_rng_state)
             if verbose:
-                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-            order = backend.permutation(rng, n) if shuffle else xp.arange(n)
-            bar = Progbar(n, verbose=verbose)
-            total_loss, total_correct = 0.0, 0
-            for start in range(0, n, batch_size):
-                index = order[start:start + batch_size]
-                loss_value, correct = self.train_on_batch(x[index], y[index])
-                size = index.shape[0]
-                total_loss = total_loss + loss_value * size
-                if correct is not None:
-                    total_correct = total_correct + correct
-                done = start + size
-                if done < n and bar.wants_values():  # the only host sync inside an epoch
-                    bar.update(done, self._logs(total_loss, total_correct, done))
-            logs = self._logs(total_loss, total_correct, n)
-            if validation_data is not None:
-                val = self._evaluate_prepared(x_val, y_val, batch_size)
-                logs.update({"val_" + key: value for key, value in val.items()})
-            bar.update(n, logs, final=True)
-            history.append(epoch, logs)
-            for callback in callbacks or []:
-                callback(epoch, logs)
+                print(f"Resuming from {path}: {state.epoch} epoch(s) done", flush=True)
+        elif save is not None and path is not None:
+            save(initial_epoch, history)  # so a stop in the first epoch can resume too
+        with deferred_signals() as stop:
+            for epoch in range(initial_epoch, epochs):
+                logs = self._fit_epoch(x, y, batch_size, epoch, epochs, rng, shuffle, verbose,
+                                       stop, path)
+                if validation_data is not None:
+                    val = self._evaluate_prepared(x_val, y_val, batch_size)
+                    logs.update({"val_" + key: value for key, value in val.items()})
+                self._bar.update(x.shape[0], logs, final=True)
+                history.append(epoch, logs)
+                if save is not None:
+                    save(epoch + 1, history)
+                for callback in callbacks or []:
+                    callback(epoch, logs)
         self.history = history
         return history
+
+    def _fit_epoch(self, x, y, batch_size, epoch, epochs, rng, shuffle, verbose, stop, path):
+        """One pass over the shuffled data; returns the epoch's training logs."""
+        n = x.shape[0]
+        xp = backend.get_array_module(x)
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+        order = backend.permutation(rng, n) if shuffle else xp.arange(n)
+        self._bar = bar = Progbar(n, verbose=verbose)
+        steps = -(-n // batch_size)
+        total_loss, total_correct = 0.0, 0
+        for step, start in enumerate(range(0, n, batch_size), start=1):
+            index = order[start:start + batch_size]
+            try:
+                loss_value, correct = self.train_on_batch(x[index], y[index])
+            except TrainingDiverged as exc:
+                bar.interrupt()
+                kept = f" The last good checkpoint is {path}." if path else ""
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch + 1}, step {step}/{steps}: {exc}.{kept} "
+                    f"Try a lower learning rate (it was {self.optimizer.current_learning_rate:.4g})."
+                ) from None
+            size = index.shape[0]
+            total_loss = total_loss + loss_value * size
+            if correct is not None:
+                total_correct = total_correct + correct
+            done = start + size
+            if stop:
+                bar.interrupt()
+                raise TrainingInterrupted(self._interrupt_message(stop, epoch, step, steps, path))
+            if done < n and bar.wants_values():  # the only host reads inside an epoch
+                bar.update(done, self._logs(total_loss, total_correct, done))
+        return self._logs(total_loss, total_correct, n)
+
+    @staticmethod
+    def _interrupt_message(stop, epoch, step, steps, path) -> str:
+        where = f"{stop.name} received in epoch {epoch + 1} after step {step}/{steps}"
+        if path is None:
+            return f"{where}; no checkpoint was asked for, so this run cannot be resumed."
+        return (f"{where}; the partial epoch is dropped. The last completed state "
+                f"({epoch} epoch(s)) is in {path}: resume with "
+                f"fit(..., checkpoint={path!r}, resume=True), or add --resume to the "
+                "example's command line.")
+
+    def _checkpointer(self, checkpoint, rng):
+        """A function save(epochs_done, history), or None when nothing is to be saved."""
+        if checkpoint is None:
+            return None
+        if callable(checkpoint):
+            return lambda epoch, history: checkpoint(self, epoch, history)
+        return lambda epoch, history: checkpoint_io.save(checkpoint, self, epoch, history, rng)
 
     def _logs(self, total_loss, total_correct, count: int) -> dict[str, float]:
         logs = {"loss": float(total_loss) / count}

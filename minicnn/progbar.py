@@ -56,6 +56,12 @@ class Progbar:
             self.stream.write(self.line(seen, values) + "\n")
             self.stream.flush()
 
+    def interrupt(self) -> None:
+        """End a half-drawn line so the next message starts on its own line."""
+        if self.verbose == 1 and self._last_draw:
+            self.stream.write("\n")
+            self.stream.flush()
+
     def wants_values(self) -> bool:
         """True when the next ``update`` would draw (so the caller may sync the device)."""
         return self.verbose == 1 and time.perf_counter() - self._last_draw >= self.interval

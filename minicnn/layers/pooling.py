@@ -93,7 +93,9 @@ class MaxPooling2D(Layer):
         _, mask, x_shape = self._cache
         if mask is None:
             raise RuntimeError(f"{self.describe()}: backward needs a forward with training=True")
-        dx = xp.zeros(x_shape, dtype=grad.dtype)
+        (ph, pw), (_, h, w, _) = self.pool_size, x_shape
+        # Zeros only where some rows or columns fill no tile; the product writes the rest.
+        dx = (xp.empty if h % ph == 0 and w % pw == 0 else xp.zeros)(x_shape, dtype=grad.dtype)
         # dy broadcast over each window, kept only at its winner.
         xp.multiply(grad[:, :, None, :, None], mask, out=win.tiles(dx, self.pool_size))
         return dx
