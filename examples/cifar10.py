@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,9 +104,12 @@ def make_out_dir(out: str | None) -> Path:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = os.path.join("runs", stamp)
     path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    if not os.access(path, os.W_OK):
-        sys.exit(f"cifar10.py: cannot write to the output folder {path}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # fail now, not after hours of training
+            pass
+    except OSError as exc:
+        sys.exit(f"cifar10.py: cannot write to the output folder {path}: {exc.strerror or exc}")
     return path
 
 

@@ -336,3 +336,68 @@ def test_save_weights_of_unbuilt_model(tmp_path):
     with pytest.raises(RuntimeError, match=r"save_weights: the model is not built yet"):
         Sequential([Dense(2)]).save_weights(tmp_path / "w.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- training inputs people get wrong
+def test_unscaled_integer_images_warn_but_train(backend):
+    model = cnn()
+    x = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    with pytest.warns(UserWarning, match=r"integers up to \d+.*x.astype\('float32'\) / 255"):
+        model.fit(x, to_categorical(np.arange(8) % 4, 4), batch_size=4, verbose=0)
+
+
+def test_batch_size_larger_than_the_data_warns(backend):
+    model = cnn()
+    with pytest.warns(UserWarning, match="batch_size 64 is larger than the 8 samples"):
+        model.fit(np.zeros((8, 8, 8, 3)), to_categorical(np.arange(8) % 4, 4), batch_size=64,
+                  verbose=0)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_corrupt_weights_file(tmp_path, damage):
+    path = tmp_path / "w.npz"
+    model = cnn()
+    model.save_weights(path)
+    raw = path.read_bytes()
+    path.write_bytes({"truncated": raw[: len(raw) // 2], "garbage": b"\x00garbage" * 10,
+                      "empty": b""}[damage])
+    with pytest.raises(ValueError, match=rf"{path.name} is not a readable minicnn weights file"):
+        cnn().load_weights(path)
+
+
+def test_unwritable_folder_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    import tempfile as tempfile_module
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile_module, "mkstemp", refuse)
+    target = tmp_path / "weights.npz"
+    with pytest.raises(PermissionError, match=rf"cannot write {target}: Permission denied"):
+        cnn().save_weights(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_example_output_folder_that_cannot_be_made(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "examples" / "cifar10.py"), "--data",
+                             str(tmp_path), "--out", str(blocker / "run")],
+                            capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert result.returncode != 0
+    assert f"cannot write to the output folder {blocker / 'run'}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("labels, pattern", [([0, 1, 10], r"must lie in \[0, 9\].* 0 to 10"),
+                                             ([[0, 1]], r"shape \(N,\) or \(N, 1\)"),
+                                             ([0.5, 1], "whole numbers")])
+def test_to_categorical_bad_labels(labels, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        to_categorical(labels, 10)
