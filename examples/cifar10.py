@@ -52,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the cache, or a download)")
     p.add_argument("--out", default=None, help="output folder (default runs/<timestamp>)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG pictures")
+    p.add_argument("--trace-gradients", type=int, default=0, metavar="N",
+                   help="record per-layer activation and gradient statistics every N steps "
+                        "(gradient_stats.csv, gradient_traces.png)")
+    p.add_argument("--explain", action="store_true",
+                   help="also save filters.png, feature_maps.png, saliency.png, misclassified.png")
     p.add_argument("--checkpoint-dir", default=None,
                    help="save a checkpoint (weights, optimizer, history, random state) there "
                         "after every epoch")
@@ -65,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.trace_gradients < 0:
+        p.error("--trace-gradients must be 0 (off) or a positive number of steps")
     for name in ("train_limit", "test_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -97,6 +104,17 @@ def scale_pixels(images, dtype: str):
     images = images.astype(dtype)
     images /= 255
     return images
+
+
+def explain(model, images, truth, predicted, names, out: Path) -> None:
+    """The learning-tool pictures: filters, feature maps, saliency, mistakes."""
+    from minicnn import visualize
+
+    scaled = images[:8].astype("float32") / 255
+    visualize.filters(model.layers[0].params["kernel"], out / "filters.png")
+    visualize.feature_maps(model, "conv2d_1", scaled[0], out / "feature_maps.png")
+    visualize.saliency(model, scaled, truth[:8], names, out / "saliency.png")
+    visualize.misclassified(images, truth, predicted, names, out / "misclassified.png")
 
 
 def make_out_dir(out: str | None) -> Path:
@@ -140,6 +158,7 @@ def main(argv=None) -> dict:
         plots.sample_grid(x_train[:10], y_train[:10], names, out / "samples.png")
 
     # Scale on the device: one uint8 copy travels, the float copy is made there.
+    test_images = x_test  # uint8 on the host, for the pictures
     x_train = scale_pixels(minicnn.to_device(x_train), args.dtype)
     x_test = scale_pixels(minicnn.to_device(x_test), args.dtype)
     y_train_1h = minicnn.to_device(to_categorical(y_train, 10, dtype=args.dtype))
@@ -155,7 +174,8 @@ def main(argv=None) -> dict:
     try:
         history = model.fit(x_train, y_train_1h, batch_size=args.batch_size, epochs=args.epochs,
                             verbose=args.verbose, validation_data=(x_test, y_test_1h),
-                            shuffle=True, checkpoint=checkpoint, resume=args.resume)
+                            shuffle=True, checkpoint=checkpoint, resume=args.resume,
+                            trace_gradients=args.trace_gradients)
     except TrainingInterrupted as exc:
         print(f"\ncifar10.py: stopped. {exc}", file=sys.stderr)
         sys.exit(130)
@@ -190,12 +210,17 @@ def main(argv=None) -> dict:
                "per_class": per_class.to_dict(orient="index")}
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
     model.save_weights(out / "weights.npz")
+    if history.traces:
+        write_text_atomic(out / "gradient_stats.csv", pd.DataFrame(history.traces).to_csv(index=False))
+    if not args.no_plots and history.traces:
+        plots.gradient_traces(history.traces, out / "gradient_traces.png")
+    if args.explain:
+        explain(model, test_images, truth, predicted, names, out)
     if not args.no_plots:
         plots.learning_curve(history.history, "loss", out / "loss.png", "Model loss")
         plots.learning_curve(history.history, "acc", out / "accuracy.png", "Model accuracy")
         plots.confusion_heatmap(confusion, names, out / "confusion_matrix.png")
-    print(f"\nSaved history.csv, metrics.json, weights.npz"
-          f"{'' if args.no_plots else ', samples.png, loss.png, accuracy.png, confusion_matrix.png'}"
+    print(f"\nSaved {', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))}"
           f" in {out}")
     return metrics
 

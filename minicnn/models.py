@@ -21,12 +21,14 @@ from typing import Callable
 
 import numpy as np
 
-from minicnn import backend, losses, optimizers
+from minicnn import activations, backend, losses, optimizers
 from minicnn import checkpoint as checkpoint_io
 from minicnn.fileio import write_atomic
 from minicnn.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
 from minicnn.layers.base import Layer, sample_shape
+from minicnn.layers.dropout import Dropout
 from minicnn.progbar import Progbar
+from minicnn.tracing import GradientTracer
 
 WEIGHTS_FORMAT = "minicnn-weights-1"
 
@@ -38,6 +40,7 @@ class History:
         self.epoch: list[int] = []
         self.history: dict[str, list[float]] = {}
         self.resumed_epochs = 0  # epochs that came from a checkpoint, not from this fit
+        self.traces: list[dict] = []  # fit(trace_gradients=N): one row per layer per traced step
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
         self.epoch.append(epoch)
@@ -163,14 +166,12 @@ class Sequential:
             return self.forward(x, training)
         for layer in self.layers[:-1]:
             x = layer.forward(x, training)
-        head = self.layers[-1]
-        head.check_input(x)
-        return head._forward(x, training)
+        return self.layers[-1].forward(x, training, activate=False)
 
     def _backward(self, grad) -> None:
         layers = self.layers
         if self._fused is not None:
-            grad = layers[-1]._backward(grad)
+            grad = layers[-1].backward(grad, activate=False)
             layers = layers[:-1]
         for layer in reversed(layers):
             grad = layer.backward(grad)
@@ -189,7 +190,8 @@ class Sequential:
             correct = (predicted == truth).sum()
         return loss_value, correct
 
-    def train_on_batch(self, x, y):
+    def train_on_batch(self, x, y, tracer: GradientTracer | None = None, epoch: int = 0,
+                       step: int = 0):
         """One SGD step on one batch; returns (mean loss, number correct) on the device.
 
         Raises ``TrainingDiverged`` before touching the weights when the loss or
@@ -197,10 +199,16 @@ class Sequential:
         """
         self._require_compiled("train_on_batch")
         self._ensure_built(x)
+        if tracer is not None:
+            tracer.start(self.layers)
         loss_value, correct = self._batch_loss(x, y, training=True)
         self._backward(self._loss_fn().backward())
         self._check_finite(loss_value)
+        if tracer is not None:
+            tracer.before_update(self.layers)
         self.optimizer.apply(self.layers)
+        if tracer is not None:
+            tracer.after_update(self.layers, epoch, step)
         return loss_value, correct
 
     def _check_finite(self, loss_value) -> None:
@@ -276,7 +284,7 @@ class Sequential:
     def fit(self, x, y, batch_size: int = 32, epochs: int = 1, verbose: int = 1,
             validation_data=None, shuffle: bool = True, initial_epoch: int = 0,
             callbacks: list[Callable] | None = None, checkpoint=None,
-            resume: bool = False) -> History:
+            resume: bool = False, trace_gradients: int = 0) -> History:
         """Train until ``epochs`` epochs are done in total; returns the per-epoch History.
 
         ``checkpoint``: a file path, saved at the end of every epoch (and once
@@ -287,6 +295,8 @@ class Sequential:
         ``callback(epoch, logs)`` after each epoch. Ctrl-C or SIGTERM stops
         after the current step with ``TrainingInterrupted``; a NaN or infinite
         loss or gradient stops before the update with ``TrainingDiverged``.
+        ``trace_gradients=N`` records per-layer activation and gradient
+        statistics every N steps into ``history.traces`` (see ``minicnn.tracing``).
         """
         self._require_compiled("fit")
         batch_size = self._check_batch_size(batch_size, "fit")
@@ -303,6 +313,8 @@ class Sequential:
                           "each epoch is one batch of all of them", stacklevel=2)
         rng = backend.device_rng()
         history = History()
+        tracer = GradientTracer(trace_gradients) if trace_gradients else None
+        history.traces = tracer.rows if tracer is not None else []
         save = self._checkpointer(checkpoint, rng)
         path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
         if resume and path is None:
@@ -320,7 +332,7 @@ class Sequential:
         with deferred_signals() as stop:
             for epoch in range(initial_epoch, epochs):
                 logs = self._fit_epoch(x, y, batch_size, epoch, epochs, rng, shuffle, verbose,
-                                       stop, path)
+                                       stop, path, tracer)
                 if validation_data is not None:
                     val = self._evaluate_prepared(x_val, y_val, batch_size)
                     logs.update({"val_" + key: value for key, value in val.items()})
@@ -333,7 +345,8 @@ class Sequential:
         self.history = history
         return history
 
-    def _fit_epoch(self, x, y, batch_size, epoch, epochs, rng, shuffle, verbose, stop, path):
+    def _fit_epoch(self, x, y, batch_size, epoch, epochs, rng, shuffle, verbose, stop, path,
+                   tracer=None):
         """One pass over the shuffled data; returns the epoch's training logs."""
         n = x.shape[0]
         xp = backend.get_array_module(x)
@@ -346,7 +359,9 @@ class Sequential:
         for step, start in enumerate(range(0, n, batch_size), start=1):
             index = order[start:start + batch_size]
             try:
-                loss_value, correct = self.train_on_batch(x[index], y[index])
+                traced = tracer if tracer is not None and tracer.wants(self.optimizer.iterations) \
+                    else None
+                loss_value, correct = self.train_on_batch(x[index], y[index], traced, epoch, step)
             except TrainingDiverged as exc:
                 bar.interrupt()
                 kept = f" The last good checkpoint is {path}." if path else ""
@@ -446,6 +461,88 @@ class Sequential:
                   "Non-trainable params: 0", "_" * rule]
         for line in lines:
             print_fn(line)
+
+    # ------------------------------------------------------------ learning tools
+    def input_gradient(self, x, classes):
+        """d(score of ``classes[n]``)/d(x[n]) for each sample, in inference mode.
+
+        The score is the logit (before a final softmax), as in saliency maps.
+        Layers run in training mode so they keep what backward needs, except
+        Dropout, which stays the identity it is at inference.
+        """
+        x = self._prepare_x(x, "input_gradient")
+        self._ensure_built(x)
+        xp = backend.get_array_module(x)
+        head = self.layers[-1]
+        before_softmax = isinstance(head.activation, activations.Softmax)
+        scores = x
+        for layer in self.layers[:-1]:
+            scores = layer.forward(scores, training=not isinstance(layer, Dropout))
+        scores = head.forward(scores, training=True, activate=not before_softmax)
+        grad = xp.zeros_like(scores)
+        grad[xp.arange(x.shape[0]), backend.to_device(np.asarray(classes).reshape(-1))] = 1
+        first = self.layers[0]
+        needed, first.input_grad = first.input_grad, True
+        try:
+            grad = head.backward(grad, activate=not before_softmax)
+            for layer in reversed(self.layers[:-1]):
+                grad = layer.backward(grad)
+        finally:
+            first.input_grad = needed
+        return grad
+
+    def trace_shapes(self, x, y=None, print_fn: Callable[[str], None] = print) -> list[dict]:
+        """Run one batch forward and backward (no update) and print every shape on the way.
+
+        For each layer: its output shape, the shape of the gradient it passes
+        back to the layer before, and, for convolutions, the im2col product.
+        Random generators and weights are left as they were.
+        """
+        x = self._prepare_x(x, "trace_shapes")
+        self._ensure_built(x)
+        states = [(layer, backend.rng_state(layer.rng)) for layer in self.layers
+                  if getattr(layer, "rng", None) is not None]
+        rows = {layer.name: {"layer": f"{layer.name} ({layer.kind})"} for layer in self.layers}
+
+        def on_forward(layer, inputs, outputs):
+            rows[layer.name]["input"] = tuple(inputs.shape)
+            rows[layer.name]["output"] = tuple(outputs.shape)
+            if hasattr(layer, "im2col_shapes"):
+                col, kernel = layer.im2col_shapes(tuple(inputs.shape))
+                rows[layer.name]["im2col"] = f"{col} @ {kernel}"
+
+        def on_backward(layer, grad_output, grad_input):
+            rows[layer.name]["grad_output"] = tuple(grad_output.shape)
+            rows[layer.name]["grad_input"] = ("not needed (first layer)" if grad_input is None
+                                              else tuple(grad_input.shape))
+
+        handles = [h for layer in self.layers for h in (layer.register_forward_hook(on_forward),
+                                                          layer.register_backward_hook(on_backward))]
+        try:
+            if y is not None and self.loss is not None:
+                y = self._prepare_y(y, x.shape[0], "trace_shapes")
+                self._batch_loss(x, y, training=True)
+                self._backward(self._loss_fn().backward())
+            else:
+                out = self.forward(x, training=True)
+                grad = backend.get_array_module(out).ones_like(out)
+                for layer in reversed(self.layers):
+                    grad = layer.backward(grad)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for layer, state in states:
+                if state is not None:
+                    backend.set_rng_state(layer.rng, state)
+        table = list(rows.values())
+        widths = (32, 20, 26, 24)
+        print_fn("".join(f"{h:<{w}}" for h, w in zip(
+            ("Layer (type)", "forward output", "backward dL/dinput", "im2col product"), widths)))
+        for row in table:
+            cells = (row["layer"], str(row.get("output", "")), str(row.get("grad_input", "")),
+                     row.get("im2col", ""))
+            print_fn("".join(f"{c:<{w - 1}} " for c, w in zip(cells, widths)).rstrip())
+        return table
 
     # ------------------------------------------------------------ weights
     def architecture(self) -> list[dict]:

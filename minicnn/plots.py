@@ -18,9 +18,11 @@ import numpy as np  # noqa: E402
 from minicnn.fileio import write_atomic  # noqa: E402
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120, tight: bool = True) -> None:
+    """Render to PNG in memory, then write atomically. ``tight=False`` keeps the
+    pixel size exactly figsize * dpi."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     plt.close(fig)
     write_atomic(path, lambda f: f.write(buffer.getvalue()))
 
@@ -69,4 +71,38 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], path,
     ax.set_ylabel("true class")
     ax.set_title(title)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    save_figure(fig, path)
+
+
+def gradient_traces(rows: Sequence[dict], path, title: str = "Gradient statistics per layer") -> None:
+    """Per-layer curves over training steps from ``history.traces``: gradient norm,
+    update/weight ratio, activation spread and dead-ReLU fraction."""
+    import pandas as pd  # only this picture needs it
+
+    frame = pd.DataFrame(list(rows))
+    if frame.empty:
+        raise ValueError("gradient_traces: no rows to plot (train with trace_gradients=N)")
+    steps = frame.groupby(["epoch", "step"], sort=False).ngroup()
+    frame = frame.assign(traced_step=steps)
+    panels = [("grad_norm", "gradient norm ||dL/dW||", True),
+              ("update_ratio", "update / weight ratio", True),
+              ("act_std", "activation std", False),
+              ("dead_relu", "dead ReLU fraction", False)]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    for ax, (column, label, log) in zip(np.ravel(axes), panels):
+        shown = frame.dropna(subset=[column])
+        if column == "act_std":  # only the layers with weights, or the panel is a tangle
+            shown = shown[shown["layer"].isin(frame.dropna(subset=["grad_norm"])["layer"])]
+        for layer, part in shown.groupby("layer", sort=False):
+            ax.plot(part["traced_step"], part[column], label=layer)
+        if log and (shown[column] > 0).any():
+            ax.set_yscale("log")
+        ax.set_title(label)
+        ax.set_xlabel("traced step")
+        ax.grid(alpha=0.3)
+        if column == "update_ratio":
+            ax.axhline(1e-3, color="gray", linestyle="--", linewidth=1, label="1e-3 (rule of thumb)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
     save_figure(fig, path)

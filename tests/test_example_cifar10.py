@@ -63,8 +63,15 @@ def check_outputs(out: Path, epochs: int, result: subprocess.CompletedProcess) -
 def test_example_on_a_tiny_fake_dataset(tmp_path):
     data = write_fake_cifar(tmp_path / "data")
     out = tmp_path / "run"
-    result = run_example(out, data, "--epochs", "2", "--batch-size", "16")
+    result = run_example(out, data, "--epochs", "2", "--batch-size", "16", "--explain",
+                         "--trace-gradients", "2")
     check_outputs(out, 2, result)
+    for name in ("filters.png", "feature_maps.png", "saliency.png", "misclassified.png",
+                 "gradient_traces.png", "gradient_stats.csv"):
+        assert (out / name).stat().st_size > 0, f"{name} missing or empty"
+    stats = pd.read_csv(out / "gradient_stats.csv")
+    assert {"layer", "grad_norm", "update_ratio", "dead_relu"} <= set(stats.columns)
+    assert np.isfinite(stats.dropna(subset=["grad_norm"])["grad_norm"]).all()
 
 
 def test_example_on_the_shared_dataset(tmp_path):

@@ -3,10 +3,11 @@
     y  = layer.forward(x, training)     # caches what backward needs
     dx = layer.backward(dy)             # fills layer.grads, returns dL/dx
 
-A layer with an ``activation`` computes z = f(x) in ``_forward`` and then
-y = activation(z); backward runs the two in reverse. Keeping them apart lets
-the model fuse a final softmax with the cross-entropy loss: it calls
-``_forward`` and ``_backward`` of the last layer and skips the softmax.
+Each layer class writes only its own maths, ``_forward`` and ``_backward``;
+the base class adds the shape checks, the activation (y = activation(z) with
+z = _forward(x)), and the inspection hooks. ``forward(x, training,
+activate=False)`` stops at z, which is how the model fuses a final softmax
+with the cross-entropy loss.
 
 Parameters and their gradients are dicts keyed by Keras's names ("kernel",
 "bias"); the arrays are updated in place, so ``layer.params["kernel"][...] = w``
@@ -15,7 +16,7 @@ changes what the next forward uses.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 from minicnn import activations, backend
 from minicnn.layers.im2col import PADDINGS
@@ -35,6 +36,13 @@ class Layer:
         self.built = False
         # The model switches this off for its first layer: nobody needs dL/dinput there.
         self.input_grad = True
+        # Inspection: set retain = True to keep copies of the last input, output and
+        # gradients (last_input, last_output, last_grad_output, last_grad_input).
+        # Off by default, so training keeps no copies nobody asked for.
+        self.retain = False
+        self.last_input = self.last_output = self.last_grad_output = self.last_grad_input = None
+        self._forward_hooks: dict[object, Callable] = {}
+        self._backward_hooks: dict[object, Callable] = {}
 
     # ----------------------------------------------------------- shapes
     @property
@@ -92,19 +100,46 @@ class Layer:
         return sum(int(p.size) for p in self.params.values())
 
     # ----------------------------------------------------------- passes
-    def forward(self, x, training: bool = False):
-        """y = activation(f(x)); caches what backward needs when ``training``."""
+    def forward(self, x, training: bool = False, *, activate: bool = True):
+        """y = activation(f(x)); caches what backward needs.
+
+        ``activate=False`` stops at z = f(x): the model uses it to hand a final
+        softmax's logits to the fused softmax-cross-entropy loss.
+        """
         self.check_input(x)
         if not self.built:
             self.build(x.shape[1:])
-        z = self._forward(x, training)
-        return z if self.activation is None else self.activation.forward(z)
+        y = self._forward(x, training)
+        if activate and self.activation is not None:
+            y = self.activation.forward(y)
+        if self.retain:
+            self.last_input, self.last_output = x.copy(), y.copy()
+        for hook in list(self._forward_hooks.values()):
+            hook(self, x, y)
+        return y
 
-    def backward(self, grad):
+    def backward(self, grad, *, activate: bool = True):
         """dL/dx from dL/dy for the last forward; fills ``self.grads``."""
-        if self.activation is not None:
+        grad_output = grad
+        if activate and self.activation is not None:
             grad = self.activation.backward(grad)
-        return self._backward(grad)
+        grad_input = self._backward(grad)
+        if self.retain:
+            self.last_grad_output = grad_output.copy()
+            self.last_grad_input = None if grad_input is None else grad_input.copy()
+        for hook in list(self._backward_hooks.values()):
+            hook(self, grad_output, grad_input)
+        return grad_input
+
+    # ----------------------------------------------------------- inspection
+    def register_forward_hook(self, hook: Callable) -> "HookHandle":
+        """Call ``hook(layer, x, y)`` after every forward; ``.remove()`` the handle to stop."""
+        return HookHandle(self._forward_hooks, hook)
+
+    def register_backward_hook(self, hook: Callable) -> "HookHandle":
+        """Call ``hook(layer, grad_output, grad_input)`` after every backward
+        (``grad_input`` is None where nobody needs it: the model's first layer)."""
+        return HookHandle(self._backward_hooks, hook)
 
     def _forward(self, x, training: bool):
         raise NotImplementedError
@@ -155,3 +190,14 @@ def check_padding(padding: str, layer: str) -> str:
     if padding not in PADDINGS:
         raise ValueError(f"{layer}: unknown padding {padding!r}: expected 'valid' or 'same'")
     return padding
+
+
+class HookHandle:
+    """Returned by ``register_*_hook``; ``remove()`` unregisters the hook."""
+
+    def __init__(self, hooks: dict, hook: Callable) -> None:
+        self._hooks, self._key = hooks, object()  # a unique key, no counter needed
+        hooks[self._key] = hook
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)

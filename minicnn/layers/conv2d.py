@@ -57,6 +57,13 @@ class Conv2D(Layer):
                              f"'valid' does not fit an input of {h}x{w}")
         return oh, ow, self.filters
 
+    def im2col_shapes(self, input_shape: tuple[int, ...]):
+        """Shapes of the forward product col @ W for a batch of ``input_shape`` (N, H, W, C)."""
+        n, h, w, c = input_shape
+        oh, ow, f = self.output_shape((h, w, c))
+        kh, kw = self.kernel_size
+        return (n * oh * ow, kh * kw * c), (kh * kw * c, f)
+
     def _build(self, input_shape) -> None:
         kh, kw = self.kernel_size
         rng = backend.host_rng()

@@ -1,0 +1,116 @@
+"""Pictures that explain a trained CNN: filters, feature maps, saliency, mistakes.
+
+    filters          first-layer kernels (kh, kw, 3, F) as little RGB images
+    feature_maps     one conv layer's output channels for one input image
+    saliency         |d score_class / d pixel|, the max over colour channels,
+                     next to the image (Simonyan et al., 2014)
+    misclassified    test images with their true and predicted labels
+
+Each function writes one PNG whose pixel size is exactly figsize * dpi.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from minicnn import backend
+from minicnn.plots import plt, save_figure
+
+
+def _grid(count: int, columns: int) -> tuple[int, int]:
+    columns = min(columns, count)
+    return math.ceil(count / columns), columns
+
+
+def _normalise(a: np.ndarray) -> np.ndarray:
+    low, high = a.min(), a.max()
+    return (a - low) / (high - low) if high > low else np.zeros_like(a)
+
+
+def filters(kernel, path, columns: int = 16, dpi: int = 100) -> None:
+    """A grid of the kernel's filters; RGB when c_in is 3, else the channel mean."""
+    kernel = backend.to_host(kernel)
+    if kernel.ndim != 4:
+        raise ValueError(f"filters: expected a conv kernel (kh, kw, c_in, filters), got shape {kernel.shape}")
+    count = kernel.shape[3]
+    rows, cols = _grid(count, columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k < count:
+            f = kernel[:, :, :, k]
+            image = _normalise(f) if f.shape[2] == 3 else _normalise(f.mean(axis=2))
+            ax.imshow(image, cmap=None if image.ndim == 3 else "gray", interpolation="nearest")
+    fig.suptitle(f"{count} filters {kernel.shape[0]}x{kernel.shape[1]}x{kernel.shape[2]} "
+                 "(each scaled to its own range)")
+    save_figure(fig, path, dpi=dpi, tight=False)
+
+
+def feature_maps(model, layer: int | str, image, path, max_maps: int = 32, columns: int = 8,
+                 dpi: int = 100) -> None:
+    """The output channels of ``model.layers[layer]`` (index or name) for one image (H, W, C)."""
+    index = layer if isinstance(layer, int) else [l.name for l in model.layers].index(layer)
+    x = backend.to_device(np.asarray(image, dtype=model_dtype(model))[None])
+    for current in model.layers[:index + 1]:
+        x = current.forward(x, training=False)
+    maps = backend.to_host(x)[0]
+    if maps.ndim != 3:
+        raise ValueError(f"feature_maps: {model.layers[index].describe()} gives {maps.shape}, "
+                         "not (H, W, C) feature maps")
+    count = min(max_maps, maps.shape[2])
+    rows, cols = _grid(count, columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2 + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k < count:
+            ax.imshow(maps[:, :, k], cmap="viridis", interpolation="nearest")
+    fig.suptitle(f"{model.layers[index].name}: first {count} of {maps.shape[2]} feature maps "
+                 f"({maps.shape[0]}x{maps.shape[1]})")
+    save_figure(fig, path, dpi=dpi, tight=False)
+
+
+def model_dtype(model) -> str:
+    for layer in model.layers:
+        for p in layer.params.values():
+            return str(p.dtype)
+    return backend.floatx()
+
+
+def saliency(model, images, labels, class_names: Sequence[str], path, dpi: int = 100) -> np.ndarray:
+    """Each image (float, model scale) above its saliency map for its true class."""
+    images = np.asarray(images)
+    labels = np.asarray(labels).reshape(-1)
+    grad = backend.to_host(model.input_gradient(images, labels))
+    maps = np.abs(grad).max(axis=3)
+    count = len(images)
+    fig, axes = plt.subplots(2, count, figsize=(count * 1.6, 3.6), squeeze=False)
+    for k in range(count):
+        axes[0, k].imshow(np.clip(images[k], 0, 1), interpolation="nearest")
+        axes[0, k].set_title(class_names[int(labels[k])], fontsize=9)
+        axes[1, k].imshow(maps[k], cmap="hot", interpolation="nearest")
+        axes[0, k].axis("off")
+        axes[1, k].axis("off")
+    fig.suptitle("Saliency: |d class score / d pixel|")
+    save_figure(fig, path, dpi=dpi, tight=False)
+    return maps
+
+
+def misclassified(images, y_true, y_pred, class_names: Sequence[str], path, max_images: int = 20,
+                  columns: int = 10, dpi: int = 100) -> int:
+    """A grid of wrongly classified images titled 'true -> predicted'; returns how many shown."""
+    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    wrong = np.flatnonzero(y_true != y_pred)[:max_images]
+    rows, cols = _grid(max(len(wrong), 1), columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6 + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k < len(wrong):
+            i = wrong[k]
+            ax.imshow(np.asarray(images[i]), interpolation="nearest")
+            ax.set_title(f"{class_names[y_true[i]]}\n-> {class_names[y_pred[i]]}", fontsize=7,
+                         color="firebrick")
+    fig.suptitle(f"Misclassified test images (true -> predicted), {len(wrong)} shown")
+    save_figure(fig, path, dpi=dpi, tight=False)
+    return len(wrong)
