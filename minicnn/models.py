@@ -21,12 +21,11 @@ from typing import Callable
 
 import numpy as np
 
-from minicnn import activations, backend, losses, optimizers
+from minicnn import backend, inspection, losses, optimizers
 from minicnn import checkpoint as checkpoint_io
 from minicnn.fileio import write_atomic
 from minicnn.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
 from minicnn.layers.base import Layer, sample_shape
-from minicnn.layers.dropout import Dropout
 from minicnn.progbar import Progbar
 from minicnn.tracing import GradientTracer
 
@@ -74,6 +73,7 @@ class Sequential:
         self.loss = None
         self.metrics: list[str] = []
         self._fused: losses.SoftmaxCrossEntropy | None = None
+        self.check_finite_every: int | None = None  # None: every step on the CPU, 20 on the GPU
         self._input_shape: tuple[int, ...] | None = None
         for layer in layers or []:
             self.add(layer)
@@ -195,7 +195,9 @@ class Sequential:
         """One SGD step on one batch; returns (mean loss, number correct) on the device.
 
         Raises ``TrainingDiverged`` before touching the weights when the loss or
-        any gradient is NaN or infinite.
+        any gradient is NaN or infinite. On the GPU that check reads a value back
+        to the host, which stalls the device, so there it runs every
+        ``check_finite_every`` steps (20 by default; on the CPU every step).
         """
         self._require_compiled("train_on_batch")
         self._ensure_built(x)
@@ -203,7 +205,9 @@ class Sequential:
             tracer.start(self.layers)
         loss_value, correct = self._batch_loss(x, y, training=True)
         self._backward(self._loss_fn().backward())
-        self._check_finite(loss_value)
+        every = self.check_finite_every or (20 if backend.get_backend() == "cupy" else 1)
+        if step % every == 0 or every == 1:
+            self._check_finite(loss_value)
         if tracer is not None:
             tracer.before_update(self.layers)
         self.optimizer.apply(self.layers)
@@ -464,85 +468,12 @@ class Sequential:
 
     # ------------------------------------------------------------ learning tools
     def input_gradient(self, x, classes):
-        """d(score of ``classes[n]``)/d(x[n]) for each sample, in inference mode.
-
-        The score is the logit (before a final softmax), as in saliency maps.
-        Layers run in training mode so they keep what backward needs, except
-        Dropout, which stays the identity it is at inference.
-        """
-        x = self._prepare_x(x, "input_gradient")
-        self._ensure_built(x)
-        xp = backend.get_array_module(x)
-        head = self.layers[-1]
-        before_softmax = isinstance(head.activation, activations.Softmax)
-        scores = x
-        for layer in self.layers[:-1]:
-            scores = layer.forward(scores, training=not isinstance(layer, Dropout))
-        scores = head.forward(scores, training=True, activate=not before_softmax)
-        grad = xp.zeros_like(scores)
-        grad[xp.arange(x.shape[0]), backend.to_device(np.asarray(classes).reshape(-1))] = 1
-        first = self.layers[0]
-        needed, first.input_grad = first.input_grad, True
-        try:
-            grad = head.backward(grad, activate=not before_softmax)
-            for layer in reversed(self.layers[:-1]):
-                grad = layer.backward(grad)
-        finally:
-            first.input_grad = needed
-        return grad
+        """d(score of ``classes[n]``)/d(x[n]) for each sample (see ``minicnn.inspection``)."""
+        return inspection.input_gradient(self, x, classes)
 
     def trace_shapes(self, x, y=None, print_fn: Callable[[str], None] = print) -> list[dict]:
-        """Run one batch forward and backward (no update) and print every shape on the way.
-
-        For each layer: its output shape, the shape of the gradient it passes
-        back to the layer before, and, for convolutions, the im2col product.
-        Random generators and weights are left as they were.
-        """
-        x = self._prepare_x(x, "trace_shapes")
-        self._ensure_built(x)
-        states = [(layer, backend.rng_state(layer.rng)) for layer in self.layers
-                  if getattr(layer, "rng", None) is not None]
-        rows = {layer.name: {"layer": f"{layer.name} ({layer.kind})"} for layer in self.layers}
-
-        def on_forward(layer, inputs, outputs):
-            rows[layer.name]["input"] = tuple(inputs.shape)
-            rows[layer.name]["output"] = tuple(outputs.shape)
-            if hasattr(layer, "im2col_shapes"):
-                col, kernel = layer.im2col_shapes(tuple(inputs.shape))
-                rows[layer.name]["im2col"] = f"{col} @ {kernel}"
-
-        def on_backward(layer, grad_output, grad_input):
-            rows[layer.name]["grad_output"] = tuple(grad_output.shape)
-            rows[layer.name]["grad_input"] = ("not needed (first layer)" if grad_input is None
-                                              else tuple(grad_input.shape))
-
-        handles = [h for layer in self.layers for h in (layer.register_forward_hook(on_forward),
-                                                          layer.register_backward_hook(on_backward))]
-        try:
-            if y is not None and self.loss is not None:
-                y = self._prepare_y(y, x.shape[0], "trace_shapes")
-                self._batch_loss(x, y, training=True)
-                self._backward(self._loss_fn().backward())
-            else:
-                out = self.forward(x, training=True)
-                grad = backend.get_array_module(out).ones_like(out)
-                for layer in reversed(self.layers):
-                    grad = layer.backward(grad)
-        finally:
-            for handle in handles:
-                handle.remove()
-            for layer, state in states:
-                if state is not None:
-                    backend.set_rng_state(layer.rng, state)
-        table = list(rows.values())
-        widths = (32, 20, 26, 24)
-        print_fn("".join(f"{h:<{w}}" for h, w in zip(
-            ("Layer (type)", "forward output", "backward dL/dinput", "im2col product"), widths)))
-        for row in table:
-            cells = (row["layer"], str(row.get("output", "")), str(row.get("grad_input", "")),
-                     row.get("im2col", ""))
-            print_fn("".join(f"{c:<{w - 1}} " for c, w in zip(cells, widths)).rstrip())
-        return table
+        """Print every layer's forward and backward shapes for one batch (see ``minicnn.inspection``)."""
+        return inspection.trace_shapes(self, x, y, print_fn)
 
     # ------------------------------------------------------------ weights
     def architecture(self) -> list[dict]:

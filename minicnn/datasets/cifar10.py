@@ -44,7 +44,7 @@ import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 

@@ -1,0 +1,100 @@
+"""Looking inside a model: saliency gradients and a shape trace of one batch.
+
+    input_gradient(model, x, classes)  d score[classes] / d x, for saliency maps
+    trace_shapes(model, x, y)          every forward and backward shape, with the
+                                       im2col product of each convolution
+
+Both run a real forward and backward pass through the layers' own code, so
+what they show is what training does. ``Sequential`` offers both as methods.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from minicnn import activations, backend
+from minicnn.layers.dropout import Dropout
+
+
+def input_gradient(model, x, classes):
+    """d(score of ``classes[n]``)/d(x[n]) for each sample, in inference mode.
+
+    The score is the logit (before a final softmax), as in saliency maps.
+    Layers run in training mode so they keep what backward needs, except
+    Dropout, which stays the identity it is at inference.
+    """
+    x = model._prepare_x(x, "input_gradient")
+    model._ensure_built(x)
+    xp = backend.get_array_module(x)
+    head = model.layers[-1]
+    before_softmax = isinstance(head.activation, activations.Softmax)
+    scores = x
+    for layer in model.layers[:-1]:
+        scores = layer.forward(scores, training=not isinstance(layer, Dropout))
+    scores = head.forward(scores, training=True, activate=not before_softmax)
+    grad = xp.zeros_like(scores)
+    grad[xp.arange(x.shape[0]), backend.to_device(np.asarray(classes).reshape(-1))] = 1
+    first = model.layers[0]
+    needed, first.input_grad = first.input_grad, True
+    try:
+        grad = head.backward(grad, activate=not before_softmax)
+        for layer in reversed(model.layers[:-1]):
+            grad = layer.backward(grad)
+    finally:
+        first.input_grad = needed
+    return grad
+
+
+def trace_shapes(model, x, y=None, print_fn: Callable[[str], None] = print) -> list[dict]:
+    """Run one batch forward and backward (no update) and print every shape on the way.
+
+    For each layer: its output shape, the shape of the gradient it passes
+    back to the layer before, and, for convolutions, the im2col product.
+    Random generators and weights are left as they were.
+    """
+    x = model._prepare_x(x, "trace_shapes")
+    model._ensure_built(x)
+    states = [(layer, backend.rng_state(layer.rng)) for layer in model.layers
+              if getattr(layer, "rng", None) is not None]
+    rows = {layer.name: {"layer": f"{layer.name} ({layer.kind})"} for layer in model.layers}
+
+    def on_forward(layer, inputs, outputs):
+        rows[layer.name]["input"] = tuple(inputs.shape)
+        rows[layer.name]["output"] = tuple(outputs.shape)
+        if hasattr(layer, "im2col_shapes"):
+            col, kernel = layer.im2col_shapes(tuple(inputs.shape))
+            rows[layer.name]["im2col"] = f"{col} @ {kernel}"
+
+    def on_backward(layer, grad_output, grad_input):
+        rows[layer.name]["grad_output"] = tuple(grad_output.shape)
+        rows[layer.name]["grad_input"] = ("not needed (first layer)" if grad_input is None
+                                          else tuple(grad_input.shape))
+
+    handles = [h for layer in model.layers for h in (layer.register_forward_hook(on_forward),
+                                                      layer.register_backward_hook(on_backward))]
+    try:
+        if y is not None and model.loss is not None:
+            y = model._prepare_y(y, x.shape[0], "trace_shapes")
+            model._batch_loss(x, y, training=True)
+            model._backward(model._loss_fn().backward())
+        else:
+            out = model.forward(x, training=True)
+            grad = backend.get_array_module(out).ones_like(out)
+            for layer in reversed(model.layers):
+                grad = layer.backward(grad)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer, state in states:
+            if state is not None:
+                backend.set_rng_state(layer.rng, state)
+    table = list(rows.values())
+    widths = (32, 20, 26, 24)
+    print_fn("".join(f"{h:<{w}}" for h, w in zip(
+        ("Layer (type)", "forward output", "backward dL/dinput", "im2col product"), widths)))
+    for row in table:
+        cells = (row["layer"], str(row.get("output", "")), str(row.get("grad_input", "")),
+                 row.get("im2col", ""))
+        print_fn("".join(f"{c:<{w - 1}} " for c, w in zip(cells, widths)).rstrip())
+    return table
