@@ -23,6 +23,8 @@ from minicnn.layers.base import Layer, check_padding, pair, positive_int
 
 
 class Conv2D(Layer):
+    IMAGES_PER_BLOCK = 16  # images per im2col block at inference (see _forward)
+
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
                  activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", input_shape=None, data_format: str = "channels_last",
@@ -43,6 +45,7 @@ class Conv2D(Layer):
             # Our output is a new array nobody else holds: the activation may work in place.
             self.activation.overwrite_input = True
         self._buffers = {}
+        self._cache = None
 
     def expected_rank(self) -> int:
         return 3
@@ -95,19 +98,31 @@ class Conv2D(Layer):
         return xp.concatenate([w, self.params["bias"].reshape(1, -1)])
 
     def _forward(self, x, training):
+        xp = backend.get_array_module(x)
         n, h, w, c = x.shape
         oh, ow, f = self.output_shape((h, w, c))
         pads = (win.padding_amounts(h, self.kernel_size[0], self.strides[0], self.padding),
                 win.padding_amounts(w, self.kernel_size[1], self.strides[1], self.padding))
         x_padded = win.pad(x, pads)
-        k = self.kernel_size[0] * self.kernel_size[1] * c
-        col = self._buffer("col", (n * oh * ow, k + self.use_bias), x)
-        win.im2col(x_padded, self.kernel_size, self.strides, (oh, ow), out=col[:, :k])
-        y = col @ self._matrix()
-        self._cache = (col, x_padded.shape, pads, (oh, ow))
+        k, rows = self.kernel_size[0] * self.kernel_size[1] * c, oh * ow  # col rows per image
+        matrix = self._matrix()
+        y = xp.empty((n * rows, f), dtype=x.dtype)
+        # Training keeps all of col for backward: one block. Inference goes a few
+        # images at a time through one small col (a batch of 256 would otherwise need
+        # 400 MB), and each block is still in cache when the product reads it.
+        block = n if training else min(n, self.IMAGES_PER_BLOCK)
+        col = self._buffer("col", (block * rows, k + self.use_bias), x)
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            part = col[:(stop - start) * rows]
+            win.im2col(x_padded[start:stop], self.kernel_size, self.strides, (oh, ow), out=part[:, :k])
+            xp.matmul(part, matrix, out=y[start * rows:stop * rows])
+        self._cache = (col, x_padded.shape, pads, (oh, ow)) if training else None
         return y.reshape(n, oh, ow, f)
 
     def _backward(self, grad):
+        if self._cache is None:
+            raise RuntimeError(f"{self.describe()}: backward needs a forward with training=True")
         col, padded_shape, pads, out_hw = self._cache
         kernel = self.params["kernel"]
         xp = backend.get_array_module(grad)

@@ -68,11 +68,7 @@ class MaxPooling2D(Layer):
     def _forward_tiles(self, x, training):
         xp = backend.get_array_module(x)
         t = win.tiles(x, self.pool_size)                  # (N, OH, kh, OW, kw, C), a view
-        offsets = self._offsets()
-        # The max of the tiles' kh*kw corners, one whole-array maximum at a time.
-        y = t[:, :, 0, :, 0].copy()
-        for i, j in offsets[1:]:
-            xp.maximum(y, t[:, :, i, :, j], out=y)
+        y = t.max(axis=(2, 4))
         if not training:  # only backward needs to know who won
             self._cache = ("tiles", None, x.shape)
             return y
@@ -81,7 +77,7 @@ class MaxPooling2D(Layer):
         # earlier one that already won.
         mask = t == y[:, :, None, :, None]
         taken = mask[:, :, 0, :, 0].copy()
-        for i, j in offsets[1:]:
+        for i, j in self._offsets()[1:]:
             won = mask[:, :, i, :, j]
             xp.greater(won, taken, out=won)
             taken |= won
