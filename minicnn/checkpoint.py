@@ -15,22 +15,19 @@ and names the first mismatch.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from minicnn import backend
-from minicnn.fileio import write_atomic
+from minicnn import backend, serialization
 
 FORMAT = "minicnn-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used for this model."""
+CheckpointError = serialization.WeightsFileError  # a checkpoint that cannot be used here
 
 
 @dataclass
@@ -40,17 +37,13 @@ class Checkpoint:
     fit_rng_state: dict | None = None
 
 
-def _architecture(model) -> list[dict]:
-    # JSON round trip so tuples compare equal to the lists read back from a file.
-    return json.loads(json.dumps(model.architecture()))
-
-
 def save(path: str | os.PathLike, model, epoch: int, history, fit_rng=None) -> None:
     """Write model weights, optimizer state, history and generator states to ``path``."""
     optimizer = model.optimizer
     meta = {
         "format": FORMAT, "version": VERSION, "epoch": int(epoch),
-        "input_shape": list(model.input_shape[1:]), "architecture": _architecture(model),
+        "input_shape": list(model.input_shape[1:]),
+        "architecture": serialization.architecture(model),
         "history": {k: [float(v) for v in values] for k, values in history.as_dict().items()},
         "optimizer": {"type": type(optimizer).__name__, "config": optimizer.get_config(),
                       "iterations": int(optimizer.iterations)},
@@ -58,52 +51,36 @@ def save(path: str | os.PathLike, model, epoch: int, history, fit_rng=None) -> N
                 "layers": {layer.name: backend.rng_state(layer.rng) for layer in model.layers
                            if getattr(layer, "rng", None) is not None}},
     }
-    arrays = {"__checkpoint__": np.array(json.dumps(meta))}
-    for layer in model.layers:
-        for key, value in layer.params.items():
-            arrays[f"weights/{layer.name}/{key}"] = backend.to_host(value)
+    arrays = serialization.weight_arrays(model, prefix="weights/")
+    arrays["__checkpoint__"] = np.array(json.dumps(meta))
     for (index, key), value in optimizer.velocities.items():
         arrays[f"optimizer/{model.layers[index].name}/{key}"] = backend.to_host(value)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    write_atomic(path, lambda f: f.write(buffer.getvalue()))
+    serialization.write_archive(path, arrays)
 
 
 def load(path: str | os.PathLike, model) -> Checkpoint:
     """Restore ``model`` (weights, optimizer, generators) from ``path``; return the rest."""
     path = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt?): "
-                              f"{type(exc).__name__}: {exc}") from None
+    arrays = serialization.read_archive(path, "checkpoint", "minicnn checkpoint")
     if "__checkpoint__" not in arrays:
-        raise CheckpointError(f"{path} is not a minicnn checkpoint (no __checkpoint__ entry)")
+        raise CheckpointError(f"checkpoint: {path} is not a minicnn checkpoint (no __checkpoint__ entry)")
     meta = json.loads(str(arrays.pop("__checkpoint__")))
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r} version "
+        raise CheckpointError(f"checkpoint: {path} has format {meta.get('format')!r} version "
                               f"{meta.get('version')!r}; this minicnn reads {FORMAT!r} version {VERSION}")
-    _check_architecture(path, meta, model)
+    if model.built and list(model.input_shape[1:]) != meta["input_shape"]:
+        raise CheckpointError(f"checkpoint: {path} is for inputs {tuple(meta['input_shape'])}, "
+                              f"the model takes {model.input_shape[1:]}")
+    serialization.check_architecture(path, meta["architecture"], model, "checkpoint")
     if not model.built:
         model.build(tuple(meta["input_shape"]))
     opt = meta["optimizer"]
     if opt["type"] != type(model.optimizer).__name__:
-        raise CheckpointError(f"checkpoint {path} was made with optimizer {opt['type']}, "
+        raise CheckpointError(f"checkpoint: {path} was made with optimizer {opt['type']}, "
                               f"the model is compiled with {type(model.optimizer).__name__}")
-    for layer in model.layers:
-        for key, param in layer.params.items():
-            value = arrays.get(f"weights/{layer.name}/{key}")
-            if value is None or value.shape != tuple(param.shape):
-                got = "nothing" if value is None else f"shape {value.shape}"
-                raise CheckpointError(f"checkpoint {path}: {layer.describe()} {key} expects "
-                                      f"shape {tuple(param.shape)}, the file holds {got}")
-    # Everything checked: now change the model.
-    for layer in model.layers:
-        for key, param in layer.params.items():
-            param[...] = backend.to_device(arrays[f"weights/{layer.name}/{key}"], dtype=param.dtype)
+    # Everything is checked before the first weight changes.
+    serialization.set_weights(model, arrays, meta["architecture"], path, "checkpoint",
+                              prefix="weights/")
     model.optimizer.iterations = int(opt["iterations"])
     model.optimizer.velocities = {}
     names = {layer.name: i for i, layer in enumerate(model.layers)}
@@ -119,17 +96,3 @@ def load(path: str | os.PathLike, model) -> Checkpoint:
     return Checkpoint(epoch=int(meta["epoch"]), history=meta["history"],
                       fit_rng_state=meta["rng"]["fit"])
 
-
-def _check_architecture(path: str, meta: dict, model) -> None:
-    theirs, ours = meta["architecture"], _architecture(model)
-    if model.built and list(model.input_shape[1:]) != meta["input_shape"]:
-        raise CheckpointError(f"checkpoint {path} is for inputs {tuple(meta['input_shape'])}, "
-                              f"the model takes {model.input_shape[1:]}")
-    if len(theirs) != len(ours):
-        raise CheckpointError(f"checkpoint {path} holds {len(theirs)} layers, the model has "
-                              f"{len(ours)}: it was made for another architecture")
-    for mine, saved in zip(ours, theirs):
-        if (mine["type"], mine["config"]) != (saved["type"], saved["config"]):
-            raise CheckpointError(f"checkpoint {path}: layer {mine['name']!r} is {mine['type']} "
-                                  f"{mine['config']}, the checkpoint has {saved['type']} "
-                                  f"{saved['config']} there: another architecture")

@@ -21,9 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from minicnn import backend, inspection, losses, optimizers
+from minicnn import backend, inspection, losses, optimizers, serialization
 from minicnn import checkpoint as checkpoint_io
-from minicnn.fileio import write_atomic
 from minicnn.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
 from minicnn.layers.base import Layer, sample_shape
 from minicnn.progbar import Progbar
@@ -485,50 +484,27 @@ class Sequential:
         if not self.built:
             raise RuntimeError("save_weights: the model is not built yet (give the first layer "
                                "input_shape, or call fit/predict first)")
-        arrays = {f"{layer.name}/{key}": backend.to_host(value)
-                  for layer in self.layers for key, value in layer.params.items()}
+        arrays = serialization.weight_arrays(self)
         meta = {"format": WEIGHTS_FORMAT, "input_shape": list(self._input_shape),
                 "architecture": self.architecture()}
         arrays["__meta__"] = np.array(json.dumps(meta))
-        write_atomic(path, lambda f: np.savez(f, **arrays))
+        serialization.write_archive(path, arrays)
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Read parameters written by ``save_weights``, checking they fit this model."""
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                stored = {key: data[key] for key in data.files}
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise ValueError(f"load_weights: {path} is not a readable minicnn weights file "
-                             f"({type(exc).__name__}: {exc})") from None
+        stored = serialization.read_archive(path, "load_weights", "minicnn weights file")
         if "__meta__" not in stored:
-            raise ValueError(f"load_weights: {path} has no minicnn metadata; was it written "
-                             "by Sequential.save_weights?")
+            raise serialization.WeightsFileError(
+                f"load_weights: {path} has no minicnn metadata; was it written by "
+                "Sequential.save_weights?")
         meta = json.loads(str(stored.pop("__meta__")))
         if meta.get("format") != WEIGHTS_FORMAT:
-            raise ValueError(f"load_weights: {path} has format {meta.get('format')!r}, "
-                             f"this minicnn reads {WEIGHTS_FORMAT!r}")
-        theirs, ours = meta["architecture"], self.architecture()
-        if len(theirs) != len(ours):
-            raise ValueError(f"load_weights: {path} holds {len(theirs)} layers, "
-                             f"this model has {len(ours)}")
-        for mine, saved in zip(ours, theirs):
-            if mine["type"] != saved["type"] or json.loads(json.dumps(mine["config"])) != saved["config"]:
-                raise ValueError(f"load_weights: layer {mine['name']!r} is {mine['type']} "
-                                 f"{mine['config']}, but {path} holds {saved['type']} "
-                                 f"{saved['config']} there")
+            raise serialization.WeightsFileError(
+                f"load_weights: {path} has format {meta.get('format')!r}, this minicnn reads "
+                f"{WEIGHTS_FORMAT!r}")
+        serialization.check_architecture(path, meta["architecture"], self, "load_weights")
         if not self.built:
             self.build(tuple(meta["input_shape"]))
-        for layer, saved in zip(self.layers, theirs):
-            for key, param in layer.params.items():
-                value = stored.get(f"{saved['name']}/{key}")
-                if value is None or value.shape != param.shape:
-                    got = "nothing" if value is None else f"shape {value.shape}"
-                    raise ValueError(f"load_weights: {layer.describe()} {key} expects shape "
-                                     f"{tuple(param.shape)}, {path} holds {got}")
-        for layer, saved in zip(self.layers, theirs):
-            for key, param in layer.params.items():
-                param[...] = backend.to_device(stored[f"{saved['name']}/{key}"], dtype=param.dtype)
+        serialization.set_weights(self, stored, meta["architecture"], path, "load_weights")
 

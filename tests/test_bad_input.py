@@ -305,7 +305,7 @@ def test_gradient_check_in_float32_is_refused():
 def test_weights_file_with_other_layer_count(tmp_path):
     cnn().save_weights(tmp_path / "w.npz")
     other = Sequential([Flatten(input_shape=(8, 8, 3)), Dense(4, activation="softmax")])
-    with pytest.raises(ValueError, match=r"w\.npz holds 4 layers, this model has 2"):
+    with pytest.raises(ValueError, match=r"w\.npz holds 4 layers, the model has 2"):
         other.load_weights(tmp_path / "w.npz")
 
 

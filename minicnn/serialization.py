@@ -1,0 +1,83 @@
+"""Weights in ``.npz`` archives, shared by ``save_weights``/``load_weights`` and checkpoints.
+
+An archive maps names like ``conv2d_1/kernel`` to arrays, plus JSON metadata
+that records the architecture (each layer's type and config), so that loading
+into another architecture fails with a message naming the first mismatch
+instead of silently mixing weights. Archives are written to a temporary file
+and renamed; everything is checked before the first weight is overwritten.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+
+from minicnn import backend
+from minicnn.fileio import write_atomic
+
+
+class WeightsFileError(ValueError):
+    """A weights or checkpoint file that cannot be used for this model."""
+
+
+def write_archive(path: str | os.PathLike, arrays: dict) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, lambda f: f.write(buffer.getvalue()))
+
+
+def read_archive(path: str | os.PathLike, who: str, what: str) -> dict:
+    """All arrays of an ``.npz`` file; a damaged file raises ``WeightsFileError``."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise WeightsFileError(f"{who}: {path} is not a readable {what} (truncated or corrupt?): "
+                               f"{type(exc).__name__}: {exc}") from None
+
+
+def architecture(model) -> list[dict]:
+    """Each layer's name, type and config, as plain JSON data (tuples become lists)."""
+    return json.loads(json.dumps(model.architecture()))
+
+
+def check_architecture(path, saved: list[dict], model, who: str) -> None:
+    ours = architecture(model)
+    if len(saved) != len(ours):
+        raise WeightsFileError(f"{who}: {path} holds {len(saved)} layers, the model has "
+                               f"{len(ours)}: it was made for another architecture")
+    for mine, theirs in zip(ours, saved):
+        if (mine["type"], mine["config"]) != (theirs["type"], theirs["config"]):
+            raise WeightsFileError(f"{who}: layer {mine['name']!r} is {mine['type']} "
+                                   f"{mine['config']}, but {path} holds {theirs['type']} "
+                                   f"{theirs['config']} there: another architecture")
+
+
+def weight_arrays(model, prefix: str = "") -> dict:
+    """Host copies of every parameter, keyed ``prefix + layer/param``."""
+    return {f"{prefix}{layer.name}/{key}": backend.to_host(value)
+            for layer in model.layers for key, value in layer.params.items()}
+
+
+def set_weights(model, arrays: dict, saved: list[dict], path, who: str, prefix: str = "") -> None:
+    """Copy ``arrays`` into the model's parameters after checking every shape.
+
+    ``saved`` is the file's architecture: its layer names find the arrays even
+    when this model's layers were named differently.
+    """
+    pairs = []
+    for layer, theirs in zip(model.layers, saved):
+        for key, param in layer.params.items():
+            value = arrays.get(f"{prefix}{theirs['name']}/{key}")
+            if value is None or value.shape != tuple(param.shape):
+                got = "nothing" if value is None else f"shape {value.shape}"
+                raise WeightsFileError(f"{who}: {layer.describe()} {key} expects shape "
+                                       f"{tuple(param.shape)}, {path} holds {got}")
+            pairs.append((param, value))
+    for param, value in pairs:
+        param[...] = backend.to_device(value, dtype=param.dtype)
