@@ -1,0 +1,49 @@
+"""The prepared GPU check's CPU-side parts (the GPU itself is not here)."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import minicnn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_gpu_compare():
+    spec = importlib.util.spec_from_file_location("gpu_compare", ROOT / "benchmarks" / "gpu_compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_agreement_check_runs_with_the_strict_backend_standing_in_for_cupy(monkeypatch, capsys):
+    module = load_gpu_compare()
+    real = minicnn.use_backend
+    monkeypatch.setattr(module.minicnn, "use_backend", lambda name: real("strict" if name == "cupy" else name))
+    worst = module.compare(batch=2)
+    out = capsys.readouterr().out
+    assert worst == 0.0  # the same arithmetic on the same host: identical numbers
+    assert "grad conv2d_1/kernel" in out and "WORST cupy vs numpy relative difference" in out
+
+
+def test_the_agreement_check_catches_a_difference(monkeypatch, capsys):
+    module = load_gpu_compare()
+    real = minicnn.use_backend
+    monkeypatch.setattr(module.minicnn, "use_backend", lambda name: real("strict" if name == "cupy" else name))
+    original = module.loss_and_grads
+
+    def skewed(model, x, y):
+        logits, loss, grads = original(model, x, y)
+        if minicnn.get_backend() == "strict":
+            grads["dense_1/kernel"] = grads["dense_1/kernel"] * 1.001
+        return logits, loss, grads
+
+    monkeypatch.setattr(module, "loss_and_grads", skewed)
+    assert 5e-4 < module.compare(batch=2) < 2e-3
+
+
+def test_the_gpu_check_script_parses():
+    result = subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
