@@ -272,8 +272,14 @@ def matmul_gflops(a, b, out) -> float:
 
 
 def profiled_step(model, x, y) -> dict:
-    """One training step, train_on_batch's work piece by piece, with a clock around each."""
+    """One training step, train_on_batch's work piece by piece, with a clock around each.
+
+    Runs what Sequential._forward/_backward run: the softmax folded into the loss,
+    and a ReLU that the model moves after its max-pooling (timed with the pooling).
+    """
     layers, fused = model.layers, model._fused is not None  # softmax folded into the loss?
+    last = len(layers) - 1
+    moved = {i for i in range(last) if model._relu_movable(i)}
     loss_fn = model._loss_fn()
     clock = time.perf_counter
     forward, backward = [0.0] * len(layers), [0.0] * len(layers)
@@ -281,7 +287,9 @@ def profiled_step(model, x, y) -> dict:
     h = x
     for i, layer in enumerate(layers):
         t = clock()
-        h = layer.forward(h, True, activate=not (fused and i == len(layers) - 1))
+        h = layer.forward(h, True, activate=i not in moved and not (fused and i == last))
+        if i - 1 in moved:
+            h = layers[i - 1].activation.forward(h)
         forward[i] = clock() - t
     t = clock()
     loss = loss_fn.forward(h, y)
@@ -289,7 +297,9 @@ def profiled_step(model, x, y) -> dict:
     loss_time = clock() - t
     for i in reversed(range(len(layers))):
         t = clock()
-        grad = layers[i].backward(grad, activate=not (fused and i == len(layers) - 1))
+        if i - 1 in moved:
+            grad = layers[i - 1].activation.backward(grad)
+        grad = layers[i].backward(grad, activate=i not in moved and not (fused and i == last))
         backward[i] = clock() - t
     t = clock()
     model._check_finite(loss)  # train_on_batch's divergence check
@@ -304,9 +314,10 @@ def profiled_step(model, x, y) -> dict:
 def conv_products(layer, batch: int) -> dict:
     """Re-run a conv layer's three products on its own operands; seconds and GFLOP/s each.
 
-    Mirrors conv2d.py: y = col @ [W; b],  [dW; db]^T = dy^T @ col,  dcol = dy @ W^T (into
-    a preallocated buffer, as the layer does). FLOPs count the convolution proper (2 M K F), not the
-    bias column, so the rates are the useful work done.
+    Mirrors conv2d.py: y = col @ [W; b],  [dW; db]^T = dy^T @ col,  and dcol = dy @ W^T
+    one kernel offset at a time, dy @ W[i, j]^T into a reused buffer (the adds onto dx
+    are not products and not timed here). FLOPs count the convolution proper (2 M K F),
+    not the bias column, so the rates are the useful work done.
     """
     col = layer._cache[0]
     matrix = layer._matrix()
@@ -318,9 +329,10 @@ def conv_products(layer, batch: int) -> dict:
     result = {"M": m, "K": k, "F": f, "batch": batch}
     kinds = {"forward": lambda: col @ matrix, "dW": lambda: dy.T @ col}
     if layer.input_grad:
-        dcol = np.ones((m, k), dtype=col.dtype)  # like the layer's reused dcol buffer
-        w = layer.params["kernel"].reshape(k, f)
-        kinds["dX"] = lambda: np.matmul(dy, w.T, out=dcol)
+        kernel = layer.params["kernel"]
+        part = np.ones((m, kernel.shape[2]), dtype=col.dtype)  # like the layer's reused buffer
+        offsets = [(i, j) for i in range(kernel.shape[0]) for j in range(kernel.shape[1])]
+        kinds["dX"] = lambda: [np.matmul(dy, kernel[i, j].T, out=part) for i, j in offsets]
     for kind, fn in kinds.items():
         fn()  # operands into cache as they would be after the previous step
         seconds = timed(fn)
@@ -346,6 +358,10 @@ def main() -> dict:
     blas_line = ", ".join(f"{k}={v}" for k, v in blas.items())
     print(f"BLAS: {blas_line}")
     print(f"Memory: {memory_info()}")
+    if os.environ.get("NUMPY_MADVISE_HUGEPAGE") is None and "defrag=madvise" in memory_info():
+        print("  (NumPy asks for huge pages for large arrays and the kernel may stall to compact "
+              "memory for them: if minicnn's timings are noisy, rerun with "
+              "NUMPY_MADVISE_HUGEPAGE=0 in the environment; it must be set before NumPy loads)")
     print(f"PyTorch: {torch_note}")
     if MINICNN_IMPORTED_TORCH:
         print("WARNING: importing minicnn imported torch; it must not")

@@ -10,6 +10,20 @@ One training step is the whole of backpropagation::
 When the last layer ends in softmax and the loss is categorical cross-entropy,
 the softmax is folded into the loss: the last layer stops at its logits z and
 the gradient that starts backward is simply (softmax(z) - y) / N.
+
+A second shortcut never changes a single bit of any result: ReLU commutes
+with max-pooling. ReLU never reorders values, so the winner of a window is
+the same before and after it, and
+
+    maxpool(relu(z)) == relu(maxpool(z))
+
+with the same gradient (where a window's max is <= 0 its gradient is 0 either
+way). So when a layer with a ReLU (Conv2D(..., activation="relu")) is followed
+by MaxPooling2D, the model runs the layer without its ReLU and applies the ReLU
+to the pooled output, in forward and in backward: a quarter of the elements
+under 2x2 pooling. It does so only while nobody watches either layer (hooks,
+``retain``, the gradient tracer), because they would see z in place of relu(z);
+``model.move_relu_after_pool = False`` turns it off.
 """
 from __future__ import annotations
 
@@ -21,10 +35,11 @@ from typing import Callable
 
 import numpy as np
 
-from minicnn import backend, inspection, losses, optimizers, serialization
+from minicnn import activations, backend, inspection, losses, optimizers, serialization
 from minicnn import checkpoint as checkpoint_io
 from minicnn.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
 from minicnn.layers.base import Layer, sample_shape
+from minicnn.layers.pooling import MaxPooling2D
 from minicnn.progbar import Progbar
 from minicnn.tracing import GradientTracer
 
@@ -65,6 +80,8 @@ def _snake_case(name: str) -> str:
 
 
 class Sequential:
+    INFERENCE_SLICE = 32  # images per pass through the network at inference (see _forward)
+
     def __init__(self, layers: list[Layer] | None = None, name: str = "sequential") -> None:
         self.name = name
         self.layers: list[Layer] = []
@@ -72,6 +89,8 @@ class Sequential:
         self.loss = None
         self.metrics: list[str] = []
         self._fused: losses.SoftmaxCrossEntropy | None = None
+        self.move_relu_after_pool = True  # see the module docstring
+        self._relu_moved: set[int] = set()  # layers whose ReLU the last training forward moved
         self.check_finite_every: int | None = None  # None: every step on the CPU, 20 on the GPU
         self._input_shape: tuple[int, ...] | None = None
         for layer in layers or []:
@@ -155,25 +174,48 @@ class Sequential:
 
     def forward(self, x, training: bool = False):
         """The model's output (probabilities for a softmax model)."""
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
+        return self._forward(x, training, final_activation=True)
 
     def _loss_input(self, x, training: bool):
         """What the loss sees: logits when softmax is fused into it, else the output."""
-        if self._fused is None:
-            return self.forward(x, training)
-        for layer in self.layers[:-1]:
-            x = layer.forward(x, training)
-        return self.layers[-1].forward(x, training, activate=False)
+        return self._forward(x, training, final_activation=self._fused is None)
+
+    def _relu_movable(self, i: int) -> bool:
+        """May layers[i]'s ReLU run after the max-pooling layers[i + 1]? (module docstring)"""
+        layers = self.layers
+        return (self.move_relu_after_pool and i + 1 < len(layers)
+                and isinstance(layers[i].activation, activations.ReLU)
+                and isinstance(layers[i + 1], MaxPooling2D)
+                and not layers[i].watched and not layers[i + 1].watched)
+
+    def _forward(self, x, training: bool, final_activation: bool):
+        n, size = x.shape[0], self.INFERENCE_SLICE
+        if not training and n > size and not any(layer.watched for layer in self.layers):
+            # Inference treats every image on its own, so a large batch can go through
+            # the whole network a slice at a time: each slice's activations stay in
+            # cache from layer to layer, where a batch of 256 would make the first
+            # layer's output 236 MB and stream it through memory for every layer.
+            xp = backend.get_array_module(x)
+            return xp.concatenate([self._forward(x[start:start + size], False, final_activation)
+                                   for start in range(0, n, size)])
+        last = len(self.layers) - 1
+        moved = {i for i in range(last) if self._relu_movable(i)}
+        for i, layer in enumerate(self.layers):
+            x = layer.forward(x, training, activate=i not in moved and (final_activation or i < last))
+            if i - 1 in moved:  # this layer is the pooling: now the ReLU of the layer before
+                x = self.layers[i - 1].activation.forward(x)
+        if training:  # backward must undo exactly what this forward did
+            self._relu_moved = moved
+        return x
 
     def _backward(self, grad) -> None:
-        layers = self.layers
-        if self._fused is not None:
-            grad = layers[-1].backward(grad, activate=False)
-            layers = layers[:-1]
-        for layer in reversed(layers):
-            grad = layer.backward(grad)
+        last = len(self.layers) - 1
+        moved, self._relu_moved = self._relu_moved, set()  # good for this one backward
+        for i in reversed(range(len(self.layers))):
+            if i - 1 in moved:  # the ReLU that forward applied after this pooling
+                grad = self.layers[i - 1].activation.backward(grad)
+            activate = i not in moved and (self._fused is None or i < last)
+            grad = self.layers[i].backward(grad, activate=activate)
 
     def _loss_fn(self) -> losses.Loss:
         return self._fused if self._fused is not None else self.loss

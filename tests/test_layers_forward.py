@@ -157,6 +157,22 @@ def test_conv2d_matches_naive_loops(backend, h, w, c, filters, kernel, strides, 
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv2d_inference_blocks_match_the_training_forward(backend, use_bias):
+    # Inference runs IMAGES_PER_BLOCK images at a time through one small col; 37 images
+    # are two full blocks and a short one, and must give what one big training col gives.
+    n = 2 * Conv2D.IMAGES_PER_BLOCK + 5
+    x = np.random.default_rng(7).standard_normal((n, 6, 7, 3))
+    layer = Conv2D(4, 3, padding="same", strides=(1, 2), activation="relu", use_bias=use_bias)
+    layer.build((6, 7, 3))
+    if use_bias:
+        layer.params["bias"][...] = minicnn.to_device(np.linspace(-1, 1, 4), dtype="float32")
+    inference, training = run(layer, x), run(layer, x, training=True)
+    assert inference.shape == training.shape == (n, 6, 4, 4)
+    np.testing.assert_allclose(inference, training, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(run(layer, x[-3:]), training[-3:], rtol=1e-6, atol=1e-6)
+
+
 def test_conv2d_same_padding_puts_the_odd_pixel_after(backend):
     # 2x2 input, 2x2 kernel, 'same': one row/column of zeros after, none before.
     x = np.array([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)

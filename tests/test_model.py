@@ -394,3 +394,17 @@ def test_fit_prints_progress_when_verbose(capsys, verbose):
         model.fit(x, labels, batch_size=3, epochs=2, verbose=verbose)
     out = capsys.readouterr().out
     assert "Epoch 1/2" in out and "Epoch 2/2" in out and "loss" in out
+
+
+def test_large_inference_batches_go_through_in_slices_with_the_same_results(backend):
+    # Sequential.INFERENCE_SLICE images at a time; 70 images = 32 + 32 + 6
+    x, _ = fixed_data(n=70)
+    model = small_cnn(dropout=0.3)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    whole = model.predict(x, batch_size=70)
+    one_by_one = np.concatenate([model.predict(x[i:i + 1], batch_size=1) for i in range(70)])
+    np.testing.assert_allclose(whole, one_by_one, rtol=1e-5, atol=1e-6)
+    seen = []  # a hook wants the batch it was given, whole: no slicing then
+    model.layers[0].register_forward_hook(lambda layer, inputs, outputs: seen.append(len(inputs)))
+    np.testing.assert_allclose(model.predict(x, batch_size=70), whole, rtol=1e-5, atol=1e-6)
+    assert seen == [70]

@@ -132,6 +132,12 @@ class Layer:
         return grad_input
 
     # ----------------------------------------------------------- inspection
+    @property
+    def watched(self) -> bool:
+        """Does anyone look at this layer's values (hooks, or ``retain``)? The model
+        then runs it exactly as written, never with its ReLU moved (see models.py)."""
+        return bool(self.retain or self._forward_hooks or self._backward_hooks)
+
     def register_forward_hook(self, hook: Callable) -> "HookHandle":
         """Call ``hook(layer, x, y)`` after every forward; ``.remove()`` the handle to stop."""
         return HookHandle(self._forward_hooks, hook)

@@ -6,6 +6,9 @@ Forward (W reshaped to (kh*kw*c_in, filters)):
 Backward, with dy flattened the same way:
     dW = col^T @ dy      db = sum over rows of dy      dx = col2im(dy @ W^T)
 
+col2im adds each kernel offset's columns back onto its window, so the last
+product runs one offset at a time, dy @ W[i, j]^T, added as soon as it is made.
+
 The bias rides along in the products. col gets a last column of ones and W a
 last row holding b, so
 
@@ -136,9 +139,17 @@ class Conv2D(Layer):
             self.grads["bias"] = xp.ascontiguousarray(d_matrix[k])
         if not self.input_grad:
             return None
-        dcol = self._buffer("dcol", (dy.shape[0], k), dy)
-        xp.matmul(dy, kernel.reshape(k, self.filters).T, out=dcol)
-        dx = win.col2im(dcol, padded_shape, self.kernel_size, self.strides, out_hw)
+        # dx = col2im(dy @ W^T), one kernel offset (i, j) at a time: dcol's columns
+        # for (i, j) are dy @ W[i, j]^T, added onto the window at (i, j) right away.
+        # The same sums as col2im, but the whole dcol (N*OH*OW, kh*kw*c_in), 50 MB
+        # for the tutorial's second layer, is never written and read back.
+        (n, oh, ow, _), c_in = grad.shape, kernel.shape[2]
+        dx = xp.zeros(padded_shape, dtype=dy.dtype)
+        part = self._buffer("dcol part", (dy.shape[0], c_in), dy)
+        for i in range(self.kernel_size[0]):
+            for j in range(self.kernel_size[1]):
+                xp.matmul(dy, kernel[i, j].T, out=part)
+                win.window(dx, i, j, self.strides, out_hw)[...] += part.reshape(n, oh, ow, c_in)
         (top, bottom), (left, right) = pads
         return dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right, :]
 

@@ -68,19 +68,28 @@ class MaxPooling2D(Layer):
     def _forward_tiles(self, x, training):
         xp = backend.get_array_module(x)
         t = win.tiles(x, self.pool_size)                  # (N, OH, kh, OW, kw, C), a view
-        y = t.max(axis=(2, 4))
+        # One element-wise maximum per window offset: about twice as fast as
+        # t.max(axis=(2, 4)), a reduction over two strided axes.
+        first, *others = [t[:, :, i, :, j] for i, j in self._offsets()]
+        y = xp.maximum(first, others.pop(0)) if others else first.copy()
+        for view in others:
+            xp.maximum(y, view, out=y)
         if not training:  # only backward needs to know who won
             self._cache = ("tiles", None, x.shape)
             return y
-        # Mark the winners, then keep only the first of any ties in each window:
-        # for booleans a > b means "a and not b", so a later offset loses to any
-        # earlier one that already won.
-        mask = t == y[:, :, None, :, None]
-        taken = mask[:, :, 0, :, 0].copy()
-        for i, j in self._offsets()[1:]:
-            won = mask[:, :, i, :, j]
-            xp.greater(won, taken, out=won)
-            taken |= won
+        mask = t == y[:, :, None, :, None]                # the winners of each window
+        # Equal maxima in one window are rare: on the host, counting the winners
+        # (one or more per window; none only where a NaN is, which ends training)
+        # costs far less than settling ties that are not there (on the GPU the
+        # count would be a device-to-host read, which stalls it: always settle).
+        if backend.get_backend() == "cupy" or int(xp.count_nonzero(mask)) > y.size:
+            # Keep only the first winner of each window: for booleans a > b means
+            # "a and not b", so a later offset loses to any earlier one that won.
+            taken = mask[:, :, 0, :, 0].copy()
+            for i, j in self._offsets()[1:]:
+                won = mask[:, :, i, :, j]
+                xp.greater(won, taken, out=won)
+                taken |= won
         self._cache = ("tiles", mask, x.shape)
         return y
 
