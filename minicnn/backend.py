@@ -28,7 +28,7 @@ import numpy
 _BACKENDS = ("numpy", "cupy", "strict")
 _FLOATX = ("float32", "float64")
 GPU_HELP = ('the "cupy" backend needs CuPy and a CUDA GPU; install it with '
-            '`pip install "minicnn[gpu]"` (or the cupy-cudaXXx wheel matching your CUDA)')
+            '`pip install "minicnn[gpu]"` (CUDA 12) or the cupy-cudaXXx wheel matching your CUDA')
 
 _state = {"backend": "numpy", "floatx": "float32",
           "seed_sequence": numpy.random.SeedSequence()}
@@ -122,6 +122,8 @@ strict = _StrictModule(numpy)
 # CuPy, imported only when asked for.
 # --------------------------------------------------------------------------
 def _cupy():
+    if _state.get("cupy") is not None:
+        return _state["cupy"]  # checked once; get_array_module calls this for every op
     try:
         import cupy  # noqa: PLC0415  (optional dependency)
     except ImportError as exc:
@@ -132,6 +134,7 @@ def _cupy():
         raise RuntimeError(f"cannot use the cupy backend: no CUDA device ({exc}). {GPU_HELP}") from exc
     if count < 1:
         raise RuntimeError(f"cannot use the cupy backend: no CUDA device found. {GPU_HELP}")
+    _state["cupy"] = cupy
     return cupy
 
 

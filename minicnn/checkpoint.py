@@ -78,19 +78,26 @@ def load(path: str | os.PathLike, model) -> Checkpoint:
     if opt["type"] != type(model.optimizer).__name__:
         raise CheckpointError(f"checkpoint: {path} was made with optimizer {opt['type']}, "
                               f"the model is compiled with {type(model.optimizer).__name__}")
-    # Everything is checked before the first weight changes.
+    # The file's own layer names find its entries, whatever this model calls its layers.
+    position = {saved["name"]: i for i, saved in enumerate(meta["architecture"])}
+    velocities = {}
+    for key, value in arrays.items():
+        if key.startswith("optimizer/"):
+            _, saved_name, param = key.split("/")
+            index = position.get(saved_name)
+            target = model.layers[index].params.get(param) if index is not None else None
+            if target is None or value.shape != tuple(target.shape):
+                raise CheckpointError(f"checkpoint: {path} holds an optimizer buffer {key} "
+                                      f"of shape {value.shape} that fits no parameter of the model")
+            velocities[(index, param)] = value
+    # Everything is checked: only now does the model change.
     serialization.set_weights(model, arrays, meta["architecture"], path, "checkpoint",
                               prefix="weights/")
     model.optimizer.iterations = int(opt["iterations"])
-    model.optimizer.velocities = {}
-    names = {layer.name: i for i, layer in enumerate(model.layers)}
-    for key, value in arrays.items():
-        if key.startswith("optimizer/"):
-            _, layer_name, param = key.split("/")
-            model.optimizer.velocities[(names[layer_name], param)] = backend.to_device(
-                value, dtype=backend.floatx())
-    for layer in model.layers:
-        state = meta["rng"]["layers"].get(layer.name)
+    model.optimizer.velocities = {key: backend.to_device(value, dtype=backend.floatx())
+                                  for key, value in velocities.items()}
+    for layer, saved in zip(model.layers, meta["architecture"]):
+        state = meta["rng"]["layers"].get(saved["name"])
         if state is not None and getattr(layer, "rng", None) is not None:
             backend.set_rng_state(layer.rng, state)
     return Checkpoint(epoch=int(meta["epoch"]), history=meta["history"],

@@ -125,7 +125,7 @@ def check_layer(layer, x, training: bool = True, eps: float = 1e-6,
     return GradCheckResult(worst[0], worst[1], tolerance, errors)
 
 
-def check_model(model, x, y, training: bool = True, eps: float = 1e-6,
+def check_model(model, x, y, eps: float = 1e-6,
                 tolerance: float = DEFAULT_TOLERANCE, max_entries: int | None = 20,
                 seed: int = 0, floor: float = 1e-8) -> GradCheckResult:
     """Compare the gradients of a compiled model's loss with central differences for
@@ -136,14 +136,14 @@ def check_model(model, x, y, training: bool = True, eps: float = 1e-6,
     y = model._prepare_y(y, x.shape[0], "check_model")
     _require_float64(x, *(p for layer in model.layers for p in layer.params.values()))
     rewind = _rewinder(model.layers)
-    model._batch_loss(x, y, training)
+    model._batch_loss(x, y, training=True)  # training mode: layers keep what backward needs
     model._backward(model._loss_fn().backward())
     analytic = {f"{layer.name}/{name}": (layer, name, layer.grads[name].copy())
                 for layer in model.layers for name in layer.params}
 
     def f() -> float:
         rewind()
-        return float(model._batch_loss(x, y, training)[0])
+        return float(model._batch_loss(x, y, training=True)[0])
 
     worst, errors = [0.0, "nowhere"], {}
     for key, (layer, name, grad) in analytic.items():

@@ -1,7 +1,8 @@
 """Weight initializers with Keras's defaults, drawn on the host.
 
     glorot_uniform  W ~ U(-l, l),  l = sqrt(6 / (fan_in + fan_out))
-    he_normal       W ~ N(0, 2 / fan_in), truncated at two standard deviations
+    he_normal       W ~ N(0, s^2) truncated at 2s, with s chosen so that the truncated
+                    values have variance 2 / fan_in (Keras's variance scaling)
     zeros           W = 0
 
 For a conv kernel (kh, kw, c_in, filters): fan_in = kh*kw*c_in and

@@ -232,43 +232,54 @@ class Sequential:
         return loss_value, correct
 
     def train_on_batch(self, x, y, tracer: GradientTracer | None = None, epoch: int = 0,
-                       step: int = 0):
+                       step: int = 0, check_finite: bool = True):
         """One SGD step on one batch; returns (mean loss, number correct) on the device.
 
-        Raises ``TrainingDiverged`` before touching the weights when the loss or
-        any gradient is NaN or infinite. On the GPU that check reads a value back
-        to the host, which stalls the device, so there it runs every
-        ``check_finite_every`` steps (20 by default; on the CPU every step).
+        ``x`` and ``y`` are arrays of the current backend in the model's float
+        type (``fit`` prepares them once). With ``check_finite`` it raises
+        ``TrainingDiverged`` before touching the weights when the loss or any
+        gradient is NaN or infinite.
         """
         self._require_compiled("train_on_batch")
         self._ensure_built(x)
         if tracer is not None:
             tracer.start(self.layers)
-        loss_value, correct = self._batch_loss(x, y, training=True)
-        self._backward(self._loss_fn().backward())
-        every = self.check_finite_every or (20 if backend.get_backend() == "cupy" else 1)
-        if step % every == 0 or every == 1:
-            self._check_finite(loss_value)
-        if tracer is not None:
-            tracer.before_update(self.layers)
+        try:
+            loss_value, correct = self._batch_loss(x, y, training=True)
+            self._backward(self._loss_fn().backward())
+            if check_finite:
+                self._check_finite(loss_value)
+        finally:
+            if tracer is not None:
+                tracer.before_update(self.layers)  # also takes its hooks off again
         self.optimizer.apply(self.layers)
         if tracer is not None:
             tracer.after_update(self.layers, epoch, step)
         return loss_value, correct
 
+    def _finite_check_interval(self, x) -> int:
+        """Steps between divergence checks: each one reads a value back to the host,
+        free on the CPU but a stall on the GPU, so there it runs every 20 steps
+        (and always on an epoch's last step, before a checkpoint is written)."""
+        if self.check_finite_every:
+            return self.check_finite_every
+        return 20 if backend.is_device_array(x) else 1
+
     def _check_finite(self, loss_value) -> None:
         # One sum, one host read: a NaN or inf anywhere makes the whole sum non-finite.
         total = loss_value + sum(g.sum() for layer in self.layers for g in layer.grads.values())
-        if bool(backend.get_array_module(loss_value).isfinite(total)):
-            return
         xp = backend.get_array_module(loss_value)
+        if bool(xp.isfinite(total)):
+            return
         if not bool(xp.isfinite(loss_value)):
             raise TrainingDiverged(f"the loss became {float(loss_value)}")
-        for layer in self.layers:
+        # Backward runs from the loss towards the input, and a NaN spreads to every
+        # layer below where it appeared: the first one backward met is the culprit.
+        for layer in reversed(self.layers):
             for name, grad in layer.grads.items():
                 if not bool(xp.isfinite(grad).all()):
-                    raise TrainingDiverged(f"the gradient of {layer.name}/{name} became non-finite "
-                                           f"(the first layer where it did)")
+                    raise TrainingDiverged(f"the gradient of {layer.name}/{name} became "
+                                           "non-finite (the first layer backward reached where it did)")
         raise TrainingDiverged("the gradients overflowed")
 
     # ------------------------------------------------------------ data checks
@@ -364,49 +375,56 @@ class Sequential:
         path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
         if resume and path is None:
             raise ValueError("fit: resume=True needs checkpoint=PATH to resume from")
-        if resume and os.path.exists(path):
-            state = checkpoint_io.load(path, self)
-            initial_epoch = state.epoch
-            history.restore(state.history)
-            if state.fit_rng_state is not None:
-                backend.set_rng_state(rng, state.fit_rng_state)
-            if verbose:
-                print(f"Resuming from {path}: {state.epoch} epoch(s) done", flush=True)
-        elif save is not None and path is not None:
-            save(initial_epoch, history)  # so a stop in the first epoch can resume too
+        # Signals are caught from here on, so even one during the first save is handled.
         with deferred_signals() as stop:
+            if resume and os.path.exists(path):
+                state = checkpoint_io.load(path, self)
+                initial_epoch = state.epoch
+                history.restore(state.history)
+                if state.fit_rng_state is not None:
+                    backend.set_rng_state(rng, state.fit_rng_state)
+                if verbose:
+                    print(f"Resuming from {path}: {state.epoch} epoch(s) done", flush=True)
+            elif save is not None and path is not None:
+                save(initial_epoch, history)  # so a stop in the first epoch can resume too
             for epoch in range(initial_epoch, epochs):
-                logs = self._fit_epoch(x, y, batch_size, epoch, epochs, rng, shuffle, verbose,
-                                       stop, path, tracer)
+                logs, bar = self._fit_epoch(x, y, batch_size, epoch, epochs, rng, shuffle,
+                                            verbose, stop, path, tracer)
                 if validation_data is not None:
                     val = self._evaluate_prepared(x_val, y_val, batch_size)
                     logs.update({"val_" + key: value for key, value in val.items()})
-                self._bar.update(x.shape[0], logs, final=True)
+                bar.update(x.shape[0], logs, final=True)
                 history.append(epoch, logs)
                 if save is not None:
                     save(epoch + 1, history)
                 for callback in callbacks or []:
                     callback(epoch, logs)
+                if stop:  # the signal came during validation or the save
+                    raise TrainingInterrupted(self._interrupt_message(stop, epoch + 1, 0, 0, path))
         self.history = history
         return history
 
     def _fit_epoch(self, x, y, batch_size, epoch, epochs, rng, shuffle, verbose, stop, path,
                    tracer=None):
-        """One pass over the shuffled data; returns the epoch's training logs."""
+        """One pass over the shuffled data; returns the epoch's training logs and its
+        progress bar (which fit finishes once validation is done)."""
         n = x.shape[0]
         xp = backend.get_array_module(x)
         if verbose:
             print(f"Epoch {epoch + 1}/{epochs}", flush=True)
         order = backend.permutation(rng, n) if shuffle else xp.arange(n)
-        self._bar = bar = Progbar(n, verbose=verbose)
+        bar = Progbar(n, verbose=verbose)
         steps = -(-n // batch_size)
         total_loss, total_correct = 0.0, 0
+        every = self._finite_check_interval(x)
         for step, start in enumerate(range(0, n, batch_size), start=1):
             index = order[start:start + batch_size]
             try:
                 traced = tracer if tracer is not None and tracer.wants(self.optimizer.iterations) \
                     else None
-                loss_value, correct = self.train_on_batch(x[index], y[index], traced, epoch, step)
+                check = step % every == 0 or step == steps
+                loss_value, correct = self.train_on_batch(x[index], y[index], traced, epoch, step,
+                                                          check)
             except TrainingDiverged as exc:
                 bar.interrupt()
                 kept = f" The last good checkpoint is {path}." if path else ""
@@ -424,16 +442,16 @@ class Sequential:
                 raise TrainingInterrupted(self._interrupt_message(stop, epoch, step, steps, path))
             if done < n and bar.wants_values():  # the only host reads inside an epoch
                 bar.update(done, self._logs(total_loss, total_correct, done))
-        return self._logs(total_loss, total_correct, n)
+        return self._logs(total_loss, total_correct, n), bar
 
     @staticmethod
     def _interrupt_message(stop, epoch, step, steps, path) -> str:
-        where = f"{stop.name} received in epoch {epoch + 1} after step {step}/{steps}"
+        where = (f"{stop.name} received in epoch {epoch + 1} after step {step}/{steps}; the "
+                 "partial epoch is dropped" if step else f"{stop.name} received after epoch {epoch}")
         if path is None:
-            return f"{where}; no checkpoint was asked for, so this run cannot be resumed."
-        return (f"{where}; the partial epoch is dropped. The last completed state "
-                f"({epoch} epoch(s)) is in {path}: resume with "
-                f"fit(..., checkpoint={path!r}, resume=True), or add --resume to the "
+            return f"{where}. No checkpoint file was asked for, so fit cannot resume this run."
+        return (f"{where}. The last completed state ({epoch} epoch(s)) is in {path}: resume "
+                f"with fit(..., checkpoint={path!r}, resume=True), or add --resume to the "
                 "example's command line.")
 
     def _checkpointer(self, checkpoint, rng):

@@ -51,8 +51,11 @@ def filters(kernel, path, columns: int = 16, dpi: int = 100) -> None:
 def feature_maps(model, layer: int | str, image, path, max_maps: int = 32, columns: int = 8,
                  dpi: int = 100) -> None:
     """The output channels of ``model.layers[layer]`` (index or name) for one image (H, W, C)."""
-    index = layer if isinstance(layer, int) else [l.name for l in model.layers].index(layer)
-    x = backend.to_device(np.asarray(image, dtype=model_dtype(model))[None])
+    names = [l.name for l in model.layers]
+    if not isinstance(layer, int) and layer not in names:
+        raise ValueError(f"feature_maps: no layer named {layer!r}; the model has {', '.join(names)}")
+    index = layer if isinstance(layer, int) else names.index(layer)
+    x = backend.to_device(backend.to_host(image).astype(model_dtype(model))[None])
     for current in model.layers[:index + 1]:
         x = current.forward(x, training=False)
     maps = backend.to_host(x)[0]
@@ -80,8 +83,8 @@ def model_dtype(model) -> str:
 
 def saliency(model, images, labels, class_names: Sequence[str], path, dpi: int = 100) -> np.ndarray:
     """Each image (float, model scale) above its saliency map for its true class."""
-    images = np.asarray(images)
-    labels = np.asarray(labels).reshape(-1)
+    images = backend.to_host(images)
+    labels = backend.to_host(labels).reshape(-1)
     grad = backend.to_host(model.input_gradient(images, labels))
     maps = np.abs(grad).max(axis=3)
     count = len(images)

@@ -458,3 +458,17 @@ def test_real_shared_dataset():
     assert np.bincount(y_test[:, 0], minlength=10).tolist() == [1000] * 10
     assert y_train.max() == 9 and y_test.max() == 9
     assert 0 < x_train.mean() < 255  # not blank
+
+
+
+def test_a_batch_that_would_run_code_is_refused(tmp_path):
+    """Local copies are not checksummed, so unpickling must not run what a file asks."""
+    import pickle as pickle_module
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    with pytest.raises(cifar10.DatasetError, match="refusing to load"):
+        cifar10._parse_batch(pickle_module.dumps(Payload()), "data_batch_1", tmp_path / "x")
+    assert not (tmp_path / "pwned").exists()

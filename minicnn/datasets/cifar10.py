@@ -33,6 +33,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
 import os
 import pickle
 import shutil
@@ -97,11 +98,27 @@ def _cache_dir(cache_dir: Optional[PathLike]) -> Path:
 
 # --------------------------------------------------------------------------- reading
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch holds (dicts, lists, bytes, NumPy arrays).
+
+    Local copies are not checksummed, and an arbitrary pickle can run code when
+    loaded; this refuses every other global, so a crafted file only raises.
+    """
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data batch")
+        return super().find_class(module, name)
+
+
 def _parse_batch(raw: bytes, name: str, source: Path) -> Tuple[np.ndarray, np.ndarray]:
     """Unpickle one batch and check it; returns (data (n, 3072) uint8, labels (n,) uint8)."""
     where = f"batch {name!r} in {source}"
     try:
-        batch = pickle.loads(raw, encoding="bytes")
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:  # pickle raises many types on garbage input
         raise DatasetError(f"{where} could not be unpickled (expected a pickled dict, "
                            f"{len(raw)} bytes read): {type(exc).__name__}: {exc}") from exc

@@ -12,6 +12,9 @@ from minicnn.layers.base import Layer
 
 class Activation(Layer):
     def __init__(self, activation: str, input_shape=None, name: str | None = None) -> None:
+        if activation is None:
+            raise ValueError("Activation: give an activation name such as 'relu' or 'softmax', "
+                             "got None")
         super().__init__(input_shape=input_shape, name=name, activation=activation)
 
     def _forward(self, x, training):

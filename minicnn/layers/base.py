@@ -40,6 +40,7 @@ class Layer:
         # gradients (last_input, last_output, last_grad_output, last_grad_input).
         # Off by default, so training keeps no copies nobody asked for.
         self.retain = False
+        self._forwarded = False  # backward needs the cache of a forward
         self.last_input = self.last_output = self.last_grad_output = self.last_grad_input = None
         self._forward_hooks: dict[object, Callable] = {}
         self._backward_hooks: dict[object, Callable] = {}
@@ -110,6 +111,7 @@ class Layer:
         if not self.built:
             self.build(x.shape[1:])
         y = self._forward(x, training)
+        self._forwarded = True
         if activate and self.activation is not None:
             y = self.activation.forward(y)
         if self.retain:
@@ -120,6 +122,9 @@ class Layer:
 
     def backward(self, grad, *, activate: bool = True):
         """dL/dx from dL/dy for the last forward; fills ``self.grads``."""
+        if not self._forwarded:
+            raise RuntimeError(f"{self.describe()}: backward needs a forward (with "
+                               "training=True) first; it uses what forward cached")
         grad_output = grad
         if activate and self.activation is not None:
             grad = self.activation.backward(grad)

@@ -6,8 +6,9 @@ Forward (W reshaped to (kh*kw*c_in, filters)):
 Backward, with dy flattened the same way:
     dW = col^T @ dy      db = sum over rows of dy      dx = col2im(dy @ W^T)
 
-col2im adds each kernel offset's columns back onto its window, so the last
-product runs one offset at a time, dy @ W[i, j]^T, added as soon as it is made.
+col2im adds each kernel offset's columns back onto its window, so the code
+runs that last product one offset at a time, dy @ W[i, j]^T, and adds it as
+soon as it is made (im2col.col2im is the same sum, written out for learners).
 
 The bias rides along in the products. col gets a last column of ones and W a
 last row holding b, so
@@ -114,7 +115,7 @@ class Conv2D(Layer):
         # images at a time through one small col (a batch of 256 would otherwise need
         # 400 MB), and each block is still in cache when the product reads it.
         block = n if training else min(n, self.IMAGES_PER_BLOCK)
-        col = self._buffer("col", (block * rows, k + self.use_bias), x)
+        col = self._buffer("col", (block * rows, k + int(self.use_bias)), x)
         for start in range(0, n, block):
             stop = min(start + block, n)
             part = col[:(stop - start) * rows]

@@ -82,7 +82,7 @@ class MaxPooling2D(Layer):
         # (one or more per window; none only where a NaN is, which ends training)
         # costs far less than settling ties that are not there (on the GPU the
         # count would be a device-to-host read, which stalls it: always settle).
-        if backend.get_backend() == "cupy" or int(xp.count_nonzero(mask)) > y.size:
+        if backend.is_device_array(x) or int(xp.count_nonzero(mask)) > y.size:
             # Keep only the first winner of each window: for booleans a > b means
             # "a and not b", so a later offset loses to any earlier one that won.
             taken = mask[:, :, 0, :, 0].copy()
@@ -118,7 +118,7 @@ class MaxPooling2D(Layer):
             candidate = win.window(x, i, j, self.strides, (oh, ow))
             better = candidate > y  # strict: on ties the earlier offset keeps the win
             xp.maximum(y, candidate, out=y)
-            winner[better] = k
+            xp.copyto(winner, k, where=better)  # no boolean indexing: it syncs on a GPU
         self._cache = ("windows", winner, x.shape, pads, (oh, ow))
         return y
 
