@@ -70,10 +70,10 @@ class MaxPooling2D(Layer):
         t = win.tiles(x, self.pool_size)                  # (N, OH, kh, OW, kw, C), a view
         # One element-wise maximum per window offset: about twice as fast as
         # t.max(axis=(2, 4)), a reduction over two strided axes.
-        first, *others = [t[:, :, i, :, j] for i, j in self._offsets()]
-        y = xp.maximum(first, others.pop(0)) if others else first.copy()
-        for view in others:
-            xp.maximum(y, view, out=y)
+        (i0, j0), *rest = self._offsets()
+        y = t[:, :, i0, :, j0].copy()  # start from the window's first element
+        for i, j in rest:
+            xp.maximum(y, t[:, :, i, :, j], out=y)
         if not training:  # only backward needs to know who won
             self._cache = ("tiles", None, x.shape)
             return y
