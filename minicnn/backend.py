@@ -13,12 +13,19 @@ Three backends exist:
   arrays, refuse to mix with plain NumPy arrays, so code that would silently
   move data between host and device fails on the CPU too.
 
-The only global state is the backend choice, the default float type and the
-seed from which layers and ``fit`` draw their random generators.
+Where a chain of CuPy operations would be many small GPU launches, a layer
+brings the CUDA source of one element-wise kernel (a ``Kernel``, kept beside
+the NumPy code it replaces, its "twin"); ``kernel(spec, x)`` compiles it when
+x lives on the GPU and returns None on the host, where the twin runs.
+
+The only global state is the backend choice, the default float type, the
+seed from which layers and ``fit`` draw their random generators, and the
+compiled kernels.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import types
 from typing import Any, Iterator
@@ -31,7 +38,9 @@ GPU_HELP = ('the "cupy" backend needs CuPy and a CUDA GPU; install it with '
             '`pip install "minicnn[gpu]"` (CUDA 12) or the cupy-cudaXXx wheel matching your CUDA')
 
 _state = {"backend": "numpy", "floatx": "float32",
-          "seed_sequence": numpy.random.SeedSequence()}
+          "seed_sequence": numpy.random.SeedSequence(),
+          "kernels": {},             # compiled CuPy kernels, by Kernel
+          "kernel_emulator": None}   # tests: runs Kernels on the strict backend
 
 
 # --------------------------------------------------------------------------
@@ -224,6 +233,52 @@ def to_host(a) -> numpy.ndarray:
 def as_strided(x, shape, strides):
     """A strided view of ``x`` for any backend (the heart of im2col)."""
     return get_array_module(x).lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
+
+
+# --------------------------------------------------------------------------
+# GPU kernels.
+# --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """The CUDA source of one element-wise kernel, as ``cupy.ElementwiseKernel`` takes it.
+
+    ``operation`` runs once for each element ``i`` of the non-raw arguments
+    (which it sees as that one element); ``raw`` arguments are whole
+    C-contiguous arrays that it indexes by hand, ``x[flat_index]``. A type
+    that is not a dtype name (``T``) takes the dtype of the arrays given for it.
+    Calls pass the inputs, then the outputs, all allocated by the caller.
+    """
+    name: str
+    in_params: str
+    out_params: str
+    operation: str
+    preamble: str = ""
+
+
+def kernel(spec: Kernel, *arrays):
+    """``spec`` compiled for the device that holds ``arrays``, or None on the host.
+
+    A layer asks first and runs its NumPy twin on None. On the strict backend a
+    kernel runs only when a test has installed an emulator (set_kernel_emulator).
+    """
+    xp = get_array_module(*arrays)
+    if xp is numpy:
+        return None
+    if xp is strict:
+        emulator = _state["kernel_emulator"]
+        return None if emulator is None else emulator(spec)
+    compiled = _state["kernels"].get(spec)
+    if compiled is None:  # CuPy compiles on first call, once per dtype, and caches on disk
+        compiled = xp.ElementwiseKernel(spec.in_params, spec.out_params, spec.operation,
+                                        spec.name, preamble=spec.preamble)
+        _state["kernels"][spec] = compiled
+    return compiled
+
+
+def set_kernel_emulator(emulator) -> None:
+    """For tests: ``emulator(spec)`` returns a CPU build of the kernel, so the strict
+    backend runs the kernels' own CUDA source through the layer code. None turns it off."""
+    _state["kernel_emulator"] = emulator
 
 
 # --------------------------------------------------------------------------

@@ -62,6 +62,29 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     sparse = True
 
 
+# One thread per row n of the logits (K classes): the row's loss and its softmax,
+# in the same steps as the NumPy twin (SoftmaxCrossEntropy.forward).
+SOFTMAX_CROSS_ENTROPY = backend.Kernel(
+    name="minicnn_softmax_cross_entropy",
+    in_params="raw T z, raw T t, int32 K",
+    out_params="T loss, raw T p",
+    operation="""
+const ptrdiff_t row = i * K;
+T m = z[row];
+for (int k = 1; k < K; ++k) m = z[row + k] > m ? z[row + k] : m;
+T sum = 0;
+for (int k = 0; k < K; ++k) sum += exp(z[row + k] - m);
+const T log_sum = log(sum);
+T l = 0;
+for (int k = 0; k < K; ++k) {
+  const T log_p = z[row + k] - m - log_sum;
+  p[row + k] = exp(log_p);
+  l -= t[row + k] * log_p;
+}
+loss = l;
+""")
+
+
 class SoftmaxCrossEntropy(Loss):
     """Softmax and cross-entropy in one step, from the logits z.
 
@@ -76,11 +99,19 @@ class SoftmaxCrossEntropy(Loss):
 
     def forward(self, logits, y_true):
         xp = backend.get_array_module(logits)
+        if self.sparse:
+            y_true = one_hot_like(y_true, logits)
+        gpu = backend.kernel(SOFTMAX_CROSS_ENTROPY, logits)
+        if gpu is not None:  # one launch instead of about ten
+            n, k = logits.shape
+            rows, p = xp.empty(n, dtype=logits.dtype), xp.empty((n, k), dtype=logits.dtype)
+            gpu(xp.ascontiguousarray(logits), xp.ascontiguousarray(y_true, dtype=logits.dtype),
+                k, rows, p)
+            self._cache = (p, y_true)
+            return rows.sum() / n
         shifted = logits - logits.max(axis=1, keepdims=True)
         e = xp.exp(shifted)
         sums = e.sum(axis=1, keepdims=True)
-        if self.sparse:
-            y_true = one_hot_like(y_true, logits)
         log_p = shifted - xp.log(sums)
         self._cache = (e / sums, y_true)
         return -(y_true * log_p).sum() / logits.shape[0]

@@ -1,9 +1,12 @@
 """Shared fixtures for the minicnn core tests.
 
 * ``backend``: runs a test on "numpy", on "strict" (host arrays that refuse to
-  mix with plain numpy arrays the way CuPy arrays do) and on "cupy" (skipped,
-  with the reason, where CuPy or a GPU is missing). The backend is set back to
-  "numpy" afterwards whatever happens.
+  mix with plain numpy arrays the way CuPy arrays do), on "kernels" (the strict
+  backend running the layers' GPU kernels, their CUDA source compiled for the
+  CPU by tests/kernel_emulator.py; skipped with the reason where no C++
+  compiler is found) and on "cupy" (skipped, with the reason, where CuPy or a
+  GPU is missing). The backend is set back to "numpy" afterwards whatever
+  happens.
 * an autouse fixture puts floatx back to "float32" and seeds minicnn with 0
   before every test, so tests neither leak state nor depend on their order.
 """
@@ -14,6 +17,8 @@ import pytest
 
 import minicnn
 from minicnn import backend as _backend
+
+import kernel_emulator as kernel_emulator_module
 
 
 def _cupy_reason() -> str:
@@ -34,18 +39,31 @@ def _fresh_state():
     minicnn.set_floatx("float32")
 
 
-@pytest.fixture(params=["numpy", "strict", "cupy"])
+@pytest.fixture(scope="session")
+def kernel_emulator():
+    """The CPU build of the GPU kernels (one build folder per test session)."""
+    if kernel_emulator_module.compiler() is None:
+        reason = "no C++ compiler (g++) to build the GPU kernels for the CPU"
+        print(reason)
+        pytest.skip(reason)
+    return kernel_emulator_module.Emulator()
+
+
+@pytest.fixture(params=["numpy", "strict", "kernels", "cupy"])
 def backend(request):
     name = request.param
     if name == "cupy" and not _backend.cupy_available():
         reason = f"CuPy or a GPU is not available: {_cupy_reason()}"
         print(reason)
         pytest.skip(reason)
-    minicnn.set_backend(name)
+    if name == "kernels":
+        _backend.set_kernel_emulator(request.getfixturevalue("kernel_emulator"))
+    minicnn.set_backend("strict" if name == "kernels" else name)
     try:
         yield name
     finally:
         minicnn.set_backend("numpy")
+        _backend.set_kernel_emulator(None)
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ Backward, with dy flattened the same way:
     dW = col^T @ dy      db = sum over rows of dy      dx = col2im(dy @ W^T)
 
 col2im adds each kernel offset's columns back onto its window, so the code
-runs that last product one offset at a time, dy @ W[i, j]^T, and adds it as
-soon as it is made (im2col.col2im is the same sum, written out for learners).
+runs that last product one offset at a time on the host, dy @ W[i, j]^T, and
+adds it as soon as it is made; on a GPU it makes all of dcol in one product and
+hands it to im2col.col2im (one kernel there).
 
 The bias rides along in the products. col gets a last column of ones and W a
 last row holding b, so
@@ -111,10 +112,11 @@ class Conv2D(Layer):
         k, rows = self.kernel_size[0] * self.kernel_size[1] * c, oh * ow  # col rows per image
         matrix = self._matrix()
         y = xp.empty((n * rows, f), dtype=x.dtype)
-        # Training keeps all of col for backward: one block. Inference goes a few
-        # images at a time through one small col (a batch of 256 would otherwise need
-        # 400 MB), and each block is still in cache when the product reads it.
-        block = n if training else min(n, self.IMAGES_PER_BLOCK)
+        # Training keeps all of col for backward: one block. Inference on the host goes
+        # a few images at a time through one small col (a batch of 256 would otherwise
+        # need 400 MB), and each block is still in cache when the product reads it.
+        # A GPU has the memory and wants few, large launches: one block there too.
+        block = n if training or backend.is_device_array(x) else min(n, self.IMAGES_PER_BLOCK)
         col = self._buffer("col", (block * rows, k + int(self.use_bias)), x)
         for start in range(0, n, block):
             stop = min(start + block, n)
@@ -145,12 +147,18 @@ class Conv2D(Layer):
         # The same sums as col2im, but the whole dcol (N*OH*OW, kh*kw*c_in), 50 MB
         # for the tutorial's second layer, is never written and read back.
         (n, oh, ow, _), c_in = grad.shape, kernel.shape[2]
-        dx = xp.zeros(padded_shape, dtype=dy.dtype)
-        part = self._buffer("dcol part", (dy.shape[0], c_in), dy)
-        for i in range(self.kernel_size[0]):
-            for j in range(self.kernel_size[1]):
-                xp.matmul(dy, kernel[i, j].T, out=part)
-                win.window(dx, i, j, self.strides, out_hw)[...] += part.reshape(n, oh, ow, c_in)
+        if backend.is_device_array(dy):
+            # On a GPU the whole dcol is cheap to hold, and one product plus one
+            # col2im kernel beat 2*kh*kw small launches.
+            dcol = dy @ kernel.reshape(k, self.filters).T
+            dx = win.col2im(dcol, padded_shape, self.kernel_size, self.strides, out_hw)
+        else:
+            dx = xp.zeros(padded_shape, dtype=dy.dtype)
+            part = self._buffer("dcol part", (dy.shape[0], c_in), dy)
+            for i in range(self.kernel_size[0]):
+                for j in range(self.kernel_size[1]):
+                    xp.matmul(dy, kernel[i, j].T, out=part)
+                    win.window(dx, i, j, self.strides, out_hw)[...] += part.reshape(n, oh, ow, c_in)
         (top, bottom), (left, right) = pads
         return dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right, :]
 

@@ -14,6 +14,14 @@ from minicnn import backend
 from minicnn.layers.base import Layer
 
 
+# Mask and product in one pass from the uniform draws u (the twin is _forward).
+DROPOUT = backend.Kernel(
+    name="minicnn_dropout",
+    in_params="T u, T x, T rate, T scale",
+    out_params="T y, T mask",
+    operation="mask = u >= rate ? scale : (T)0; y = x * mask;")
+
+
 class Dropout(Layer):
     def __init__(self, rate: float, seed: int | None = None, input_shape=None,
                  name: str | None = None) -> None:
@@ -31,8 +39,15 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
-        self._mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
+        u = self.rng.random(x.shape, dtype=x.dtype)
+        scale = x.dtype.type(1.0 / (1.0 - self.rate))
+        gpu = backend.kernel(DROPOUT, x)
+        if gpu is not None:
+            xp = backend.get_array_module(x)
+            y, self._mask = xp.empty_like(x), xp.empty_like(x)
+            gpu(u, x, x.dtype.type(self.rate), scale, y, self._mask)
+            return y
+        self._mask = (u >= self.rate) * scale
         return x * self._mask
 
     def _backward(self, grad):

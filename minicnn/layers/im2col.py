@@ -13,6 +13,11 @@ it out as rows is one plain copy (no transposes) that BLAS can then eat.
 a short loop over the kh*kw kernel offsets with strided slices (overlapping
 windows add up, which is exactly the chain rule for a pixel used many times).
 
+On the GPU each of im2col and col2im is one element-wise kernel (IM2COL and
+COL2IM below, one thread per output element, each reading what it needs), so
+a convolution costs two launches instead of dozens; the NumPy code is their
+twin and the tests check that both give the same numbers.
+
 ``tiles`` is the special case max-pooling loves: when the windows do not
 overlap (stride == window), the (N, OH, PH, OW, PW, C) view of x is x itself,
 so a window's max is a reduction over two axes of a view.
@@ -66,6 +71,47 @@ def windows(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[
     return backend.as_strided(x, (n, oh, ow, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
 
 
+# One thread per element col[r, q]: r = (n, oy, ox) is the output pixel and
+# q = (ky, kx, c) the place in its window, so the value is x[n, oy*SH+ky, ox*SW+kx, c].
+IM2COL = backend.Kernel(
+    name="minicnn_im2col",
+    in_params="raw T x, int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 KH, int32 KW, "
+              "int32 SH, int32 SW",
+    out_params="T col",
+    operation="""
+const ptrdiff_t q = i % ((ptrdiff_t)KH * KW * C), r = i / ((ptrdiff_t)KH * KW * C);
+const int c = q % C, kx = (q / C) % KW, ky = q / ((ptrdiff_t)C * KW);
+const int ox = r % OW, oy = (r / OW) % OH;
+const ptrdiff_t n = r / ((ptrdiff_t)OW * OH);
+col = x[((n * H + oy * SH + ky) * W + ox * SW + kx) * C + c];
+""")
+
+# One thread per element dx[n, py, px, c]: the sum over the kernel offsets (ky, kx)
+# whose window covers the pixel, of the column that offset wrote. Gathering
+# (not scattering) means no two threads write one element: no atomics.
+COL2IM = backend.Kernel(
+    name="minicnn_col2im",
+    in_params="raw T col, int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 KH, int32 KW, "
+              "int32 SH, int32 SW",
+    out_params="T dx",
+    operation="""
+const int c = i % C, px = (i / C) % W, py = (i / ((ptrdiff_t)C * W)) % H;
+const ptrdiff_t n = i / ((ptrdiff_t)C * W * H);
+T sum = 0;
+for (int ky = 0; ky < KH; ++ky) {
+  const int sy = py - ky;  /* oy * SH, if a window starts there */
+  if (sy < 0 || sy % SH != 0 || sy / SH >= OH) continue;
+  for (int kx = 0; kx < KW; ++kx) {
+    const int sx = px - kx;
+    if (sx < 0 || sx % SW != 0 || sx / SW >= OW) continue;
+    const ptrdiff_t row = (n * OH + sy / SH) * OW + sx / SW;
+    sum += col[row * ((ptrdiff_t)KH * KW * C) + (ky * KW + kx) * C + c];
+  }
+}
+dx = sum;
+""")
+
+
 def im2col(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
            out=None):
     """(N, H, W, C) -> (N*OH*OW, KH*KW*C): one row per output pixel, no transposes.
@@ -74,8 +120,15 @@ def im2col(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[i
     of a wider buffer) receives the rows, so a layer can reuse one buffer step
     after step instead of allocating (and page-faulting) a large new one.
     """
-    n, _, _, c = x.shape
+    n, h, w, c = x.shape
     (kh, kw), (oh, ow) = kernel, out_hw
+    gpu = backend.kernel(IM2COL, x)
+    if gpu is not None:
+        xp = backend.get_array_module(x)
+        if out is None:
+            out = xp.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
+        gpu(xp.ascontiguousarray(x), h, w, c, oh, ow, kh, kw, *strides, out)
+        return out
     view = windows(x, kernel, strides, out_hw)
     if out is None:
         return view.reshape(n * oh * ow, kh * kw * c)  # the reshape makes the one copy
@@ -90,6 +143,11 @@ def col2im(col, x_shape: tuple[int, ...], kernel: tuple[int, int], strides: tupl
     n, h, w, c = x_shape
     (kh, kw), (oh, ow) = kernel, out_hw
     xp = backend.get_array_module(col)
+    gpu = backend.kernel(COL2IM, col)
+    if gpu is not None:
+        x = xp.empty((n, h, w, c), dtype=col.dtype)
+        gpu(xp.ascontiguousarray(col), h, w, c, oh, ow, kh, kw, *strides, x)
+        return x
     cols = col.reshape(n, oh, ow, kh, kw, c)
     x = xp.zeros((n, h, w, c), dtype=col.dtype)
     for i in range(kh):

@@ -15,12 +15,63 @@ Two ways to compute it:
 * Any windows (overlapping, or 'same' padding). Both passes loop over the
   kh*kw window offsets with strided slices; the winner of each window is kept
   as a small integer offset index, so backward needs neither x nor y.
+
+On a GPU both passes are one kernel each for any windows (MAX_POOL and
+MAX_POOL_BACKWARD below), with the windows path as their NumPy twin.
 """
 from __future__ import annotations
 
 from minicnn import backend
 from minicnn.layers import im2col as win
 from minicnn.layers.base import Layer, check_padding, pair
+
+
+# One thread per output y[n, oy, ox, c]: the max over its window, and which
+# offset k = ky*PW + kx won (the first one on ties, as in the twin).
+MAX_POOL = backend.Kernel(
+    name="minicnn_max_pool",
+    in_params="raw T x, int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 PH, int32 PW, "
+              "int32 SH, int32 SW",
+    out_params="T y, int32 winner",
+    operation="""
+const int c = i % C, ox = (i / C) % OW, oy = (i / ((ptrdiff_t)C * OW)) % OH;
+const ptrdiff_t n = i / ((ptrdiff_t)C * OW * OH);
+const ptrdiff_t corner = ((n * H + oy * SH) * W + ox * SW) * C + c;
+T best = x[corner];
+int k_best = 0;
+for (int ky = 0; ky < PH; ++ky) {
+  for (int kx = 0; kx < PW; ++kx) {
+    const T v = x[corner + ((ptrdiff_t)ky * W + kx) * C];
+    if (v > best) { best = v; k_best = ky * PW + kx; }
+  }
+}
+y = best;
+winner = k_best;
+""")
+
+# One thread per input pixel dx[n, py, px, c]: the sum of dy over the windows
+# that cover the pixel and were won by it (one at most unless windows overlap).
+MAX_POOL_BACKWARD = backend.Kernel(
+    name="minicnn_max_pool_backward",
+    in_params="raw T dy, raw int32 winner, int32 H, int32 W, int32 C, int32 OH, int32 OW, "
+              "int32 PH, int32 PW, int32 SH, int32 SW",
+    out_params="T dx",
+    operation="""
+const int c = i % C, px = (i / C) % W, py = (i / ((ptrdiff_t)C * W)) % H;
+const ptrdiff_t n = i / ((ptrdiff_t)C * W * H);
+T sum = 0;
+for (int ky = 0; ky < PH; ++ky) {
+  const int sy = py - ky;  /* oy * SH, if a window starts there */
+  if (sy < 0 || sy % SH != 0 || sy / SH >= OH) continue;
+  for (int kx = 0; kx < PW; ++kx) {
+    const int sx = px - kx;
+    if (sx < 0 || sx % SW != 0 || sx / SW >= OW) continue;
+    const ptrdiff_t out = ((n * OH + sy / SH) * OW + sx / SW) * C + c;
+    if (winner[out] == ky * PW + kx) sum += dy[out];
+  }
+}
+dx = sum;
+""")
 
 
 class MaxPooling2D(Layer):
@@ -55,7 +106,8 @@ class MaxPooling2D(Layer):
 
     def _forward(self, x, training):
         pads = self._pads(x.shape[1], x.shape[2])
-        if self.strides == self.pool_size and pads == ((0, 0), (0, 0)):
+        tiles = self.strides == self.pool_size and pads == ((0, 0), (0, 0))
+        if tiles and backend.kernel(MAX_POOL, x) is None:  # on a GPU one kernel does all
             return self._forward_tiles(x, training)
         return self._forward_windows(x, pads)
 
@@ -111,6 +163,14 @@ class MaxPooling2D(Layer):
         n, h, w, c = x.shape
         oh, ow, _ = self.output_shape((h, w, c))
         x = win.pad(x, pads, value=-xp.inf)  # padding never wins a max
+        gpu = backend.kernel(MAX_POOL, x)
+        if gpu is not None:
+            y = xp.empty((n, oh, ow, c), dtype=x.dtype)
+            winner = xp.empty(y.shape, dtype=xp.int32)
+            gpu(xp.ascontiguousarray(x), *x.shape[1:], oh, ow, *self.pool_size, *self.strides,
+                y, winner)
+            self._cache = ("windows", winner, x.shape, pads, (oh, ow))
+            return y
         offsets = self._offsets()
         y = win.window(x, *offsets[0], self.strides, (oh, ow)).copy()
         winner = xp.zeros(y.shape, dtype=xp.int8 if len(offsets) <= 127 else xp.int32)
@@ -125,11 +185,21 @@ class MaxPooling2D(Layer):
     def _backward_windows(self, grad):
         xp = backend.get_array_module(grad)
         _, winner, padded_shape, pads, out_hw = self._cache
+        gpu = backend.kernel(MAX_POOL_BACKWARD, grad)
+        if gpu is not None:
+            dx = xp.empty(padded_shape, dtype=grad.dtype)
+            gpu(xp.ascontiguousarray(grad), winner, *padded_shape[1:], *out_hw, *self.pool_size,
+                *self.strides, dx)
+        else:
+            dx = self._scatter_to_winners(xp, grad, winner, padded_shape, out_hw)
+        (top, bottom), (left, right) = pads
+        return dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right, :]
+
+    def _scatter_to_winners(self, xp, grad, winner, padded_shape, out_hw):
         dx = xp.zeros(padded_shape, dtype=grad.dtype)
         for k, (i, j) in enumerate(self._offsets()):
             win.window(dx, i, j, self.strides, out_hw)[...] += grad * (winner == k)
-        (top, bottom), (left, right) = pads
-        return dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right, :]
+        return dx
 
     def config(self) -> dict:
         return {"pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}
