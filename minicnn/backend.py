@@ -40,6 +40,7 @@ GPU_HELP = ('the "cupy" backend needs CuPy and a CUDA GPU; install it with '
 _state = {"backend": "numpy", "floatx": "float32",
           "seed_sequence": numpy.random.SeedSequence(),
           "kernels": {},             # compiled CuPy kernels, by Kernel
+          "kernels_on": True,        # False: the NumPy twins run on the GPU too
           "kernel_emulator": None}   # tests: runs Kernels on the strict backend
 
 
@@ -262,7 +263,7 @@ def kernel(spec: Kernel, *arrays):
     kernel runs only when a test has installed an emulator (set_kernel_emulator).
     """
     xp = get_array_module(*arrays)
-    if xp is numpy:
+    if xp is numpy or not _state["kernels_on"]:
         return None
     if xp is strict:
         emulator = _state["kernel_emulator"]
@@ -273,6 +274,19 @@ def kernel(spec: Kernel, *arrays):
                                         spec.name, preamble=spec.preamble)
         _state["kernels"][spec] = compiled
     return compiled
+
+
+@contextlib.contextmanager
+def use_kernels(enabled: bool) -> Iterator[None]:
+    """``with use_kernels(False): ...`` runs the NumPy twins (as composed CuPy
+    operations) instead of the kernels: to time what a kernel saves, or to tell
+    a kernel's bug from a layer's."""
+    previous = _state["kernels_on"]
+    _state["kernels_on"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _state["kernels_on"] = previous
 
 
 def set_kernel_emulator(emulator) -> None:

@@ -101,6 +101,10 @@ class SoftmaxCrossEntropy(Loss):
         xp = backend.get_array_module(logits)
         if self.sparse:
             y_true = one_hot_like(y_true, logits)
+        if y_true.shape != logits.shape:  # the kernel would read past the end of y_true
+            raise ValueError(f"{self.name}: targets of shape {tuple(y_true.shape)} do not match "
+                             f"the logits' {tuple(logits.shape)}; give one-hot rows, or use "
+                             "the sparse loss for integer labels")
         gpu = backend.kernel(SOFTMAX_CROSS_ENTROPY, logits)
         if gpu is not None:  # one launch instead of about ten
             n, k = logits.shape

@@ -401,3 +401,13 @@ def test_example_output_folder_that_cannot_be_made(tmp_path):
 def test_to_categorical_bad_labels(labels, pattern):
     with pytest.raises(ValueError, match=pattern):
         to_categorical(labels, 10)
+
+
+def test_fused_loss_refuses_targets_of_another_shape(backend):
+    """On a GPU the fused kernel indexes the targets by hand: a wrong shape must stop first."""
+    from minicnn.losses import SoftmaxCrossEntropy
+    logits = minicnn.to_device(np.zeros((4, 10), dtype=np.float32))
+    labels = minicnn.to_device(np.zeros(4, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"softmax_crossentropy: targets of shape \(4,\) do not "
+                                         r"match the logits' \(4, 10\)"):
+        SoftmaxCrossEntropy().forward(logits, labels)

@@ -151,6 +151,20 @@ def test_max_pool_kernel_gives_a_tie_to_the_first_offset(on_kernels):
     np.testing.assert_array_equal(on_kernels(both, x, dy)[0, :, :, 0], [[1, 0], [0, 0]])
 
 
+@pytest.mark.parametrize("pool,strides", [((2, 2), None), ((2, 2), (1, 1))])
+def test_max_pool_kernel_passes_a_nan_on_like_the_twin(on_kernels, pool, strides):
+    """A NaN must reach the loss (where training stops), not vanish in a max."""
+    x = distinct((1, 4, 4, 1))
+    x[0, 1, 1, 0] = np.nan
+
+    def forward(a):
+        return MaxPooling2D(pool, strides).forward(a, training=False)
+    got, ref = on_kernels(forward, x), forward(x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    assert np.isnan(got).any()
+    np.testing.assert_array_equal(got[~np.isnan(got)], ref[~np.isnan(ref)])
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_softmax_cross_entropy_kernel_matches_twin(on_kernels, sparse):
     rng = np.random.default_rng(3)
@@ -297,3 +311,20 @@ def test_emulator_refuses_arguments_cupy_would_refuse(kernel_emulator):
     with pytest.raises(ValueError, match="C-contiguous"):
         run(np.zeros((1, 3, 6, 1), np.float32)[:, :, ::2], 3, 3, 1, 1, 1, 3, 3, 1, 1,
             out.astype(np.float32))
+
+
+def test_use_kernels_false_runs_the_twins_on_the_device(kernel_emulator):
+    x = distinct((2, 6, 6, 3))
+    B.set_kernel_emulator(kernel_emulator)
+    try:
+        with minicnn.use_backend("strict"):
+            xd = B.to_device(x)
+            before = dict(kernel_emulator.calls)
+            with B.use_kernels(False):
+                off = B.to_host(win.im2col(xd, (3, 3), (1, 1), (4, 4)))
+            assert kernel_emulator.calls == before  # nothing ran on the "device" kernels
+            on = B.to_host(win.im2col(xd, (3, 3), (1, 1), (4, 4)))
+            assert kernel_emulator.calls["minicnn_im2col"] == before.get("minicnn_im2col", 0) + 1
+    finally:
+        B.set_kernel_emulator(None)
+    np.testing.assert_array_equal(on, off)

@@ -82,8 +82,8 @@ IM2COL = backend.Kernel(
 const ptrdiff_t q = i % ((ptrdiff_t)KH * KW * C), r = i / ((ptrdiff_t)KH * KW * C);
 const int c = q % C, kx = (q / C) % KW, ky = q / ((ptrdiff_t)C * KW);
 const int ox = r % OW, oy = (r / OW) % OH;
-const ptrdiff_t n = r / ((ptrdiff_t)OW * OH);
-col = x[((n * H + oy * SH + ky) * W + ox * SW + kx) * C + c];
+const ptrdiff_t img = r / ((ptrdiff_t)OW * OH);
+col = x[((img * H + oy * SH + ky) * W + ox * SW + kx) * C + c];
 """)
 
 # One thread per element dx[n, py, px, c]: the sum over the kernel offsets (ky, kx)
@@ -96,7 +96,7 @@ COL2IM = backend.Kernel(
     out_params="T dx",
     operation="""
 const int c = i % C, px = (i / C) % W, py = (i / ((ptrdiff_t)C * W)) % H;
-const ptrdiff_t n = i / ((ptrdiff_t)C * W * H);
+const ptrdiff_t img = i / ((ptrdiff_t)C * W * H);
 T sum = 0;
 for (int ky = 0; ky < KH; ++ky) {
   const int sy = py - ky;  /* oy * SH, if a window starts there */
@@ -104,7 +104,7 @@ for (int ky = 0; ky < KH; ++ky) {
   for (int kx = 0; kx < KW; ++kx) {
     const int sx = px - kx;
     if (sx < 0 || sx % SW != 0 || sx / SW >= OW) continue;
-    const ptrdiff_t row = (n * OH + sy / SH) * OW + sx / SW;
+    const ptrdiff_t row = (img * OH + sy / SH) * OW + sx / SW;
     sum += col[row * ((ptrdiff_t)KH * KW * C) + (ky * KW + kx) * C + c];
   }
 }
