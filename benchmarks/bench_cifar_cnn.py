@@ -64,11 +64,16 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true", help="do not run PyTorch even if installed")
     p.add_argument("--no-profile", action="store_true", help="skip minicnn's per-layer breakdown")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="tell glibc's malloc to keep freed memory in the process (mallopt), for "
+                        "both contenders: new arrays then reuse pages instead of faulting them in")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     return p.parse_args(argv)
 
 
 ARGS = parse_args()
+# As examples/cifar10.py does (see minicnn/__init__.py): before NumPy loads OpenBLAS.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 if ARGS.threads is not None:
     # Must happen before NumPy loads its BLAS. Only when asked: otherwise the
     # user's environment decides.
@@ -340,6 +345,20 @@ def conv_products(layer, batch: int) -> dict:
     return result
 
 
+def keep_freed_memory() -> bool:
+    """glibc's malloc gives arrays of a few MB back to the system when they are freed,
+    so the next one page-faults in again (the kernel zeroes each page). These two
+    settings keep such memory in the process. PyTorch gains much from it here (its
+    inference about 1.5x), minicnn little; off by default, as users run both."""
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> dict:
     args = ARGS
@@ -357,6 +376,11 @@ def main() -> dict:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; Python {platform.python_version()}")
     blas_line = ", ".join(f"{k}={v}" for k, v in blas.items())
     print(f"BLAS: {blas_line}")
+    reused = keep_freed_memory() if args.keep_freed_memory else False
+    print(f"minicnn host threads for the memory-bound passes (backend.over_batch): "
+          f"{minicnn.backend.host_threads()}; OPENBLAS_THREAD_TIMEOUT="
+          f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT')}; malloc keeps freed memory "
+          f"(--keep-freed-memory): {reused}")
     print(f"Memory: {memory_info()}")
     if os.environ.get("NUMPY_MADVISE_HUGEPAGE") is None and "defrag=madvise" in memory_info():
         print("  (NumPy asks for huge pages for large arrays and the kernel may stall to compact "

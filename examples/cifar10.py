@@ -21,7 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# Before NumPy loads OpenBLAS: its idle threads then sleep at once instead of
+# spinning on the cores minicnn's own threads need (see minicnn/__init__.py).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 import pandas as pd
 
 import minicnn

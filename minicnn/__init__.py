@@ -4,8 +4,17 @@
 The package reads bottom-up: ``backend`` -> ``activations``/``initializers`` ->
 ``layers`` -> ``losses``/``optimizers`` -> ``models`` -> ``gradcheck``.
 """
-from minicnn.backend import (floatx, get_array_module, get_backend, set_backend, set_floatx,
-                             set_seed, to_device, to_host, use_backend, use_floatx)
+import os as _os
+
+# OpenBLAS's idle worker threads spin on their cores for a long while after each
+# matrix product (about 2^28 cycles), which starves the threads minicnn uses for
+# pooling, dropout and im2col right after it. A short timeout sends them to sleep
+# at once. It is read when NumPy loads OpenBLAS, so it only helps if minicnn is
+# imported before NumPy; a value the user set is kept.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from minicnn.backend import (floatx, get_array_module, get_backend, set_backend,  # noqa: E402
+                             set_floatx, set_seed, to_device, to_host, use_backend, use_floatx)
 
 __version__ = "0.1.0"
 

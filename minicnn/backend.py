@@ -18,17 +18,25 @@ brings the CUDA source of one element-wise kernel (a ``Kernel``, kept beside
 the NumPy code it replaces, its "twin"); ``kernel(spec, x)`` compiles it when
 x lives on the GPU and returns None on the host, where the twin runs.
 
+On the host, the memory-bound passes that BLAS does not do for us (im2col's
+copy, pooling, dropout, col2im's adds) are split over the batch across a few
+threads with ``over_batch``: NumPy lets go of the GIL inside its loops, so the
+parts run at the same time, each on its own images (the same numbers, bit for
+bit, as one pass).
+
 The only global state is the backend choice, the default float type, the
-seed from which layers and ``fit`` draw their random generators, and the
-compiled kernels.
+seed from which layers and ``fit`` draw their random generators, the
+compiled kernels and the host thread pool.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
+import os
 import types
-from typing import Any, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
 
 import numpy
 
@@ -41,7 +49,10 @@ _state = {"backend": "numpy", "floatx": "float32",
           "seed_sequence": numpy.random.SeedSequence(),
           "kernels": {},             # compiled CuPy kernels, by Kernel
           "kernels_on": True,        # False: the NumPy twins run on the GPU too
-          "kernel_emulator": None}   # tests: runs Kernels on the strict backend
+          "kernel_emulator": None,   # tests: runs Kernels on the strict backend
+          "threads": None,           # host threads for over_batch (None: from the environment)
+          "min_bytes": 1 << 21,      # smaller passes run in one piece
+          "pool": None}
 
 
 # --------------------------------------------------------------------------
@@ -293,6 +304,56 @@ def set_kernel_emulator(emulator) -> None:
     """For tests: ``emulator(spec)`` returns a CPU build of the kernel, so the strict
     backend runs the kernels' own CUDA source through the layer code. None turns it off."""
     _state["kernel_emulator"] = emulator
+
+
+# --------------------------------------------------------------------------
+# Host threads.
+# --------------------------------------------------------------------------
+def host_threads() -> int:
+    """Threads over_batch uses: set_host_threads's choice, else $MINICNN_NUM_THREADS,
+    else $OMP_NUM_THREADS (what BLAS is told too), else the CPUs this process may use."""
+    if _state["threads"] is not None:
+        return _state["threads"]
+    for var in ("MINICNN_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").strip().isdigit():
+            return max(1, int(os.environ[var]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_host_threads(count: int | None = None, min_bytes: int | None = None) -> None:
+    """Threads for the host's memory-bound passes (None: back to the environment's),
+    and the size below which a pass is not worth splitting (tests set 0)."""
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise ValueError(f"set_host_threads: count must be a positive integer, got {count!r}")
+    _state["threads"] = count
+    if min_bytes is not None:
+        _state["min_bytes"] = int(min_bytes)
+
+
+def over_batch(fn: Callable[[slice], Any], x) -> None:
+    """Call ``fn(part)`` for slices ``part`` that cover x's batch axis, each image once.
+
+    On a device, or for a small x, one call covers everything (one kernel launch
+    is what a GPU wants). On the host the batch is cut into one part per thread and
+    the parts run at the same time; fn must touch only its own images.
+    """
+    n, threads = x.shape[0], host_threads()
+    if is_device_array(x) or threads == 1 or n < 2 or x.nbytes < _state["min_bytes"]:
+        fn(slice(0, n))
+        return
+    parts = min(threads, n)
+    bounds = [n * k // parts for k in range(parts + 1)]
+    pool, size = _state["pool"] or (None, 0)
+    if size < parts - 1:  # the caller's thread takes one part itself
+        pool = ThreadPoolExecutor(parts - 1, thread_name_prefix="minicnn")
+        _state["pool"] = (pool, parts - 1)
+    futures = [pool.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
+    fn(slice(bounds[0], bounds[1]))  # this thread does the first part
+    for future in futures:
+        future.result()  # re-raises a part's exception here
 
 
 # --------------------------------------------------------------------------

@@ -9,6 +9,8 @@
   happens.
 * an autouse fixture puts floatx back to "float32" and seeds minicnn with 0
   before every test, so tests neither leak state nor depend on their order.
+  It also makes the host split every pass over the batch into 3 threaded parts
+  (backend.over_batch), however small, so every NumPy test checks that path.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import minicnn
 from minicnn import backend as _backend
 
 import kernel_emulator as kernel_emulator_module
+
+_DEFAULT_MIN_BYTES = _backend._state["min_bytes"]
 
 
 def _cupy_reason() -> str:
@@ -34,9 +38,11 @@ def _fresh_state():
     minicnn.set_backend("numpy")
     minicnn.set_floatx("float32")
     minicnn.set_seed(0)
+    _backend.set_host_threads(3, min_bytes=0)
     yield
     minicnn.set_backend("numpy")
     minicnn.set_floatx("float32")
+    _backend.set_host_threads(None, min_bytes=_DEFAULT_MIN_BYTES)
 
 
 @pytest.fixture(scope="session")

@@ -158,7 +158,8 @@ class Conv2D(Layer):
             for i in range(self.kernel_size[0]):
                 for j in range(self.kernel_size[1]):
                     xp.matmul(dy, kernel[i, j].T, out=part)
-                    win.window(dx, i, j, self.strides, out_hw)[...] += part.reshape(n, oh, ow, c_in)
+                    win.add_into(win.window(dx, i, j, self.strides, out_hw),
+                                 part.reshape(n, oh, ow, c_in))
         (top, bottom), (left, right) = pads
         return dx[:, top:padded_shape[1] - bottom, left:padded_shape[2] - right, :]
 

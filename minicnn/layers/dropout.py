@@ -41,17 +41,27 @@ class Dropout(Layer):
             return x
         u = self.rng.random(x.shape, dtype=x.dtype)
         scale = x.dtype.type(1.0 / (1.0 - self.rate))
+        xp = backend.get_array_module(x)
+        y, self._mask = xp.empty_like(x), xp.empty_like(x)
         gpu = backend.kernel(DROPOUT, x)
         if gpu is not None:
-            xp = backend.get_array_module(x)
-            y, self._mask = xp.empty_like(x), xp.empty_like(x)
             gpu(u, x, x.dtype.type(self.rate), scale, y, self._mask)
             return y
-        self._mask = (u >= self.rate) * scale
-        return x * self._mask
+
+        def drop(images: slice) -> None:  # over_batch runs the images in parallel parts
+            xp.multiply(u[images] >= self.rate, scale, out=self._mask[images])
+            xp.multiply(x[images], self._mask[images], out=y[images])
+        backend.over_batch(drop, x)
+        return y
 
     def _backward(self, grad):
-        return grad if self._mask is None else grad * self._mask
+        if self._mask is None:
+            return grad
+        xp = backend.get_array_module(grad)
+        dx = xp.empty_like(grad)
+        backend.over_batch(lambda images: xp.multiply(grad[images], self._mask[images],
+                                                      out=dx[images]), grad)
+        return dx
 
     def config(self) -> dict:
         return {"rate": self.rate}

@@ -132,8 +132,10 @@ def im2col(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[i
     view = windows(x, kernel, strides, out_hw)
     if out is None:
         return view.reshape(n * oh * ow, kh * kw * c)  # the reshape makes the one copy
-    # Splitting out's axes is always a view, so copyto writes into out itself.
-    backend.get_array_module(x).copyto(out.reshape(n, oh, ow, kh, kw, c), view)
+    # Splitting out's axes is always a view, so copyto writes into out itself;
+    # over_batch lets the host's threads copy different images at the same time.
+    xp, rows = backend.get_array_module(x), out.reshape(n, oh, ow, kh, kw, c)
+    backend.over_batch(lambda part: xp.copyto(rows[part], view[part]), x)
     return out
 
 
@@ -152,8 +154,15 @@ def col2im(col, x_shape: tuple[int, ...], kernel: tuple[int, int], strides: tupl
     x = xp.zeros((n, h, w, c), dtype=col.dtype)
     for i in range(kh):
         for j in range(kw):
-            window(x, i, j, strides, out_hw)[...] += cols[:, :, :, i, j, :]
+            add_into(window(x, i, j, strides, out_hw), cols[:, :, :, i, j, :])
     return x
+
+
+def add_into(target, source) -> None:
+    """target += source (NHWC arrays of one shape), the images split over the host's threads."""
+    def add(images: slice) -> None:
+        target[images] += source[images]
+    backend.over_batch(add, target)
 
 
 def tiles(x, pool: tuple[int, int]):

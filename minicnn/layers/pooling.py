@@ -121,16 +121,23 @@ class MaxPooling2D(Layer):
     def _forward_tiles(self, x, training):
         xp = backend.get_array_module(x)
         t = win.tiles(x, self.pool_size)                  # (N, OH, kh, OW, kw, C), a view
-        # One element-wise maximum per window offset: about twice as fast as
-        # t.max(axis=(2, 4)), a reduction over two strided axes.
+        y = xp.empty((t.shape[0], t.shape[1], t.shape[3], t.shape[5]), dtype=x.dtype)
+        mask = xp.empty(t.shape, dtype=bool) if training else None
         (i0, j0), *rest = self._offsets()
-        y = t[:, :, i0, :, j0].copy()  # start from the window's first element
-        for i, j in rest:
-            xp.maximum(y, t[:, :, i, :, j], out=y)
-        if not training:  # only backward needs to know who won
+
+        def pool(images: slice) -> None:  # over_batch runs the images in parallel parts
+            ti, yi = t[images], y[images]
+            # One element-wise maximum per window offset: about twice as fast as
+            # t.max(axis=(2, 4)), a reduction over two strided axes.
+            xp.copyto(yi, ti[:, :, i0, :, j0])  # start from the window's first element
+            for i, j in rest:
+                xp.maximum(yi, ti[:, :, i, :, j], out=yi)
+            if training:  # only backward needs to know who won
+                xp.equal(ti, yi[:, :, None, :, None], out=mask[images])  # each window's winners
+        backend.over_batch(pool, x)
+        if not training:
             self._cache = ("tiles", None, x.shape)
             return y
-        mask = t == y[:, :, None, :, None]                # the winners of each window
         # Equal maxima in one window are rare: on the host, counting the winners
         # (one or more per window; none only where a NaN is, which ends training)
         # costs far less than settling ties that are not there (on the GPU the
@@ -157,8 +164,9 @@ class MaxPooling2D(Layer):
         # dy broadcast over each window, kept only at its winner. The mask is read as
         # uint8 (the same bytes): NumPy's float32-times-uint8 loop is about 1.6x
         # faster than its float32-times-bool one on conv1's 29 MB gradient.
-        xp.multiply(grad[:, :, None, :, None], mask.view(xp.uint8),
-                    out=win.tiles(dx, self.pool_size))
+        winners, dx_tiles = mask.view(xp.uint8), win.tiles(dx, self.pool_size)
+        backend.over_batch(lambda images: xp.multiply(
+            grad[images, :, None, :, None], winners[images], out=dx_tiles[images]), grad)
         return dx
 
     # ------------------------------------------------- any windows
