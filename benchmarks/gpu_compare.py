@@ -117,7 +117,8 @@ def minicnn_timing(epoch_images: int, steps: int) -> dict:
     print(f"training step at batch 32: {per_step * 1e3:.2f} ms with the GPU kernels, "
           f"{twins * 1e3:.2f} ms with the NumPy twins as composed CuPy operations")
     start = time.perf_counter()
-    model.fit(x, y, batch_size=32, epochs=1, verbose=0, validation_data=(xv, yv))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, validation_data=(xv, yv),
+              validation_batch_size=1000)  # as examples/cifar10.py does on the GPU
     cupy.cuda.Device().synchronize()
     epoch = time.perf_counter() - start
     minicnn.set_backend("numpy")
@@ -174,8 +175,8 @@ def torch_timing(epoch_images: int, steps: int) -> dict | None:
         total += step(x[idx], y[idx]).detach()
     net.eval()
     with torch.no_grad():
-        for i in range(0, 10000, 32):
-            lossf(net(x[i:i + 32]), y[i:i + 32])
+        for i in range(0, 10000, 1000):  # validation batch as minicnn's
+            lossf(net(x[i:i + 1000]), y[i:i + 1000])
     total.item()
     torch.cuda.synchronize()
     epoch = time.perf_counter() - start

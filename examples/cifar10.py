@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--validation-batch-size", type=int, default=None,
+                   help="test images per pass when validating (no effect on the numbers); "
+                        "default: --batch-size, or 1000 with --backend cupy")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--decay", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=None, help="seed weights, dropout and shuffling")
@@ -179,7 +182,9 @@ def main(argv=None) -> dict:
         history = model.fit(x_train, y_train_1h, batch_size=args.batch_size, epochs=args.epochs,
                             verbose=args.verbose, validation_data=(x_test, y_test_1h),
                             shuffle=True, checkpoint=checkpoint, resume=args.resume,
-                            trace_gradients=args.trace_gradients)
+                            trace_gradients=args.trace_gradients,
+                            validation_batch_size=args.validation_batch_size or (
+                                1000 if args.backend == "cupy" else None))
     except TrainingInterrupted as exc:
         print(f"\ncifar10.py: stopped. {exc}", file=sys.stderr)
         sys.exit(130)

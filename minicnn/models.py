@@ -190,11 +190,13 @@ class Sequential:
 
     def _forward(self, x, training: bool, final_activation: bool):
         n, size = x.shape[0], self.INFERENCE_SLICE
-        if not training and n > size and not any(layer.watched for layer in self.layers):
-            # Inference treats every image on its own, so a large batch can go through
-            # the whole network a slice at a time: each slice's activations stay in
-            # cache from layer to layer, where a batch of 256 would make the first
-            # layer's output 236 MB and stream it through memory for every layer.
+        if (not training and n > size and not backend.is_device_array(x)
+                and not any(layer.watched for layer in self.layers)):
+            # Inference treats every image on its own, so on the host a large batch can
+            # go through the whole network a slice at a time: each slice's activations
+            # stay in cache from layer to layer, where a batch of 256 would make the
+            # first layer's output 236 MB and stream it through memory for every layer.
+            # (A GPU wants the opposite: few, large launches.)
             xp = backend.get_array_module(x)
             return xp.concatenate([self._forward(x[start:start + size], False, final_activation)
                                    for start in range(0, n, size)])
@@ -340,7 +342,8 @@ class Sequential:
     def fit(self, x, y, batch_size: int = 32, epochs: int = 1, verbose: int = 1,
             validation_data=None, shuffle: bool = True, initial_epoch: int = 0,
             callbacks: list[Callable] | None = None, checkpoint=None,
-            resume: bool = False, trace_gradients: int = 0) -> History:
+            resume: bool = False, trace_gradients: int = 0,
+            validation_batch_size: int | None = None) -> History:
         """Train until ``epochs`` epochs are done in total; returns the per-epoch History.
 
         ``checkpoint``: a file path, saved at the end of every epoch (and once
@@ -353,9 +356,14 @@ class Sequential:
         loss or gradient stops before the update with ``TrainingDiverged``.
         ``trace_gradients=N`` records per-layer activation and gradient
         statistics every N steps into ``history.traces`` (see ``minicnn.tracing``).
+        ``validation_batch_size`` (Keras's name; default ``batch_size``) only sets
+        how many validation images go through at once: larger is faster on a GPU.
         """
         self._require_compiled("fit")
         batch_size = self._check_batch_size(batch_size, "fit")
+        validation_batch_size = self._check_batch_size(
+            batch_size if validation_batch_size is None else validation_batch_size,
+            "fit (validation_batch_size)")
         x = self._prepare_x(x, "fit")
         self._ensure_built(x)
         y = self._prepare_y(y, x.shape[0], "fit")
@@ -391,7 +399,7 @@ class Sequential:
                 logs, bar = self._fit_epoch(x, y, batch_size, epoch, epochs, rng, shuffle,
                                             verbose, stop, path, tracer)
                 if validation_data is not None:
-                    val = self._evaluate_prepared(x_val, y_val, batch_size)
+                    val = self._evaluate_prepared(x_val, y_val, validation_batch_size)
                     logs.update({"val_" + key: value for key, value in val.items()})
                 bar.update(x.shape[0], logs, final=True)
                 history.append(epoch, logs)

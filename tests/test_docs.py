@@ -48,3 +48,20 @@ def test_walkthrough_runs_and_matches_its_printed_output():
         assert shown is not None, f"block {number} has no ```text output block after it"
         assert printed.rstrip() == shown.rstrip(), (
             f"block {number} printed\n{printed}\nbut the page shows\n{shown}")
+
+
+def test_readme_gradient_check_prints_what_the_readme_shows():
+    """The README's "Check a gradient yourself" block, run as written: its trailing
+    comment lines are its output."""
+    readme = (DOC.parents[1] / "README.md").read_text()
+    section = readme.split("## Check a gradient yourself", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shown = "\n".join(line[2:] for line in code.splitlines() if line.startswith("# "))
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(compile(code, "README.md gradient check", "exec"), {})
+    finally:
+        minicnn.set_floatx("float32")
+    normalise = " ".join  # the README wraps the one printed line over two comment lines
+    assert normalise(printed.getvalue().split()) == normalise(shown.split())

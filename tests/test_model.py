@@ -408,3 +408,24 @@ def test_large_inference_batches_go_through_in_slices_with_the_same_results(back
     model.layers[0].register_forward_hook(lambda layer, inputs, outputs: seen.append(len(inputs)))
     np.testing.assert_allclose(model.predict(x, batch_size=70), whole, rtol=1e-5, atol=1e-6)
     assert seen == [70]
+
+
+def test_validation_batch_size_changes_no_number_only_the_passes(backend):
+    x, labels = fixed_data(n=12)
+    xv, lv = fixed_data(n=9, seed=1)
+    results = []
+    for validation_batch_size in (None, 4, 9):
+        minicnn.set_seed(0)
+        model = small_cnn(dropout=0.3)
+        model.compile(optimizer=SGD(lr=0.05), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        h = model.fit(x, labels, batch_size=5, epochs=2, verbose=0, validation_data=(xv, lv),
+                      validation_batch_size=validation_batch_size).history
+        results.append((h["loss"], h["val_loss"], h["val_acc"]))
+    for other in results[1:]:
+        assert other[0] == results[0][0]  # training is untouched
+        np.testing.assert_allclose(other[1], results[0][1], rtol=1e-5)
+        assert other[2] == results[0][2]
+    with pytest.raises(ValueError, match=r"validation_batch_size.*positive int, got 0"):
+        model.fit(x, labels, epochs=1, verbose=0, validation_data=(xv, lv),
+                  validation_batch_size=0)
