@@ -237,12 +237,15 @@ class Sequential:
                        step: int = 0, check_finite: bool = True):
         """One SGD step on one batch; returns (mean loss, number correct) on the device.
 
-        ``x`` and ``y`` are arrays of the current backend in the model's float
-        type (``fit`` prepares them once). With ``check_finite`` it raises
-        ``TrainingDiverged`` before touching the weights when the loss or any
-        gradient is NaN or infinite.
+        ``x`` and ``y`` may be host arrays; they are moved to the backend and cast
+        to the model's float type unless they already are (``fit`` prepares its
+        data once, so each step costs nothing here). Only shapes are checked: a
+        check of values would stall a GPU on every step. With ``check_finite`` it
+        raises ``TrainingDiverged`` before touching the weights when the loss or
+        any gradient is NaN or infinite.
         """
         self._require_compiled("train_on_batch")
+        x, y = self._as_batch(x, y)
         self._ensure_built(x)
         if tracer is not None:
             tracer.start(self.layers)
@@ -258,6 +261,25 @@ class Sequential:
         if tracer is not None:
             tracer.after_update(self.layers, epoch, step)
         return loss_value, correct
+
+    def _as_batch(self, x, y):
+        """x and y as backend arrays (x in the float type), with their shapes checked."""
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            x = np.asarray(x)
+        expected = self._input_shape or (self.layers[0].input_shape if self.layers else None)
+        if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+            raise ValueError(f"train_on_batch: expected x of shape (N, "
+                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        if not hasattr(y, "shape"):
+            y = np.asarray(y)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"train_on_batch: x has {x.shape[0]} samples but y has {y.shape[0]}")
+        on_device = backend.get_backend() != "numpy"
+        if (on_device and not backend.is_device_array(x)) or x.dtype != backend.floatx():
+            x = backend.to_device(x, dtype=backend.floatx())
+        if on_device and not backend.is_device_array(y):
+            y = backend.to_device(y)
+        return x, y
 
     def _finite_check_interval(self, x) -> int:
         """Steps between divergence checks: each one reads a value back to the host,

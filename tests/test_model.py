@@ -429,3 +429,17 @@ def test_validation_batch_size_changes_no_number_only_the_passes(backend):
     with pytest.raises(ValueError, match=r"validation_batch_size.*positive int, got 0"):
         model.fit(x, labels, epochs=1, verbose=0, validation_data=(xv, lv),
                   validation_batch_size=0)
+
+
+def test_train_on_batch_takes_host_arrays_and_checks_shapes(backend):
+    x, labels = fixed_data(n=6)
+    model = small_cnn(dropout=0.0)
+    model.compile(optimizer=SGD(lr=0.05), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    loss, correct = model.train_on_batch(x.astype(np.float64), labels)  # host, float64
+    assert np.isfinite(float(minicnn.to_host(loss)))
+    assert model.layers[0].params["kernel"].dtype == np.float32
+    with pytest.raises(ValueError, match=r"train_on_batch: expected x of shape \(N, 8, 8, 3\)"):
+        model.train_on_batch(x[:, :4], labels)
+    with pytest.raises(ValueError, match="train_on_batch: x has 6 samples but y has 5"):
+        model.train_on_batch(x, labels[:5])
