@@ -14,6 +14,14 @@ import numbers
 from minicnn import backend
 
 
+# w -= lr * g in one pass (the plain update; its twin is the two NumPy steps in apply).
+SGD_UPDATE = backend.Kernel(
+    name="minicnn_sgd_update",
+    in_params="T g, T lr",
+    out_params="T w",
+    operation="w -= lr * g;")
+
+
 class SGD:
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, decay: float = 0.0,
                  nesterov: bool = False, lr: float | None = None) -> None:
@@ -52,6 +60,10 @@ class SGD:
             for name, param in layer.params.items():
                 key = (index, name)
                 xp = backend.get_array_module(param)
+                gpu = backend.kernel(SGD_UPDATE, param) if self.momentum == 0.0 else None
+                if gpu is not None:  # one launch per parameter instead of two
+                    gpu(layer.grads[name], param.dtype.type(lr), param)
+                    continue
                 # NumPy has no fused axpy (w -= lr*g would allocate lr*g every step):
                 # scale g into a scratch array kept per parameter, then subtract in place.
                 step = self._scratch.get(key)

@@ -17,7 +17,8 @@ import pytest
 
 import minicnn
 from minicnn import backend as B
-from minicnn.layers import Conv2D, Dropout, MaxPooling2D
+from minicnn import optimizers as optimizers_module
+from minicnn.layers import Conv2D, Dense, Dropout, MaxPooling2D
 from minicnn.layers import dropout as dropout_module
 from minicnn.layers import im2col as win
 from minicnn.layers import pooling as pooling_module
@@ -207,6 +208,31 @@ def test_dropout_kernel_matches_twin_for_the_same_draws(on_kernels):
         np.testing.assert_array_equal(dx, dx_ref)
 
 
+def test_sgd_update_kernel_matches_twin(on_kernels):
+    from minicnn.layers import Dense
+    from minicnn.optimizers import SGD
+
+    def two_updates(x):
+        minicnn.set_seed(0)
+        layer = Dense(5, input_shape=(4,))
+        layer.build((4,))
+        xp = B.get_array_module(x)
+        sgd = SGD(lr=0.05, decay=0.5)
+        for _ in range(2):
+            layer.grads = {k: xp.ones_like(v) * x[0, 0] for k, v in layer.params.items()}
+            sgd.apply([layer])
+        return layer.params["kernel"], layer.params["bias"]
+    x = np.full((1, 1), 0.3, dtype=np.float32)
+    got = on_kernels(two_updates, x)
+    ref = two_updates(x)
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-7)
+        assert g.dtype == np.float32
+    if on_kernels.emulator:  # two updates of two parameters
+        assert on_kernels.emulator.calls["minicnn_sgd_update"] - on_kernels._before.get(
+            "minicnn_sgd_update", 0) == 4
+
+
 def test_conv2d_backward_on_a_device_uses_one_product_and_col2im(on_kernels):
     x = distinct((2, 7, 6, 3))
     dy = distinct((2, 5, 4, 4), np.random.default_rng(5))
@@ -255,7 +281,7 @@ def test_tutorial_like_model_trains_the_same_on_kernels(kernel_emulator):
     used = {k for k, v in kernel_emulator.calls.items() if v > calls.get(k, 0)}
     assert used == {"minicnn_im2col", "minicnn_col2im", "minicnn_max_pool",
                     "minicnn_max_pool_backward", "minicnn_dropout",
-                    "minicnn_softmax_cross_entropy"}
+                    "minicnn_softmax_cross_entropy", "minicnn_sgd_update"}
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
     np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-6)
 
@@ -266,15 +292,23 @@ def test_tutorial_like_model_trains_the_same_on_kernels(kernel_emulator):
     (win, "IM2COL", "oy * SH + ky", "oy + ky"),                  # wrong row
     (pooling_module, "MAX_POOL", "v > best", "v >= best"),       # last winner on ties
     (dropout_module, "DROPOUT", "u >= rate", "u < rate"),         # keeps the dropped
+    (optimizers_module, "SGD_UPDATE", "w -= lr", "w += lr"),      # climbs the loss
 ])
 def test_a_wrong_kernel_is_caught(monkeypatch, on_kernels, module, name, old, new):
     spec = getattr(module, name)
     assert old in spec.operation
-    monkeypatch.setattr(module, name, dataclasses.replace(spec, operation=spec.operation.replace(old, new)))
     x = distinct((2, 6, 6, 2))
     x[0, 0, 0, 0] = x[0, 0, 1, 0] = 5.0  # a tie, for the pooling case
 
     def forward_backward(a):
+        if name == "SGD_UPDATE":
+            from minicnn.optimizers import SGD
+            minicnn.set_seed(0)  # the same weights in both runs
+            layer = Dense(3, input_shape=(2,))
+            layer.build((2,))
+            layer.grads = {k: B.get_array_module(a).ones_like(v) for k, v in layer.params.items()}
+            SGD(lr=0.1).apply([layer])
+            return layer.params["kernel"]
         if name in ("COL2IM", "IM2COL"):
             col = win.im2col(a, (3, 3), (2, 2), (2, 2))
             return win.col2im(col, a.shape, (3, 3), (2, 2), (2, 2))
@@ -282,7 +316,10 @@ def test_a_wrong_kernel_is_caught(monkeypatch, on_kernels, module, name, old, ne
         layer.build(a.shape[1:])
         y = layer.forward(a, training=True)
         return layer.backward(y)
-    got = on_kernels(forward_backward, x)
+    right = on_kernels(forward_backward, x)  # the kernel as written agrees with its twin...
+    np.testing.assert_allclose(right, forward_backward(x), rtol=1e-6)
+    monkeypatch.setattr(module, name, dataclasses.replace(spec, operation=spec.operation.replace(old, new)))
+    got = on_kernels(forward_backward, x)     # ...and the broken one does not
     assert not np.allclose(got, forward_backward(x))
 
 
