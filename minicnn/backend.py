@@ -312,8 +312,12 @@ def set_kernel_emulator(emulator) -> None:
 def host_threads() -> int:
     """Threads over_batch uses: set_host_threads's choice, else $MINICNN_NUM_THREADS,
     else $OMP_NUM_THREADS (what BLAS is told too), else the CPUs this process may use."""
-    if _state["threads"] is not None:
-        return _state["threads"]
+    if _state["threads"] is None:  # read once: over_batch asks on every pass
+        _state["threads"] = _threads_from_environment()
+    return _state["threads"]
+
+
+def _threads_from_environment() -> int:
     for var in ("MINICNN_NUM_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").strip().isdigit():
             return max(1, int(os.environ[var]))
@@ -324,7 +328,7 @@ def host_threads() -> int:
 
 
 def set_host_threads(count: int | None = None, min_bytes: int | None = None) -> None:
-    """Threads for the host's memory-bound passes (None: back to the environment's),
+    """Threads for the host's memory-bound passes (None: read the environment again),
     and the size below which a pass is not worth splitting (tests set 0)."""
     if count is not None and (not isinstance(count, int) or count < 1):
         raise ValueError(f"set_host_threads: count must be a positive integer, got {count!r}")
@@ -340,10 +344,11 @@ def over_batch(fn: Callable[[slice], Any], x) -> None:
     is what a GPU wants). On the host the batch is cut into one part per thread and
     the parts run at the same time; fn must touch only its own images.
     """
-    n, threads = x.shape[0], host_threads()
-    if is_device_array(x) or threads == 1 or n < 2 or x.nbytes < _state["min_bytes"]:
+    n = x.shape[0]
+    if is_device_array(x) or n < 2 or x.nbytes < _state["min_bytes"] or host_threads() == 1:
         fn(slice(0, n))
         return
+    threads = host_threads()
     parts = min(threads, n)
     bounds = [n * k // parts for k in range(parts + 1)]
     pool, size = _state["pool"] or (None, 0)

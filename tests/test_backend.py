@@ -214,6 +214,8 @@ def test_host_threads_come_from_the_environment(monkeypatch):
     assert B.host_threads() == 5
     monkeypatch.delenv("MINICNN_NUM_THREADS")
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert B.host_threads() == 5  # read once, not on every pass
+    B.set_host_threads(None)      # read again
     assert B.host_threads() == 3
     with pytest.raises(ValueError, match="positive integer, got 0"):
         B.set_host_threads(0)
