@@ -127,6 +127,7 @@ class EmulatedKernel:
 
     def _source(self, types: dict[str, str], scalars: tuple[int, ...]) -> str:
         lines = ["#include <cmath>", "#include <cstddef>",
+                 "#define __device__  /* on the CPU every function is a host function */",
                  "using std::exp; using std::log; using std::sqrt; using std::fabs;"]
         lines += [f"typedef {C_TYPES[d]} {t};" for t, d in types.items()]
         lines += [self.spec.preamble, 'extern "C" void run(long long n, void** args) {']

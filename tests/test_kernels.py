@@ -288,7 +288,8 @@ def test_tutorial_like_model_trains_the_same_on_kernels(kernel_emulator):
 
 # ---------------------------------------------------------------- a wrong kernel is caught
 @pytest.mark.parametrize("module,name,old,new", [
-    (win, "COL2IM", "sy % SH != 0 || ", ""),                     # forgets the stride
+    (win, "COL2IM", "window_holding(py, ky, SH, OH)",
+     "window_holding(py, ky, 1, OH)"),                            # forgets the stride
     (win, "IM2COL", "oy * SH + ky", "oy + ky"),                  # wrong row
     (pooling_module, "MAX_POOL", "v > best", "v >= best"),       # last winner on ties
     (dropout_module, "DROPOUT", "u >= rate", "u < rate"),         # keeps the dropped

@@ -142,10 +142,7 @@ class Conv2D(Layer):
             self.grads["bias"] = xp.ascontiguousarray(d_matrix[k])
         if not self.input_grad:
             return None
-        # dx = col2im(dy @ W^T), one kernel offset (i, j) at a time: dcol's columns
-        # for (i, j) are dy @ W[i, j]^T, added onto the window at (i, j) right away.
-        # The same sums as col2im, but the whole dcol (N*OH*OW, kh*kw*c_in), 50 MB
-        # for the tutorial's second layer, is never written and read back.
+        # dx = col2im(dy @ W^T).
         (n, oh, ow, _), c_in = grad.shape, kernel.shape[2]
         if backend.is_device_array(dy):
             # On a GPU the whole dcol is cheap to hold, and one product plus one
@@ -153,6 +150,10 @@ class Conv2D(Layer):
             dcol = dy @ kernel.reshape(k, self.filters).T
             dx = win.col2im(dcol, padded_shape, self.kernel_size, self.strides, out_hw)
         else:
+            # On the host, one kernel offset (i, j) at a time: dcol's columns for (i, j)
+            # are dy @ W[i, j]^T, added onto the window at (i, j) right away. The same
+            # sums as col2im, but the whole dcol (N*OH*OW, kh*kw*c_in), 50 MB for the
+            # tutorial's second layer, is never written and read back.
             dx = xp.zeros(padded_shape, dtype=dy.dtype)
             part = self._buffer("dcol part", (dy.shape[0], c_in), dy)
             for i in range(self.kernel_size[0]):

@@ -71,6 +71,25 @@ def windows(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[
     return backend.as_strided(x, (n, oh, ow, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
 
 
+# Index maths the window kernels share (CUDA source, given to each as its preamble).
+WINDOW_MATH = """
+/* (img, y, x, c) of the flat index i into a C-contiguous (N, H, W, C) array */
+__device__ inline void nhwc_of(ptrdiff_t i, int H, int W, int C,
+                               ptrdiff_t& img, int& y, int& x, int& c) {
+  c = i % C;
+  x = (i / C) % W;
+  y = (i / ((ptrdiff_t)C * W)) % H;
+  img = i / ((ptrdiff_t)C * W * H);
+}
+/* Along one axis: the window (0 <= o < count) that holds pixel p at offset k,
+   i.e. starts at p - k = o * stride; -1 when no window does. */
+__device__ inline int window_holding(int p, int k, int stride, int count) {
+  const int start = p - k;
+  if (start < 0 || start % stride != 0 || start / stride >= count) return -1;
+  return start / stride;
+}
+"""
+
 # One thread per element col[r, q]: r = (n, oy, ox) is the output pixel and
 # q = (ky, kx, c) the place in its window, so the value is x[n, oy*SH+ky, ox*SW+kx, c].
 IM2COL = backend.Kernel(
@@ -95,21 +114,23 @@ COL2IM = backend.Kernel(
               "int32 SH, int32 SW",
     out_params="T dx",
     operation="""
-const int c = i % C, px = (i / C) % W, py = (i / ((ptrdiff_t)C * W)) % H;
-const ptrdiff_t img = i / ((ptrdiff_t)C * W * H);
+ptrdiff_t img;
+int py, px, c;
+nhwc_of(i, H, W, C, img, py, px, c);
 T sum = 0;
 for (int ky = 0; ky < KH; ++ky) {
-  const int sy = py - ky;  /* oy * SH, if a window starts there */
-  if (sy < 0 || sy % SH != 0 || sy / SH >= OH) continue;
+  const int oy = window_holding(py, ky, SH, OH);
+  if (oy < 0) continue;
   for (int kx = 0; kx < KW; ++kx) {
-    const int sx = px - kx;
-    if (sx < 0 || sx % SW != 0 || sx / SW >= OW) continue;
-    const ptrdiff_t row = (img * OH + sy / SH) * OW + sx / SW;
+    const int ox = window_holding(px, kx, SW, OW);
+    if (ox < 0) continue;
+    const ptrdiff_t row = (img * OH + oy) * OW + ox;
     sum += col[row * ((ptrdiff_t)KH * KW * C) + (ky * KW + kx) * C + c];
   }
 }
 dx = sum;
-""")
+""",
+    preamble=WINDOW_MATH)
 
 
 def im2col(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],

@@ -34,8 +34,9 @@ MAX_POOL = backend.Kernel(
               "int32 SH, int32 SW",
     out_params="T y, int32 winner",
     operation="""
-const int c = i % C, ox = (i / C) % OW, oy = (i / ((ptrdiff_t)C * OW)) % OH;
-const ptrdiff_t img = i / ((ptrdiff_t)C * OW * OH);
+ptrdiff_t img;
+int oy, ox, c;
+nhwc_of(i, OH, OW, C, img, oy, ox, c);
 const ptrdiff_t corner = ((img * H + oy * SH) * W + ox * SW) * C + c;
 T best = x[corner];
 int k_best = 0;
@@ -48,7 +49,8 @@ for (int ky = 0; ky < PH; ++ky) {
 }
 y = best;
 winner = k_best;
-""")
+""",
+    preamble=win.WINDOW_MATH)
 
 # One thread per input pixel dx[n, py, px, c]: the sum of dy over the windows
 # that cover the pixel and were won by it (one at most unless windows overlap).
@@ -58,21 +60,23 @@ MAX_POOL_BACKWARD = backend.Kernel(
               "int32 PH, int32 PW, int32 SH, int32 SW",
     out_params="T dx",
     operation="""
-const int c = i % C, px = (i / C) % W, py = (i / ((ptrdiff_t)C * W)) % H;
-const ptrdiff_t img = i / ((ptrdiff_t)C * W * H);
+ptrdiff_t img;
+int py, px, c;
+nhwc_of(i, H, W, C, img, py, px, c);
 T sum = 0;
 for (int ky = 0; ky < PH; ++ky) {
-  const int sy = py - ky;  /* oy * SH, if a window starts there */
-  if (sy < 0 || sy % SH != 0 || sy / SH >= OH) continue;
+  const int oy = window_holding(py, ky, SH, OH);
+  if (oy < 0) continue;
   for (int kx = 0; kx < PW; ++kx) {
-    const int sx = px - kx;
-    if (sx < 0 || sx % SW != 0 || sx / SW >= OW) continue;
-    const ptrdiff_t out = ((img * OH + sy / SH) * OW + sx / SW) * C + c;
+    const int ox = window_holding(px, kx, SW, OW);
+    if (ox < 0) continue;
+    const ptrdiff_t out = ((img * OH + oy) * OW + ox) * C + c;
     if (winner[out] == ky * PW + kx) sum += dy[out];
   }
 }
 dx = sum;
-""")
+""",
+    preamble=win.WINDOW_MATH)
 
 
 class MaxPooling2D(Layer):
