@@ -6,7 +6,10 @@
 
 The network (Conv2D 256 -> pool -> dropout, Conv2D 256 -> ..., Conv2D 128 -> ...,
 Dense 512, 256, 10 softmax), 32x32x3 inputs, float32, SGD lr 0.05 decay 1e-4,
-softmax cross-entropy on one-hot labels, random data of CIFAR's shape.
+softmax cross-entropy on one-hot labels. The batches are random pixels of
+CIFAR's shape, or with --data the first images of a real CIFAR-10 copy. The
+data changes minicnn's time a little: real images have flat regions, whose
+equal pixels give equal conv outputs, so max-pooling has ties to settle.
 
 What is measured, all in one run:
 
@@ -64,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true", help="do not run PyTorch even if installed")
     p.add_argument("--no-profile", action="store_true", help="skip minicnn's per-layer breakdown")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", metavar="PATH",
+                   help="a CIFAR-10 archive or cifar-10-batches-py folder: time on its first "
+                        "training and test images instead of random pixels")
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="tell glibc's malloc to keep freed memory in the process (mallopt), for "
                         "both contenders: new arrays then reuse pages instead of faulting them in")
@@ -174,6 +180,26 @@ def load_torch(threads: int):
         return None, f"PyTorch is not installed ({exc}); reporting minicnn alone"
     torch.set_num_threads(threads)
     return torch, f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def batches(args):
+    """The training batch (x, one-hot y), the inference batch, and a line saying what they are."""
+    if args.data:
+        from minicnn.datasets import cifar10  # noqa: PLC0415
+        (x_train, y_train), (x_test, _) = cifar10.load_data(args.data, download=False,
+                                                            verbose=False)[:2]
+        scale = np.float32(255)
+        x = x_train[:args.batch_size].astype(np.float32) / scale
+        labels = y_train[:args.batch_size, 0]
+        x_infer = x_test[:args.infer_batch].astype(np.float32) / scale
+        note = f"the first images of {args.data}"
+    else:
+        rng = np.random.default_rng(args.seed)
+        x = rng.random((args.batch_size, *INPUT_SHAPE), dtype=np.float32)
+        labels = rng.integers(0, NUM_CLASSES, args.batch_size)
+        x_infer = rng.random((args.infer_batch, *INPUT_SHAPE), dtype=np.float32)
+        note = "random pixels in [0, 1) (--data PATH times real CIFAR-10 images)"
+    return x, np.eye(NUM_CLASSES, dtype=np.float32)[labels], x_infer, note
 
 
 # ----------------------------------------------------------------------------- models
@@ -366,10 +392,7 @@ def main() -> dict:
     threads = int(blas.get("threads") or 1)
     torch, torch_note = load_torch(threads)
 
-    rng = np.random.default_rng(args.seed)
-    x = rng.random((args.batch_size, *INPUT_SHAPE), dtype=np.float32)
-    y = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, args.batch_size)]
-    x_infer = rng.random((args.infer_batch, *INPUT_SHAPE), dtype=np.float32)
+    x, y, x_infer, data_note = batches(args)
 
     print(f"# minicnn vs PyTorch: the tutorial CNN, training batch {args.batch_size}, "
           f"inference batch {args.infer_batch}, float32")
@@ -387,6 +410,7 @@ def main() -> dict:
               "memory for them: if minicnn's timings are noisy, rerun with "
               "NUMPY_MADVISE_HUGEPAGE=0 in the environment; it must be set before NumPy loads)")
     print(f"PyTorch: {torch_note}")
+    print(f"Data: {data_note}")
     if MINICNN_IMPORTED_TORCH:
         print("WARNING: importing minicnn imported torch; it must not")
 
@@ -446,7 +470,7 @@ def main() -> dict:
               + ", ".join(f"{n} {infer_rate[n][-1]:.0f}" for n in contenders) + " img/s", flush=True)
 
     results = {"config": vars(args), "blas": blas, "cpu": cpu_name(), "torch": torch_note,
-               "memory": memory_info(),
+               "data": data_note, "memory": memory_info(),
                "matmul_2048_gflops": summary(reference),
                "train_img_s": {n: summary(v) for n, v in train_rate.items()},
                "infer_img_s": {n: summary(v) for n, v in infer_rate.items()}}
@@ -542,7 +566,7 @@ def print_markdown(results) -> None:
     train, infer = results["train_img_s"], results["infer_img_s"]
     print()
     print(f"## Summary (markdown; {results['cpu']}, {blas.get('library')} {blas.get('version', '')} "
-          f"{blas.get('core', '')}, {blas.get('threads')} threads)")
+          f"{blas.get('core', '')}, {blas.get('threads')} threads; data: {results['data']})")
     print()
     has_torch = "train_vs_torch" in results
     if has_torch:

@@ -281,6 +281,31 @@ def test_maxpool_backward_routes_to_one_winner_on_ties(backend):
                                   [[0, 1, 0, 0], [0, 0, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0]])
 
 
+
+def test_maxpool_settles_ties_only_where_they_are(backend):
+    # The host splits the batch over threads (the fixture forces 3 parts) and each
+    # part settles its own ties: one image with ties between two without must
+    # still send each window's gradient to its first maximum, and the others to
+    # their single maximum.
+    x = np.random.default_rng(5).permutation(3 * 4 * 4).reshape(3, 4, 4, 1).astype(np.float32)
+    x[1] = 1.0  # every window of the middle image is a four-way tie
+    dx = minicnn.to_host(_pool_backward_of_ones(x))[..., 0]
+    first = np.zeros((4, 4))
+    first[::2, ::2] = 1
+    np.testing.assert_array_equal(dx[1], first)
+    for image in (0, 2):
+        windows = x[image, :, :, 0].reshape(2, 2, 2, 2).transpose(0, 2, 1, 3).reshape(4, 4)
+        expected = np.zeros((4, 4))
+        for w, k in enumerate(windows.argmax(axis=1)):
+            expected[2 * (w // 2) + k // 2, 2 * (w % 2) + k % 2] = 1
+        np.testing.assert_array_equal(dx[image], expected)
+
+
+def _pool_backward_of_ones(x):
+    layer = MaxPooling2D(2)
+    y = layer.forward(minicnn.to_device(x), training=True)
+    return layer.backward(minicnn.to_device(np.ones(y.shape, np.float32)))
+
 # ---------------------------------------------------------------- every layer
 LAYER_FACTORIES = {
     "conv-relu": (lambda: Conv2D(3, 3, padding="same", activation="relu"), (2, 5, 5, 2)),

@@ -128,6 +128,7 @@ class MaxPooling2D(Layer):
         y = xp.empty((t.shape[0], t.shape[1], t.shape[3], t.shape[5]), dtype=x.dtype)
         mask = xp.empty(t.shape, dtype=bool) if training else None
         (i0, j0), *rest = self._offsets()
+        on_device = backend.is_device_array(x)
 
         def pool(images: slice) -> None:  # over_batch runs the images in parallel parts
             ti, yi = t[images], y[images]
@@ -136,26 +137,30 @@ class MaxPooling2D(Layer):
             xp.copyto(yi, ti[:, :, i0, :, j0])  # start from the window's first element
             for i, j in rest:
                 xp.maximum(yi, ti[:, :, i, :, j], out=yi)
-            if training:  # only backward needs to know who won
-                xp.equal(ti, yi[:, :, None, :, None], out=mask[images])  # each window's winners
+            if not training:  # only backward needs to know who won
+                return
+            won = mask[images]
+            xp.equal(ti, yi[:, :, None, :, None], out=won)  # each window's winners
+            # Equal maxima come from flat image regions (equal pixels, equal conv
+            # outputs). On the host, counting the winners (one or more per window;
+            # none only where a NaN is, which ends training) lets a part without
+            # ties skip settling them. On a GPU the count would be a device-to-host
+            # read, which stalls it: always settle there.
+            if on_device or int(xp.count_nonzero(won)) > yi.size:
+                self._keep_first_winners(xp, won)
         backend.over_batch(pool, x)
-        if not training:
-            self._cache = ("tiles", None, x.shape)
-            return y
-        # Equal maxima in one window are rare: on the host, counting the winners
-        # (one or more per window; none only where a NaN is, which ends training)
-        # costs far less than settling ties that are not there (on the GPU the
-        # count would be a device-to-host read, which stalls it: always settle).
-        if backend.is_device_array(x) or int(xp.count_nonzero(mask)) > y.size:
-            # Keep only the first winner of each window: for booleans a > b means
-            # "a and not b", so a later offset loses to any earlier one that won.
-            taken = mask[:, :, 0, :, 0].copy()
-            for i, j in self._offsets()[1:]:
-                won = mask[:, :, i, :, j]
-                xp.greater(won, taken, out=won)
-                taken |= won
-        self._cache = ("tiles", mask, x.shape)
+        self._cache = ("tiles", mask, x.shape)  # no mask after an inference forward
         return y
+
+    def _keep_first_winners(self, xp, won) -> None:
+        """Keep only the first winner of each window (row-major offset order), in place.
+        For booleans a > b means "a and not b", so a later offset loses to any
+        earlier one that won."""
+        taken = won[:, :, 0, :, 0].copy()
+        for i, j in self._offsets()[1:]:
+            later = won[:, :, i, :, j]
+            xp.greater(later, taken, out=later)
+            taken |= later
 
     def _backward_tiles(self, grad):
         xp = backend.get_array_module(grad)

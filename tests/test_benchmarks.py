@@ -1,0 +1,35 @@
+"""The CPU benchmark runs end to end (tiny sizes: this checks that it works, not its speed)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_example_cifar10 import write_fake_cifar
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--no-torch", "--repeats", "1", "--warmup", "1", "--steps", "1", "--batch-size", "4",
+        "--infer-batch", "8"]
+
+
+def run_bench(tmp_path: Path, *extra: str) -> tuple[str, dict]:
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cifar_cnn.py"), *TINY,
+                             "--json", str(out), *extra],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("real", [False, True], ids=["random-pixels", "cifar-archive"])
+def test_the_cpu_benchmark_runs_and_reports(tmp_path, real):
+    extra = ["--data", str(write_fake_cifar(tmp_path / "data"))] if real else []
+    stdout, results = run_bench(tmp_path, *extra)
+    assert ("Data: the first images of" in stdout) == real
+    assert results["train_img_s"]["minicnn"]["median"] > 0
+    assert results["infer_img_s"]["minicnn"]["median"] > 0
+    assert "share of the step that is NOT conv matmul" in stdout
+    assert "minicnn / PyTorch" not in stdout  # --no-torch: minicnn alone, said plainly
