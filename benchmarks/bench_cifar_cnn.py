@@ -48,6 +48,7 @@ import ctypes
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -70,9 +71,11 @@ def parse_args(argv=None):
     p.add_argument("--data", metavar="PATH",
                    help="a CIFAR-10 archive or cifar-10-batches-py folder: time on its first "
                         "training and test images instead of random pixels")
-    p.add_argument("--keep-freed-memory", action="store_true",
-                   help="tell glibc's malloc to keep freed memory in the process (mallopt), for "
-                        "both contenders: new arrays then reuse pages instead of faulting them in")
+    p.add_argument("--release-freed-memory", action="store_true",
+                   help="leave glibc's malloc at its defaults, which give freed memory back to the "
+                        "system, so new arrays fault fresh pages in; by default the benchmark tells "
+                        "it (mallopt) to keep freed memory, the state PyTorch reaches by itself "
+                        "in a long training run (see keep_freed_memory)")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     return p.parse_args(argv)
 
@@ -279,11 +282,13 @@ def settle() -> None:
     time.sleep(PAUSE_S)
 
 
-def block(fn, count: int) -> float:
-    """Seconds per call of ``count`` calls, after a pause and one untimed call."""
+def block(fn, count: int) -> tuple[float, float]:
+    """Seconds and page faults per call of ``count`` calls, after a pause and one untimed call."""
     settle()
     fn()
-    return timed(fn, count)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds = timed(fn, count)
+    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / count
 
 
 def rotate(names: list[str], r: int) -> list[str]:
@@ -374,8 +379,14 @@ def conv_products(layer, batch: int) -> dict:
 def keep_freed_memory() -> bool:
     """glibc's malloc gives arrays of a few MB back to the system when they are freed,
     so the next one page-faults in again (the kernel zeroes each page). These two
-    settings keep such memory in the process. PyTorch gains much from it here (its
-    inference about 1.5x), minicnn little; off by default, as users run both."""
+    settings keep such memory in the process, for both contenders.
+
+    Why on by default: measured here, PyTorch in a short loop faults in about 26,000
+    pages per training step (about 100 MB), but in a whole-epoch run
+    (benchmarks/torch_reference_run.py) only about 1,100, and it trains about 15%
+    faster there. Short timing loops would understate it; this setting gives it the
+    state it reaches by itself. minicnn faulted in at most a few hundred pages per
+    step either way and gains less. The report prints the counts."""
     import ctypes
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -399,11 +410,11 @@ def main() -> dict:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; Python {platform.python_version()}")
     blas_line = ", ".join(f"{k}={v}" for k, v in blas.items())
     print(f"BLAS: {blas_line}")
-    reused = keep_freed_memory() if args.keep_freed_memory else False
+    reused = False if args.release_freed_memory else keep_freed_memory()
     print(f"minicnn host threads for the memory-bound passes (backend.over_batch): "
           f"{minicnn.backend.host_threads()}; OPENBLAS_THREAD_TIMEOUT="
           f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT')}; malloc keeps freed memory "
-          f"(--keep-freed-memory): {reused}")
+          f"(off with --release-freed-memory): {reused}")
     print(f"Memory: {memory_info()}")
     if os.environ.get("NUMPY_MADVISE_HUGEPAGE") is None and "defrag=madvise" in memory_info():
         print("  (NumPy asks for huge pages for large arrays and the kernel may stall to compact "
@@ -446,13 +457,17 @@ def main() -> dict:
 
     train_rate = {name: [] for name in contenders}
     infer_rate = {name: [] for name in contenders}
+    train_faults = {name: [] for name in contenders}  # page faults per step or batch
+    infer_faults = {name: [] for name in contenders}
     reference, profiles, products = [], [], []
     # Training first, then inference: a batch of 256 leaves the memory in a state
     # (large freed arrays, huge pages to compact) that the next training steps pay for.
     for r in range(args.repeats):
         reference.append(matmul_gflops(a, b, c_out))
         for name in rotate(list(contenders), r):
-            train_rate[name].append(args.batch_size / block(train(name), args.steps))
+            seconds, faults = block(train(name), args.steps)
+            train_rate[name].append(args.batch_size / seconds)
+            train_faults[name].append(faults)
         if not args.no_profile:
             settle()
             model.train_on_batch(x, y)  # like block(): one untimed step first
@@ -465,7 +480,9 @@ def main() -> dict:
     for r in range(args.repeats):
         reference.append(matmul_gflops(a, b, c_out))
         for name in rotate(list(contenders), r):
-            infer_rate[name].append(args.infer_batch / block(infer(name), args.infer_steps))
+            seconds, faults = block(infer(name), args.infer_steps)
+            infer_rate[name].append(args.infer_batch / seconds)
+            infer_faults[name].append(faults)
         print(f"inference round {r + 1}/{args.repeats}: matmul {reference[-1]:.0f} GFLOP/s | "
               + ", ".join(f"{n} {infer_rate[n][-1]:.0f}" for n in contenders) + " img/s", flush=True)
 
@@ -473,7 +490,10 @@ def main() -> dict:
                "data": data_note, "memory": memory_info(),
                "matmul_2048_gflops": summary(reference),
                "train_img_s": {n: summary(v) for n, v in train_rate.items()},
-               "infer_img_s": {n: summary(v) for n, v in infer_rate.items()}}
+               "infer_img_s": {n: summary(v) for n, v in infer_rate.items()},
+               "malloc_keeps_freed_memory": reused,
+               "train_page_faults_per_step": {n: summary(v) for n, v in train_faults.items()},
+               "infer_page_faults_per_batch": {n: summary(v) for n, v in infer_faults.items()}}
 
     def best_torch(rates):
         return max(torch_names, key=lambda n: statistics.median(rates[n])) if torch_names else None
@@ -485,11 +505,13 @@ def main() -> dict:
             results[f"{key}_vs_torch"] = {"torch": best, **summary(ratios)}
 
     print()
-    print("## Throughput (images/s; median [min-max] over rounds)")
-    for title, key, rates in (("training", "train", train_rate), ("inference", "infer", infer_rate)):
+    print("## Throughput (images/s; median [min-max] over rounds; page faults per step or batch)")
+    for title, key, rates, faults in (("training", "train", train_rate, train_faults),
+                                      ("inference", "infer", infer_rate, infer_faults)):
         for name in contenders:
             s = summary(rates[name])
-            print(f"  {title:9s} {name:11s} {s['median']:8.1f}  [{s['min']:.1f}-{s['max']:.1f}]")
+            print(f"  {title:9s} {name:11s} {s['median']:8.1f}  [{s['min']:.1f}-{s['max']:.1f}]"
+                  f"  {statistics.median(faults[name]):8.0f} faults")
         if f"{key}_vs_torch" in results:
             v = results[f"{key}_vs_torch"]
             print(f"  {title:9s} minicnn / {v['torch']}: {v['median']:.2f}x  "
@@ -565,8 +587,10 @@ def print_markdown(results) -> None:
     blas = results["blas"]
     train, infer = results["train_img_s"], results["infer_img_s"]
     print()
+    malloc = ("glibc keeps freed memory" if results["malloc_keeps_freed_memory"]
+              else "glibc's default malloc (--release-freed-memory)")
     print(f"## Summary (markdown; {results['cpu']}, {blas.get('library')} {blas.get('version', '')} "
-          f"{blas.get('core', '')}, {blas.get('threads')} threads; data: {results['data']})")
+          f"{blas.get('core', '')}, {blas.get('threads')} threads; data: {results['data']}; {malloc})")
     print()
     has_torch = "train_vs_torch" in results
     if has_torch:

@@ -26,9 +26,12 @@ def run_bench(tmp_path: Path, *extra: str) -> tuple[str, dict]:
 
 @pytest.mark.parametrize("real", [False, True], ids=["random-pixels", "cifar-archive"])
 def test_the_cpu_benchmark_runs_and_reports(tmp_path, real):
-    extra = ["--data", str(write_fake_cifar(tmp_path / "data"))] if real else []
+    # the second case also leaves glibc's malloc at its defaults
+    extra = ["--data", str(write_fake_cifar(tmp_path / "data")), "--release-freed-memory"] if real else []
     stdout, results = run_bench(tmp_path, *extra)
     assert ("Data: the first images of" in stdout) == real
+    assert results["malloc_keeps_freed_memory"] is (not real)
+    assert results["train_page_faults_per_step"]["minicnn"]["median"] >= 0
     assert results["train_img_s"]["minicnn"]["median"] > 0
     assert results["infer_img_s"]["minicnn"]["median"] > 0
     assert "share of the step that is NOT conv matmul" in stdout
