@@ -383,9 +383,10 @@ def keep_freed_memory() -> bool:
 
     Why on by default: measured here, PyTorch in a short loop faults in about 26,000
     pages per training step (about 100 MB), but in a whole-epoch run
-    (benchmarks/torch_reference_run.py) only about 1,100, and it trains about 15%
-    faster there. Short timing loops would understate it; this setting gives it the
-    state it reaches by itself. minicnn faulted in at most a few hundred pages per
+    (benchmarks/torch_reference_run.py) only about 1,100. Short timing loops would
+    make it pay for faults that real training does not (its batch-256 inference ran
+    about 25% faster without them); this setting gives it the state it reaches by
+    itself. minicnn faulted in at most a few hundred pages per
     step either way and gains less. The report prints the counts."""
     import ctypes
     try:
