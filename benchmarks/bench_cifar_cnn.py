@@ -40,6 +40,10 @@ Large NumPy arrays are given transparent huge pages (NumPy madvises them); with
 THP defrag=madvise the kernel may stall to compact memory for them, which makes
 minicnn's batch-256 inference slow and noisy. The "Memory:" line says how this
 machine is set; NUMPY_MADVISE_HUGEPAGE=0 in the environment turns it off.
+
+glibc's malloc is told to keep freed memory in the process (for both
+contenders; --release-freed-memory leaves it at its defaults), and the report
+prints page faults per step: see keep_freed_memory for why.
 """
 from __future__ import annotations
 
