@@ -390,9 +390,8 @@ def keep_freed_memory() -> bool:
     (benchmarks/torch_reference_run.py) only about 1,100. Short timing loops would
     make it pay for faults that real training does not (its batch-256 inference ran
     about 25% faster without them); this setting gives it the state it reaches by
-    itself. minicnn faulted in at most a few hundred pages per
-    step either way and gains less. The report prints the counts."""
-    import ctypes
+    itself. minicnn faulted in at most a few hundred pages per step either way and
+    gains less. The report prints the counts."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -353,6 +353,8 @@ def over_batch(fn: Callable[[slice], Any], x) -> None:
     bounds = [n * k // parts for k in range(parts + 1)]
     pool, size = _state["pool"] or (None, 0)
     if size < parts - 1:  # the caller's thread takes one part itself
+        if pool is not None:
+            pool.shutdown(wait=False)  # too small now: its idle threads end
         pool = ThreadPoolExecutor(parts - 1, thread_name_prefix="minicnn")
         _state["pool"] = (pool, parts - 1)
     futures = [pool.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]

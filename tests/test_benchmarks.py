@@ -27,7 +27,8 @@ def run_bench(tmp_path: Path, *extra: str) -> tuple[str, dict]:
 @pytest.mark.parametrize("real", [False, True], ids=["random-pixels", "cifar-archive"])
 def test_the_cpu_benchmark_runs_and_reports(tmp_path, real):
     # the second case also leaves glibc's malloc at its defaults
-    extra = ["--data", str(write_fake_cifar(tmp_path / "data")), "--release-freed-memory"] if real else []
+    extra = (["--data", str(write_fake_cifar(tmp_path / "data")), "--release-freed-memory"]
+             if real else [])
     stdout, results = run_bench(tmp_path, *extra)
     assert ("Data: the first images of" in stdout) == real
     assert results["malloc_keeps_freed_memory"] is (not real)

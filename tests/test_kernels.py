@@ -23,6 +23,7 @@ from minicnn.layers import dropout as dropout_module
 from minicnn.layers import im2col as win
 from minicnn.layers import pooling as pooling_module
 from minicnn.losses import SOFTMAX_CROSS_ENTROPY, SoftmaxCrossEntropy
+from minicnn.optimizers import SGD
 
 from conftest import distinct
 
@@ -209,9 +210,6 @@ def test_dropout_kernel_matches_twin_for_the_same_draws(on_kernels):
 
 
 def test_sgd_update_kernel_matches_twin(on_kernels):
-    from minicnn.layers import Dense
-    from minicnn.optimizers import SGD
-
     def two_updates(x):
         minicnn.set_seed(0)
         layer = Dense(5, input_shape=(4,))
@@ -253,9 +251,8 @@ def test_conv2d_backward_on_a_device_uses_one_product_and_col2im(on_kernels):
 
 def test_tutorial_like_model_trains_the_same_on_kernels(kernel_emulator):
     """One training step of a small conv net: the kernels path and NumPy agree."""
-    from minicnn.layers import Dense, Flatten
+    from minicnn.layers import Flatten
     from minicnn.models import Sequential
-    from minicnn.optimizers import SGD
 
     def run():
         minicnn.set_seed(0)
@@ -303,7 +300,6 @@ def test_a_wrong_kernel_is_caught(monkeypatch, on_kernels, module, name, old, ne
 
     def forward_backward(a):
         if name == "SGD_UPDATE":
-            from minicnn.optimizers import SGD
             minicnn.set_seed(0)  # the same weights in both runs
             layer = Dense(3, input_shape=(2,))
             layer.build((2,))

@@ -281,7 +281,6 @@ def test_maxpool_backward_routes_to_one_winner_on_ties(backend):
                                   [[0, 1, 0, 0], [0, 0, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0]])
 
 
-
 def test_maxpool_settles_ties_only_where_they_are(backend):
     # The host splits the batch over threads (the fixture forces 3 parts) and each
     # part settles its own ties: one image with ties between two without must
@@ -305,6 +304,7 @@ def _pool_backward_of_ones(x):
     layer = MaxPooling2D(2)
     y = layer.forward(minicnn.to_device(x), training=True)
     return layer.backward(minicnn.to_device(np.ones(y.shape, np.float32)))
+
 
 # ---------------------------------------------------------------- every layer
 LAYER_FACTORIES = {

@@ -112,9 +112,10 @@ class MaxPooling2D(Layer):
     def _forward(self, x, training):
         pads = self._pads(x.shape[1], x.shape[2])
         tiles = self.strides == self.pool_size and pads == ((0, 0), (0, 0))
-        if tiles and backend.kernel(MAX_POOL, x) is None:  # on a GPU one kernel does all
+        gpu = backend.kernel(MAX_POOL, x)  # on a GPU one kernel does all windows
+        if tiles and gpu is None:
             return self._forward_tiles(x, training)
-        return self._forward_windows(x, pads)
+        return self._forward_windows(x, pads, gpu)
 
     def _backward(self, grad):
         if self._cache[0] == "tiles":
@@ -179,12 +180,11 @@ class MaxPooling2D(Layer):
         return dx
 
     # ------------------------------------------------- any windows
-    def _forward_windows(self, x, pads):
+    def _forward_windows(self, x, pads, gpu):
         xp = backend.get_array_module(x)
         n, h, w, c = x.shape
         oh, ow, _ = self.output_shape((h, w, c))
         x = win.pad(x, pads, value=-xp.inf)  # padding never wins a max
-        gpu = backend.kernel(MAX_POOL, x)
         if gpu is not None:
             y = xp.empty((n, oh, ow, c), dtype=x.dtype)
             winner = xp.empty(y.shape, dtype=xp.int32)
