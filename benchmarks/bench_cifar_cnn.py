@@ -385,13 +385,13 @@ def keep_freed_memory() -> bool:
     so the next one page-faults in again (the kernel zeroes each page). These two
     settings keep such memory in the process, for both contenders.
 
-    Why on by default: measured here, PyTorch in a short loop faults in about 26,000
-    pages per training step (about 100 MB), but in a whole-epoch run
-    (benchmarks/torch_reference_run.py) only about 1,100. Short timing loops would
-    make it pay for faults that real training does not (its batch-256 inference ran
-    about 25% faster without them); this setting gives it the state it reaches by
-    itself. minicnn faulted in at most a few hundred pages per step either way and
-    gains less. The report prints the counts."""
+    Why on by default: measured here, PyTorch in this benchmark's short loops
+    faulted in about 6,000 pages per training step and 144,000 per inference batch
+    (--release-freed-memory), but in a whole-epoch run
+    (benchmarks/torch_reference_run.py) only about 1,100 per step. Short timing
+    loops would make it pay for faults that real training does not; this setting
+    gives it the state it reaches by itself (0 faults here). minicnn faulted in no
+    pages per step here either way. The report prints the counts."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
