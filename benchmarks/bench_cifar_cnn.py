@@ -311,46 +311,6 @@ def matmul_gflops(a, b, out) -> float:
     return 2 * a.shape[0] * a.shape[1] * b.shape[1] / seconds / 1e9
 
 
-def profiled_step(model, x, y) -> dict:
-    """One training step, train_on_batch's work piece by piece, with a clock around each.
-
-    Runs what Sequential._forward/_backward run: the softmax folded into the loss,
-    and a ReLU that the model moves after its max-pooling (timed with the pooling).
-    """
-    layers, fused = model.layers, model._fused is not None  # softmax folded into the loss?
-    last = len(layers) - 1
-    moved = {i for i in range(last) if model._relu_movable(i)}
-    loss_fn = model._loss_fn()
-    clock = time.perf_counter
-    forward, backward = [0.0] * len(layers), [0.0] * len(layers)
-    start = clock()
-    h = x
-    for i, layer in enumerate(layers):
-        t = clock()
-        h = layer.forward(h, True, activate=i not in moved and not (fused and i == last))
-        if i - 1 in moved:
-            h = layers[i - 1].activation.forward(h)
-        forward[i] = clock() - t
-    t = clock()
-    loss = loss_fn.forward(h, y)
-    grad = loss_fn.backward()
-    loss_time = clock() - t
-    for i in reversed(range(len(layers))):
-        t = clock()
-        if i - 1 in moved:
-            grad = layers[i - 1].activation.backward(grad)
-        grad = layers[i].backward(grad, activate=i not in moved and not (fused and i == last))
-        backward[i] = clock() - t
-    t = clock()
-    model._check_finite(loss)  # train_on_batch's divergence check
-    check_time = clock() - t
-    t = clock()
-    model.optimizer.apply(layers)
-    opt_time = clock() - t
-    return {"forward": forward, "backward": backward, "loss": loss_time,
-            "finite check": check_time, "optimizer": opt_time, "step": clock() - start}
-
-
 def conv_products(layer, batch: int) -> dict:
     """Re-run a conv layer's three products on its own operands; seconds and GFLOP/s each.
 
@@ -475,7 +435,7 @@ def main() -> dict:
         if not args.no_profile:
             settle()
             model.train_on_batch(x, y)  # like block(): one untimed step first
-            profiles.append(profiled_step(model, x, y))
+            profiles.append(model.profile_step(x, y))
             products.append([conv_products(layer, args.batch_size) for layer in conv_layers])
         print(f"training round {r + 1}/{args.repeats}: matmul {reference[-1]:.0f} GFLOP/s | "
               + ", ".join(f"{n} {train_rate[n][-1]:.0f}" for n in contenders) + " img/s", flush=True)

@@ -220,6 +220,13 @@ def is_device_array(a) -> bool:
     return isinstance(a, DeviceArray) or type(a).__module__.startswith("cupy")
 
 
+def synchronize(a) -> None:
+    """Wait until the GPU has finished the work queued so far (nothing to wait for on
+    the host). A clock read after it times the work, not just its launch."""
+    if type(a).__module__.startswith("cupy"):
+        _cupy().cuda.get_current_stream().synchronize()
+
+
 def to_device(a, dtype=None):
     """Copy a host array (or anything array-like) to the current backend."""
     name = _state["backend"]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import warnings
 from typing import Callable
 
@@ -44,6 +45,12 @@ from minicnn.progbar import Progbar
 from minicnn.tracing import GradientTracer
 
 WEIGHTS_FORMAT = "minicnn-weights-1"
+
+
+def _clock(like) -> float:
+    """time.perf_counter() once the device that holds ``like`` has finished its work."""
+    backend.synchronize(like)
+    return time.perf_counter()
 
 
 class History:
@@ -176,9 +183,9 @@ class Sequential:
         """The model's output (probabilities for a softmax model)."""
         return self._forward(x, training, final_activation=True)
 
-    def _loss_input(self, x, training: bool):
+    def _loss_input(self, x, training: bool, times: list | None = None):
         """What the loss sees: logits when softmax is fused into it, else the output."""
-        return self._forward(x, training, final_activation=self._fused is None)
+        return self._forward(x, training, final_activation=self._fused is None, times=times)
 
     def _relu_movable(self, i: int) -> bool:
         """May layers[i]'s ReLU run after the max-pooling layers[i + 1]? (module docstring)"""
@@ -188,7 +195,9 @@ class Sequential:
                 and isinstance(layers[i + 1], MaxPooling2D)
                 and not layers[i].watched and not layers[i + 1].watched)
 
-    def _forward(self, x, training: bool, final_activation: bool):
+    def _forward(self, x, training: bool, final_activation: bool, times: list | None = None):
+        """The layers' forward passes. ``times`` (a list per layer) gets each layer's
+        seconds; a ReLU moved after its pooling counts with the pooling."""
         n, size = x.shape[0], self.INFERENCE_SLICE
         if (not training and n > size and not backend.is_device_array(x)
                 and not any(layer.watched for layer in self.layers)):
@@ -203,21 +212,27 @@ class Sequential:
         last = len(self.layers) - 1
         moved = {i for i in range(last) if self._relu_movable(i)}
         for i, layer in enumerate(self.layers):
+            start = _clock(x) if times is not None else 0.0
             x = layer.forward(x, training, activate=i not in moved and (final_activation or i < last))
             if i - 1 in moved:  # this layer is the pooling: now the ReLU of the layer before
                 x = self.layers[i - 1].activation.forward(x)
+            if times is not None:
+                times[i] = _clock(x) - start
         if training:  # backward must undo exactly what this forward did
             self._relu_moved = moved
         return x
 
-    def _backward(self, grad) -> None:
-        last = len(self.layers) - 1
+    def _backward(self, grad, times: list | None = None) -> None:
+        last, like = len(self.layers) - 1, grad  # like: an array on the step's device
         moved, self._relu_moved = self._relu_moved, set()  # good for this one backward
         for i in reversed(range(len(self.layers))):
+            start = _clock(like) if times is not None else 0.0
             if i - 1 in moved:  # the ReLU that forward applied after this pooling
                 grad = self.layers[i - 1].activation.backward(grad)
             activate = i not in moved and (self._fused is None or i < last)
             grad = self.layers[i].backward(grad, activate=activate)
+            if times is not None:
+                times[i] = _clock(like) - start
 
     def _loss_fn(self) -> losses.Loss:
         return self._fused if self._fused is not None else self.loss
@@ -261,6 +276,40 @@ class Sequential:
         if tracer is not None:
             tracer.after_update(self.layers, epoch, step)
         return loss_value, correct
+
+    def profile_step(self, x, y) -> dict:
+        """One training step as train_on_batch runs it (the weights change; only the
+        accuracy count is left out), with a clock around each part, to show where a
+        step's time goes::
+
+            {"forward": [seconds per layer], "backward": [seconds per layer],
+             "loss": s, "finite check": s, "optimizer": s, "step": s}
+
+        The lists follow ``self.layers``. A ReLU the model runs after its max-pooling
+        (module docstring) counts with the pooling; the loss is the forward and
+        backward of the loss function. On a GPU each clock reading waits for the
+        device first, which costs a little speed but times the work, not its launch.
+        """
+        self._require_compiled("profile_step")
+        x, y = self._as_batch(x, y)
+        self._ensure_built(x)
+        forward, backward = [0.0] * len(self.layers), [0.0] * len(self.layers)
+        start = _clock(x)
+        out = self._loss_input(x, True, times=forward)
+        t = _clock(x)
+        loss_fn = self._loss_fn()
+        loss_value = loss_fn.forward(out, y)
+        grad = loss_fn.backward()
+        loss_time = _clock(x) - t
+        self._backward(grad, times=backward)
+        t = _clock(x)
+        self._check_finite(loss_value)
+        check_time = _clock(x) - t
+        t = _clock(x)
+        self.optimizer.apply(self.layers)
+        end = _clock(x)
+        return {"forward": forward, "backward": backward, "loss": loss_time,
+                "finite check": check_time, "optimizer": end - t, "step": end - start}
 
     def _as_batch(self, x, y):
         """x and y as backend arrays (x in the float type), with their shapes checked."""

@@ -443,3 +443,48 @@ def test_train_on_batch_takes_host_arrays_and_checks_shapes(backend):
         model.train_on_batch(x[:, :4], labels)
     with pytest.raises(ValueError, match="train_on_batch: x has 6 samples but y has 5"):
         model.train_on_batch(x, labels[:5])
+
+
+# ---------------------------------------------------------------- profile_step
+def _two_steps(step_name: str):
+    """Two steps of one method on a seeded model with dropout and a moved ReLU."""
+    minicnn.set_seed(5)
+    x, labels = fixed_data(n=6)
+    model = small_cnn(dropout=0.5)
+    model.compile(optimizer=SGD(lr=0.1, momentum=0.5), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    results = [getattr(model, step_name)(x, labels) for _ in range(2)]
+    return model, results, [minicnn.to_host(p).copy() for l in model.layers for p in l.params.values()]
+
+
+def test_profile_step_trains_exactly_like_train_on_batch(backend):
+    _, _, trained = _two_steps("train_on_batch")
+    model, profiles, profiled = _two_steps("profile_step")
+    for u, v in zip(trained, profiled):
+        np.testing.assert_array_equal(u, v)  # same dropout masks, same updates
+    assert model.optimizer.iterations == 2
+    profile = profiles[-1]
+    assert set(profile) == {"forward", "backward", "loss", "finite check", "optimizer", "step"}
+    assert len(profile["forward"]) == len(profile["backward"]) == len(model.layers)
+    parts = sum(profile["forward"]) + sum(profile["backward"]) + sum(
+        profile[k] for k in ("loss", "finite check", "optimizer"))
+    assert all(t >= 0 for t in profile["forward"] + profile["backward"])
+    assert 0 < parts <= profile["step"]
+
+
+def test_profile_step_puts_a_slow_layer_where_it_is(monkeypatch):
+    import time as time_module
+    model, _, _ = _two_steps("train_on_batch")
+    dense = model.layers[-2]  # the first of two Dense layers: only this one is slowed
+    slow_backward = dense._backward
+
+    def backward(grad):
+        time_module.sleep(0.05)
+        return slow_backward(grad)
+    monkeypatch.setattr(dense, "_backward", backward)
+    x, labels = fixed_data(n=6)
+    profile = model.profile_step(x, labels)
+    i = model.layers.index(dense)
+    assert profile["backward"][i] >= 0.05
+    assert max(t for j, t in enumerate(profile["backward"]) if j != i) < 0.05
+    assert max(profile["forward"]) < 0.05
