@@ -97,6 +97,7 @@ import numpy as np  # noqa: E402
 
 import minicnn  # noqa: E402
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D  # noqa: E402
+from minicnn.fileio import write_text_atomic  # noqa: E402
 from minicnn.models import Sequential  # noqa: E402
 from minicnn.optimizers import SGD  # noqa: E402
 
@@ -485,8 +486,7 @@ def main() -> dict:
         report_profile(results, model, conv_layers, profiles, products, reference)
     print_markdown(results)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_text_atomic(args.json, json.dumps(results, indent=2))
         print(f"\nwrote {args.json}")
     return results
 

@@ -1,8 +1,12 @@
 """minicnn: a convolutional-network framework written from scratch on NumPy.
 
 ``minicnn.set_backend("cupy")`` runs the same code on the GPU through CuPy.
-The package reads bottom-up: ``backend`` -> ``activations``/``initializers`` ->
-``layers`` -> ``losses``/``optimizers`` -> ``models`` -> ``gradcheck``.
+The package reads bottom-up; each module imports only from the levels below it:
+``backend`` (and ``initializers``, ``fileio``) -> ``activations``, ``optimizers``,
+``gradcheck``, ``layers.im2col`` -> ``losses``, ``layers.base`` -> the layers ->
+``inspection`` -> ``models`` (with ``serialization``, ``checkpoint`` and
+``tracing`` under it). ``plots``, ``visualize`` and ``report`` draw and count
+beside them; ``datasets`` reads CIFAR-10.
 """
 import os as _os
 

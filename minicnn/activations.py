@@ -95,13 +95,15 @@ def softmax(z):
 ACTIVATIONS = {cls.name: cls for cls in (Linear, ReLU, Sigmoid, Tanh, Softmax)}
 
 
-def get(identifier: str | ActivationFunction | None) -> ActivationFunction:
-    """A fresh activation object from a name (``None`` means linear)."""
+def get(identifier: str | ActivationFunction | None, where: str = "activations.get"
+        ) -> ActivationFunction:
+    """A fresh activation object from a name (``None`` means linear); ``where`` names
+    the caller (a layer) in the error for an unknown name."""
     if identifier is None:
         return Linear()
     if isinstance(identifier, ActivationFunction):
         return type(identifier)()
-    if identifier not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {identifier!r}: expected one of "
+    if not isinstance(identifier, str) or identifier not in ACTIVATIONS:
+        raise ValueError(f"{where}: unknown activation {identifier!r}: expected one of "
                          f"{', '.join(sorted(ACTIVATIONS))}")
     return ACTIVATIONS[identifier]()

@@ -24,9 +24,12 @@ threads with ``over_batch``: NumPy lets go of the GIL inside its loops, so the
 parts run at the same time, each on its own images (the same numbers, bit for
 bit, as one pass).
 
-The only global state is the backend choice, the default float type, the
-seed from which layers and ``fit`` draw their random generators, the
-compiled kernels and the host thread pool.
+The only global state is the backend choice and what goes with it: the
+default float type, the seed from which layers and ``fit`` draw their random
+generators, the GPU kernels (compiled once; ``use_kernels`` switches them off,
+and tests may set a CPU emulator for them), the imported CuPy module, and the
+host threads (their count, the size below which a pass runs unsplit, and the
+pool).
 """
 from __future__ import annotations
 

@@ -64,7 +64,11 @@ def load(path: str | os.PathLike, model) -> Checkpoint:
     arrays = serialization.read_archive(path, "checkpoint", "minicnn checkpoint")
     if "__checkpoint__" not in arrays:
         raise CheckpointError(f"checkpoint: {path} is not a minicnn checkpoint (no __checkpoint__ entry)")
-    meta = json.loads(str(arrays.pop("__checkpoint__")))
+    try:
+        meta = json.loads(str(arrays.pop("__checkpoint__")))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"checkpoint: {path} has damaged metadata (__checkpoint__ is "
+                              f"not JSON: {exc})") from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(f"checkpoint: {path} has format {meta.get('format')!r} version "
                               f"{meta.get('version')!r}; this minicnn reads {FORMAT!r} version {VERSION}")
@@ -83,7 +87,11 @@ def load(path: str | os.PathLike, model) -> Checkpoint:
     velocities = {}
     for key, value in arrays.items():
         if key.startswith("optimizer/"):
-            _, saved_name, param = key.split("/")
+            parts = key.split("/")
+            if len(parts) != 3:
+                raise CheckpointError(f"checkpoint: {path} holds an entry {key!r}; optimizer "
+                                      "entries are named optimizer/<layer>/<parameter>")
+            _, saved_name, param = parts
             index = position.get(saved_name)
             target = model.layers[index].params.get(param) if index is not None else None
             if target is None or value.shape != tuple(target.shape):

@@ -90,11 +90,13 @@ def _compare(name, analytic, array, f, eps, max_entries, rng, floor, worst, erro
                     f"(analytic {expected[k]:.6g}, numeric {numeric[k]:.6g})"]
 
 
-def _require_float64(*arrays) -> None:
-    for a in arrays:
+def _require_float64(where: str, arrays: dict) -> None:
+    """float32 would drown the differences in rounding: name the first array that is not float64."""
+    for name, a in arrays.items():
         if a.dtype != np.float64:
-            raise ValueError(f"gradient checks need float64 arrays, got {a.dtype}: call "
-                             "minicnn.set_floatx('float64') before building the layer or model")
+            raise ValueError(f"{where}: gradient checks need float64 arrays, but {name} is "
+                             f"{a.dtype}: call minicnn.set_floatx('float64') before building "
+                             "the layer or model, and pass float64 x")
 
 
 def check_layer(layer, x, training: bool = True, eps: float = 1e-6,
@@ -105,7 +107,8 @@ def check_layer(layer, x, training: bool = True, eps: float = 1e-6,
     x = backend.to_device(x)
     if not layer.built:
         layer.build(x.shape[1:])
-    _require_float64(x, *layer.params.values())
+    _require_float64(f"check_layer({layer.describe()})",
+                     {"x": x, **{f"{layer.describe()} {k}": p for k, p in layer.params.items()}})
     rewind = _rewinder([layer])
     y = layer.forward(x, training)
     weights = backend.to_device(rng.standard_normal(y.shape))
@@ -134,7 +137,8 @@ def check_model(model, x, y, eps: float = 1e-6,
     x = model._prepare_x(x, "check_model")
     model._ensure_built(x)
     y = model._prepare_y(y, x.shape[0], "check_model")
-    _require_float64(x, *(p for layer in model.layers for p in layer.params.values()))
+    _require_float64("check_model", {"x": x, **{f"{layer.describe()} {k}": p for layer in model.layers
+                                                for k, p in layer.params.items()}})
     rewind = _rewinder(model.layers)
     model._batch_loss(x, y, training=True)  # training mode: layers keep what backward needs
     model._backward(model._loss_fn().backward())

@@ -51,11 +51,12 @@ def zeros(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
 INITIALIZERS: dict[str, Callable] = {f.__name__: f for f in (glorot_uniform, he_normal, zeros)}
 
 
-def get(identifier: str | Callable) -> Callable:
-    """An initializer ``f(shape, rng) -> np.ndarray`` from its name, or a callable as is."""
+def get(identifier: str | Callable, where: str = "initializers.get") -> Callable:
+    """An initializer ``f(shape, rng) -> np.ndarray`` from its name, or a callable as is;
+    ``where`` names the caller (a layer) in the error for an unknown name."""
     if callable(identifier):
         return identifier
-    if identifier not in INITIALIZERS:
-        raise ValueError(f"unknown initializer {identifier!r}: expected one of "
+    if not isinstance(identifier, str) or identifier not in INITIALIZERS:
+        raise ValueError(f"{where}: unknown initializer {identifier!r}: expected one of "
                          f"{', '.join(sorted(INITIALIZERS))} or a callable f(shape, rng)")
     return INITIALIZERS[identifier]

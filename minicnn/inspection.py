@@ -18,11 +18,12 @@ from minicnn.layers.dropout import Dropout
 
 
 def input_gradient(model, x, classes):
-    """d(score of ``classes[n]``)/d(x[n]) for each sample, in inference mode.
+    """d(score of ``classes[n]``)/d(x[n]) for each sample, for the network as it
+    predicts (Dropout off).
 
-    The score is the logit (before a final softmax), as in saliency maps.
-    Layers run in training mode so they keep what backward needs, except
-    Dropout, which stays the identity it is at inference.
+    The score is the logit (before a final softmax), as in saliency maps. The
+    layers run with training=True only so that they keep what backward needs;
+    Dropout runs with training=False and stays the identity it is at inference.
     """
     x = model._prepare_x(x, "input_gradient")
     model._ensure_built(x)

@@ -162,7 +162,8 @@ class Sequential:
         self.metrics = []
         for metric in metrics or []:
             if metric not in ("accuracy", "acc"):
-                raise ValueError(f"unknown metric {metric!r}: expected 'accuracy' (or 'acc')")
+                raise ValueError(f"Sequential.compile: unknown metric {metric!r}: expected "
+                                 "'accuracy' (or 'acc')")
             self.metrics.append("acc")
         self._fused = losses.fused_with_softmax(self.loss, self.layers[-1].activation)
         # Nobody needs dL/dx for the input images: skip that product and col2im.
@@ -291,7 +292,7 @@ class Sequential:
         device first, which costs a little speed but times the work, not its launch.
         """
         self._require_compiled("profile_step")
-        x, y = self._as_batch(x, y)
+        x, y = self._as_batch(x, y, "profile_step")
         self._ensure_built(x)
         forward, backward = [0.0] * len(self.layers), [0.0] * len(self.layers)
         start = _clock(x)
@@ -311,18 +312,19 @@ class Sequential:
         return {"forward": forward, "backward": backward, "loss": loss_time,
                 "finite check": check_time, "optimizer": end - t, "step": end - start}
 
-    def _as_batch(self, x, y):
+    def _as_batch(self, x, y, where: str = "train_on_batch"):
         """x and y as backend arrays (x in the float type), with their shapes checked."""
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             x = np.asarray(x)
         expected = self._input_shape or (self.layers[0].input_shape if self.layers else None)
-        if expected is not None and tuple(x.shape[1:]) != tuple(expected):
-            raise ValueError(f"train_on_batch: expected x of shape (N, "
-                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        if x.ndim < 1 or (expected is not None and tuple(x.shape[1:]) != tuple(expected)):
+            shape = "(N, " + ", ".join(map(str, expected)) + ")" if expected else "(N, ...)"
+            raise ValueError(f"{where}: expected x of shape {shape}, got {tuple(x.shape)}")
         if not hasattr(y, "shape"):
             y = np.asarray(y)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"train_on_batch: x has {x.shape[0]} samples but y has {y.shape[0]}")
+        if y.ndim < 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"{where}: x has {x.shape[0]} samples but y has "
+                             f"{y.shape[0] if y.ndim else 'none (a scalar)'}")
         on_device = backend.get_backend() != "numpy"
         if (on_device and not backend.is_device_array(x)) or x.dtype != backend.floatx():
             x = backend.to_device(x, dtype=backend.floatx())
@@ -359,6 +361,8 @@ class Sequential:
     def _prepare_x(self, x, where: str):
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             x = np.asarray(x)
+        if x.ndim == 0:
+            raise ValueError(f"{where}: expected a batch of samples (N, ...), got a scalar")
         if x.shape[0] == 0:
             raise ValueError(f"{where}: x is empty (shape {tuple(x.shape)})")
         expected = self._input_shape or (self.layers[0].input_shape if self.layers else None)
@@ -637,7 +641,11 @@ class Sequential:
             raise serialization.WeightsFileError(
                 f"load_weights: {path} has no minicnn metadata; was it written by "
                 "Sequential.save_weights?")
-        meta = json.loads(str(stored.pop("__meta__")))
+        try:
+            meta = json.loads(str(stored.pop("__meta__")))
+        except json.JSONDecodeError as exc:
+            raise serialization.WeightsFileError(
+                f"load_weights: {path} has damaged metadata (__meta__ is not JSON: {exc})") from None
         if meta.get("format") != WEIGHTS_FORMAT:
             raise serialization.WeightsFileError(
                 f"load_weights: {path} has format {meta.get('format')!r}, this minicnn reads "

@@ -1,7 +1,9 @@
 """Pictures of a run: sample images, learning curves, confusion heatmap.
 
-Headless: the Agg backend renders to files, no display needed. Every figure
-is saved through a temporary file and a rename, so a crash leaves no broken PNG.
+Headless: each figure is drawn by its own Agg canvas straight into a file, no
+display needed, and pyplot is never touched, so importing this module leaves a
+notebook's or script's own matplotlib backend alone. Every figure is saved
+through a temporary file and a rename, so a crash leaves no broken PNG.
 """
 from __future__ import annotations
 
@@ -9,13 +11,21 @@ import io
 import os
 from typing import Sequence
 
-import matplotlib
+import matplotlib.ticker
+import numpy as np
+from matplotlib.artist import setp
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: works without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from minicnn.fileio import write_atomic
 
-from minicnn.fileio import write_atomic  # noqa: E402
+
+def subplots(rows: int = 1, cols: int = 1, figsize: tuple[float, float] | None = None,
+             squeeze: bool = True):
+    """(figure, axes) like pyplot.subplots, but a figure of its own on an Agg canvas."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=squeeze)
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120, tight: bool = True) -> None:
@@ -23,14 +33,13 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120, tight: bool = True
     pixel size exactly figsize * dpi."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
-    plt.close(fig)
     write_atomic(path, lambda f: f.write(buffer.getvalue()))
 
 
 def sample_grid(images: np.ndarray, labels, class_names: Sequence[str], path,
                 rows: int = 2, cols: int = 5) -> None:
     """A rows x cols grid of uint8 (N, H, W, 3) images titled with their class."""
-    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.2 * rows))
+    fig, axes = subplots(rows, cols, figsize=(2 * cols, 2.2 * rows))
     labels = np.asarray(labels).reshape(-1)
     for k, ax in enumerate(np.ravel(axes)):
         ax.axis("off")
@@ -46,7 +55,7 @@ def learning_curve(history: dict, metric: str, path, title: str | None = None) -
     train = history[metric]
     epochs = np.arange(1, len(train) + 1)
     label = {"loss": "loss", "acc": "accuracy"}.get(metric, metric)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = subplots(figsize=(6.4, 4.2))
     ax.plot(epochs, train, "o-", label=f"train {label}")
     if "val_" + metric in history:
         ax.plot(epochs, history["val_" + metric], "s-", label=f"validation {label}")
@@ -64,13 +73,13 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], path,
     """Seaborn heatmap with the counts written in each cell."""
     import seaborn as sns  # imported here: only this picture needs it
 
-    fig, ax = plt.subplots(figsize=(9, 7.5))
+    fig, ax = subplots(figsize=(9, 7.5))
     sns.heatmap(confusion, annot=True, fmt="d", cmap="Blues", cbar=True, square=True,
                 xticklabels=class_names, yticklabels=class_names, ax=ax)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
-    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    setp(ax.get_xticklabels(), rotation=45, ha="right")
     save_figure(fig, path)
 
 
@@ -88,7 +97,7 @@ def gradient_traces(rows: Sequence[dict], path, title: str = "Gradient statistic
               ("update_ratio", "update / weight ratio", True),
               ("act_std", "activation std", False),
               ("dead_relu", "dead ReLU fraction", False)]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig, axes = subplots(2, 2, figsize=(12, 8))
     for ax, (column, label, log) in zip(np.ravel(axes), panels):
         shown = frame.dropna(subset=[column])
         if column == "act_std":  # only the layers with weights, or the panel is a tangle

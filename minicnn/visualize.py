@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from minicnn import backend
-from minicnn.plots import plt, save_figure
+from minicnn.plots import save_figure, subplots
 
 
 def _grid(count: int, columns: int) -> tuple[int, int]:
@@ -36,7 +36,7 @@ def filters(kernel, path, columns: int = 16, dpi: int = 100) -> None:
         raise ValueError(f"filters: expected a conv kernel (kh, kw, c_in, filters), got shape {kernel.shape}")
     count = kernel.shape[3]
     rows, cols = _grid(count, columns)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.4), squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if k < count:
@@ -52,10 +52,16 @@ def feature_maps(model, layer: int | str, image, path, max_maps: int = 32, colum
                  dpi: int = 100) -> None:
     """The output channels of ``model.layers[layer]`` (index or name) for one image (H, W, C)."""
     names = [l.name for l in model.layers]
-    if not isinstance(layer, int) and layer not in names:
+    if isinstance(layer, int):
+        if not -len(names) <= layer < len(names):
+            raise ValueError(f"feature_maps: layer index {layer} is out of range; the model "
+                             f"has {len(names)} layers (0 to {len(names) - 1}, or -1 for the last)")
+        index = layer % len(names)  # -1 is the last layer: it must run every layer before it
+    elif layer not in names:
         raise ValueError(f"feature_maps: no layer named {layer!r}; the model has {', '.join(names)}")
-    index = layer if isinstance(layer, int) else names.index(layer)
-    x = backend.to_device(backend.to_host(image).astype(model_dtype(model))[None])
+    else:
+        index = names.index(layer)
+    x = backend.to_device(backend.to_host(image).astype(_model_dtype(model))[None])
     for current in model.layers[:index + 1]:
         x = current.forward(x, training=False)
     maps = backend.to_host(x)[0]
@@ -64,7 +70,7 @@ def feature_maps(model, layer: int | str, image, path, max_maps: int = 32, colum
                          "not (H, W, C) feature maps")
     count = min(max_maps, maps.shape[2])
     rows, cols = _grid(count, columns)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2 + 0.4), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2 + 0.4), squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if k < count:
@@ -74,7 +80,7 @@ def feature_maps(model, layer: int | str, image, path, max_maps: int = 32, colum
     save_figure(fig, path, dpi=dpi, tight=False)
 
 
-def model_dtype(model) -> str:
+def _model_dtype(model) -> str:
     for layer in model.layers:
         for p in layer.params.values():
             return str(p.dtype)
@@ -88,7 +94,7 @@ def saliency(model, images, labels, class_names: Sequence[str], path, dpi: int =
     grad = backend.to_host(model.input_gradient(images, labels))
     maps = np.abs(grad).max(axis=3)
     count = len(images)
-    fig, axes = plt.subplots(2, count, figsize=(count * 1.6, 3.6), squeeze=False)
+    fig, axes = subplots(2, count, figsize=(count * 1.6, 3.6), squeeze=False)
     for k in range(count):
         axes[0, k].imshow(np.clip(images[k], 0, 1), interpolation="nearest")
         axes[0, k].set_title(class_names[int(labels[k])], fontsize=9)
@@ -106,7 +112,7 @@ def misclassified(images, y_true, y_pred, class_names: Sequence[str], path, max_
     y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
     wrong = np.flatnonzero(y_true != y_pred)[:max_images]
     rows, cols = _grid(max(len(wrong), 1), columns)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6 + 0.4), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6 + 0.4), squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if k < len(wrong):

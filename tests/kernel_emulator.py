@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minicnn import backend
+from minicnn.fileio import write_text_atomic
 
 C_TYPES = {"float32": "float", "float64": "double", "int8": "signed char", "int16": "short",
            "int32": "int", "int64": "long long", "uint8": "unsigned char", "bool": "bool"}
@@ -156,13 +157,16 @@ class EmulatedKernel:
             digest = hashlib.sha256(source.encode()).hexdigest()[:16]
             stem = os.path.join(self.build_dir, f"{self.spec.name}_{digest}")
             if not os.path.exists(stem + ".so"):
-                with open(stem + ".cpp", "w") as f:
-                    f.write(source)
+                write_text_atomic(stem + ".cpp", source)
+                # The compiler writes a temporary name, renamed once complete: a killed
+                # build never leaves a partial .so that the exists() check would trust.
+                partial = f"{stem}.{os.getpid()}.partial.so"
                 result = subprocess.run([compiler(), "-O2", "-shared", "-fPIC", "-std=c++14",
-                                         "-Wall", "-Werror", "-Wno-unused-variable", "-o", stem + ".so", stem + ".cpp"],
-                                        capture_output=True, text=True)
+                                         "-Wall", "-Werror", "-Wno-unused-variable", "-o", partial,
+                                         stem + ".cpp"], capture_output=True, text=True)
                 if result.returncode != 0:
                     raise RuntimeError(f"{self.spec.name} does not compile:\n{result.stderr}\n{source}")
+                os.replace(partial, stem + ".so")
             library = ctypes.CDLL(stem + ".so")
             library.run.restype = None
             self._libraries[(type_items, scalars)] = library

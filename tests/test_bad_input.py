@@ -83,6 +83,11 @@ def test_input_shape_with_the_batch_axis():
         Sequential([Conv2D(2, 3, input_shape=(None, 32, 32, 3))])
 
 
+def test_input_shape_given_as_a_bare_int():
+    with pytest.raises(ValueError, match=r"Dense: input_shape must be a tuple such as \(784,\).* got 784"):
+        Dense(4, input_shape=784)
+
+
 def test_forgotten_flatten_is_caught_when_the_model_is_built():
     model = Sequential([Conv2D(2, 3, input_shape=(6, 6, 1))])
     with pytest.raises(ValueError, match=r"Dense 'dense_1': expected samples of rank 1 .*\(4, 4, 2\)"):
@@ -170,6 +175,16 @@ def test_empty_x(backend):
         model.evaluate(np.zeros((0, 8, 8, 3)), np.zeros((0, 4)))
 
 
+def test_scalar_x(backend):
+    model = cnn()
+    with pytest.raises(ValueError, match=r"predict: expected a batch of samples \(N, \.\.\.\), got a scalar"):
+        model.predict(np.float32(1.0))
+    with pytest.raises(ValueError, match=r"train_on_batch: expected x of shape \(N, 8, 8, 3\), got \(\)"):
+        model.train_on_batch(np.float32(1.0), np.zeros(4))
+    with pytest.raises(ValueError, match=r"profile_step: x has 2 samples but y has none"):
+        model.profile_step(np.zeros((2, 8, 8, 3)), np.float32(1.0))
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 1e300], ids=["nan", "inf", "overflows-float32"])
 def test_non_finite_x(backend, bad):
@@ -233,20 +248,22 @@ def test_add_non_layer_and_duplicate_names():
     (lambda: losses.get("hinge"), r"unknown loss 'hinge': expected one of .*categorical_crossentropy"),
     (lambda: cnn(loss="hinge"), r"unknown loss 'hinge'"),
     (lambda: losses.get(["mse", "categorical_crossentropy"]), r"give one loss, got 2"),
-    (lambda: Dense(2, activation="swish"), r"unknown activation 'swish': expected one of .*relu.*softmax"),
-    (lambda: Activation("gelu"), r"unknown activation 'gelu'"),
+    (lambda: Dense(2, activation="swish"), r"Dense: unknown activation 'swish': expected one of .*relu.*softmax"),
+    (lambda: Conv2D(2, 3, activation="relux"), r"Conv2D: unknown activation 'relux'"),
+    (lambda: Activation("gelu"), r"Activation: unknown activation 'gelu'"),
     (lambda: activations.get("Relu"), r"unknown activation 'Relu'"),
-    (lambda: Conv2D(2, 3, kernel_initializer="uniform"), r"unknown initializer 'uniform': expected one of .*glorot_uniform"),
-    (lambda: Dense(2, bias_initializer="ones"), r"unknown initializer 'ones'"),
+    (lambda: Conv2D(2, 3, kernel_initializer="uniform"), r"Conv2D kernel_initializer: unknown initializer 'uniform': expected one of .*glorot_uniform"),
+    (lambda: Dense(2, bias_initializer="ones"), r"Dense bias_initializer: unknown initializer 'ones'"),
     (lambda: initializers.get("he_uniform"), r"unknown initializer 'he_uniform'"),
     (lambda: Conv2D(2, 3, padding="full"), r"Conv2D: unknown padding 'full': expected 'valid' or 'same'"),
     (lambda: MaxPooling2D(2, padding="causal"), r"MaxPooling2D: unknown padding 'causal'"),
     (lambda: optimizers.get("adam"), r"unknown optimizer 'adam': expected one of sgd"),
     (lambda: cnn().compile(optimizer="rmsprop"), r"unknown optimizer 'rmsprop'"),
-    (lambda: cnn().compile(optimizer="sgd", metrics=["mae"]), r"unknown metric 'mae': expected 'accuracy'"),
+    (lambda: cnn().compile(optimizer="sgd", metrics=["mae"]), r"Sequential.compile: unknown metric 'mae': expected 'accuracy'"),
     (lambda: minicnn.set_backend("jax"), r"unknown backend 'jax': expected one of numpy, cupy, strict"),
     (lambda: minicnn.set_floatx("half"), r"unknown floatx 'half'"),
-], ids=["loss", "loss-compile", "two-losses", "activation", "activation-layer", "activation-case",
+], ids=["loss", "loss-compile", "two-losses", "activation", "activation-conv", "activation-layer",
+        "activation-case",
         "initializer", "bias-initializer", "initializer-get", "padding-conv", "padding-pool",
         "optimizer", "optimizer-compile", "metric", "backend", "floatx"])
 def test_unknown_names(make, pattern):
@@ -255,9 +272,9 @@ def test_unknown_names(make, pattern):
 
 
 # ---------------------------------------------------------------- bad hyper-parameters
-@pytest.mark.parametrize("rate", [1.0, 1.5, -0.1, float("nan")])
+@pytest.mark.parametrize("rate", [1.0, 1.5, -0.1, float("nan"), "0.5", None, True])
 def test_dropout_rate_out_of_range(rate):
-    with pytest.raises(ValueError, match=r"Dropout: rate must be in \[0, 1\), got"):
+    with pytest.raises(ValueError, match=r"Dropout: rate must be a number in \[0, 1\), got"):
         Dropout(rate)
 
 
@@ -297,7 +314,8 @@ def test_numpy_scalar_hyper_parameters_are_accepted(backend):
 
 def test_gradient_check_in_float32_is_refused():
     model = cnn()
-    with pytest.raises(ValueError, match=r"need float64 arrays, got float32.*set_floatx\('float64'\)"):
+    with pytest.raises(ValueError, match=r"check_model: gradient checks need float64 arrays, but "
+                                         r"x is float32.*set_floatx\('float64'\)"):
         check_model(model, np.zeros((2, 8, 8, 3)), to_categorical([0, 1], 4))
 
 

@@ -18,6 +18,7 @@ from minicnn.interrupts import TrainingDiverged, TrainingInterrupted
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD
+from minicnn.serialization import WeightsFileError
 from minicnn.utils import to_categorical
 
 from test_example_cifar10 import ROOT, write_fake_cifar
@@ -146,6 +147,35 @@ def test_checkpoint_of_another_format_version(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ckpt.CheckpointError, match="version 2; this minicnn reads .* version 1"):
         ckpt.load(path, small_model())
+
+
+@pytest.mark.parametrize("entry,value,pattern", [
+    ("__checkpoint__", "{not json", r"damaged metadata \(__checkpoint__ is not JSON"),
+    ("optimizer/conv2d_1/kernel/extra", None, r"holds an entry 'optimizer/conv2d_1/kernel/extra'; "
+                                              r"optimizer entries are named optimizer/<layer>/<parameter>"),
+])
+def test_checkpoint_with_a_damaged_entry_names_file_and_entry(tmp_path, entry, value, pattern):
+    path = tmp_path / "run.npz"
+    train(1, checkpoint=path)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays[entry] = np.array(value) if value is not None else arrays["optimizer/conv2d_1/kernel"]
+    np.savez(path, **arrays)
+    with pytest.raises(ckpt.CheckpointError, match=pattern) as info:
+        ckpt.load(path, small_model())
+    assert str(path) in str(info.value)
+
+
+def test_weights_file_with_damaged_metadata(tmp_path):
+    path = tmp_path / "w.npz"
+    model, _ = train(1)
+    model.save_weights(path)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["__meta__"] = np.array("{not json")
+    np.savez(path, **arrays)
+    with pytest.raises(WeightsFileError, match=r"load_weights: .*w.npz has damaged metadata"):
+        small_model().load_weights(path)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "weights file"])

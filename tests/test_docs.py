@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import minicnn
+from minicnn.fileio import write_text_atomic
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "backprop.md"
 BLOCK = re.compile(r"```python\n(.*?)```\n(?:\n```text\n(.*?)```\n)?", re.S)
@@ -41,7 +42,7 @@ def test_walkthrough_runs_and_matches_its_printed_output():
             start, end = match.span()
             replacement = f"```python\n{match.group(1)}```\n\n```text\n{printed}```\n"
             text = text[:start] + replacement + text[end:]
-        DOC.write_text(text)
+        write_text_atomic(DOC, text)
         results = run_blocks(text)
     for number, (match, printed) in enumerate(results, start=1):
         shown = match.group(2)

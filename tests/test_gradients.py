@@ -142,8 +142,14 @@ def test_readme_example_passes(f64):
 
 
 def test_check_layer_refuses_float32():
-    with pytest.raises(ValueError, match="float64"):
+    with pytest.raises(ValueError, match=r"check_layer\(Dense\): gradient checks need float64 "
+                                         r"arrays, but x is float32"):
         check_layer(Dense(2), distinct((2, 3)).astype(np.float32))
+    minicnn.set_floatx("float32")
+    layer = Dense(2)
+    layer.build((3,))  # float32 parameters, float64 x
+    with pytest.raises(ValueError, match=r"but Dense kernel is float32"):
+        check_layer(layer, distinct((2, 3)))
 
 
 # ---------------------------------------------------------------- losses

@@ -208,6 +208,18 @@ def test_conv2d_kernel_and_bias_shapes_are_keras_layouts():
     assert np.abs(kernel).max() > 0.5 * limit
 
 
+def test_he_normal_has_variance_two_over_fan_in_and_no_tails():
+    from minicnn import initializers
+    shape = (3, 3, 64, 128)  # fan_in 576: std sqrt(2/576) = 0.0589
+    w = initializers.get("he_normal")(shape, np.random.default_rng(0))
+    assert w.shape == shape
+    assert abs(w.var() / (2 / 576) - 1) < 0.02  # 73,728 draws: about 0.5% noise
+    raw_std = math.sqrt(2 / 576) / 0.87962566103423978  # the std before truncation
+    assert np.abs(w).max() <= 2 * raw_std  # truncated at two (untruncated) stds
+    assert np.abs(w).max() > 1.9 * raw_std
+    assert abs(w.mean()) < 0.02 * raw_std  # about 5 standard errors
+
+
 # ---------------------------------------------------------------- MaxPooling2D
 POOL_CASES = [
     # (H, W, C, pool, strides, padding, expected output H, W)

@@ -134,6 +134,24 @@ def test_pictures_have_the_expected_pixel_sizes(tmp_path):
         visualize.feature_maps(model, "dense_1", x[0], tmp_path / "bad.png")
 
 
+def test_feature_maps_by_negative_index_runs_the_layers_before(tmp_path, monkeypatch):
+    model = Sequential([Conv2D(3, 3, input_shape=(8, 8, 2), name="c1"),
+                        Conv2D(5, 3, name="c2")])
+    shown = {}
+    monkeypatch.setattr(visualize, "save_figure", lambda fig, path, **kw: shown.update(
+        title=fig._suptitle.get_text(), images=[ax.images[0].get_array() for ax in fig.axes
+                                                if ax.images]))
+    x = np.random.default_rng(0).random((8, 8, 2), dtype=np.float32)
+    visualize.feature_maps(model, -1, x, tmp_path / "m.png")
+    assert shown["title"].startswith("c2: first 5 of 5 feature maps (4x4)")
+    expected = model.predict(x[None])[0]
+    np.testing.assert_allclose(np.asarray(shown["images"][4]), expected[:, :, 4], rtol=1e-6)
+    for bad in (2, -3):
+        with pytest.raises(ValueError, match=rf"feature_maps: layer index {bad} is out of range; "
+                                             r"the model has 2 layers"):
+            visualize.feature_maps(model, bad, x, tmp_path / "bad.png")
+
+
 def test_input_gradient_matches_finite_differences():
     minicnn.set_floatx("float64")
     minicnn.set_seed(3)
@@ -176,3 +194,21 @@ def test_trace_shapes_prints_every_shape_and_changes_nothing(capsys):
     assert all(not layer._forward_hooks and not layer._backward_hooks for layer in model.layers)
     model.trace_shapes(x)  # without labels: backward from ones
     assert "dense_2 (Dense)" in capsys.readouterr().out
+
+
+def test_plotting_leaves_the_users_matplotlib_backend_alone(tmp_path):
+    """A notebook keeps its own backend (plt.show() still works) after minicnn draws."""
+    import subprocess
+    import sys
+    script = f"""
+import matplotlib
+matplotlib.use("svg")
+import numpy as np
+from minicnn import plots, visualize
+plots.confusion_heatmap(np.eye(3, dtype=int), ["a", "b", "c"], {str(tmp_path / "c.png")!r})
+visualize.filters(np.ones((3, 3, 1, 2), np.float32), {str(tmp_path / "f.png")!r})
+print(matplotlib.get_backend())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"
+    assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0

@@ -30,7 +30,8 @@ class Layer:
         self.name = name
         self.input_shape = (sample_shape(input_shape, type(self).__name__)
                             if input_shape is not None else None)
-        self.activation = activations.get(activation) if activation is not None else None
+        self.activation = (activations.get(activation, type(self).__name__)
+                           if activation is not None else None)
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
         self.built = False
@@ -190,7 +191,11 @@ def pair(value, what: str, layer: str) -> tuple[int, int]:
 
 def sample_shape(shape, layer: str) -> tuple[int, ...]:
     """A per-sample shape such as (32, 32, 3): positive ints, no batch axis."""
-    shape = tuple(shape)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{layer}: input_shape must be a tuple such as (784,) or "
+                         f"(32, 32, 3), got {shape!r}") from None
     if any(d is None for d in shape):
         raise ValueError(f"{layer}: input_shape {shape} must not include the batch axis "
                          f"(None); give the shape of one sample, e.g. {shape[1:]}")

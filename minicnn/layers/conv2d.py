@@ -44,8 +44,8 @@ class Conv2D(Layer):
         self.strides = pair(strides, "strides", "Conv2D")
         self.padding = check_padding(padding, "Conv2D")
         self.use_bias = use_bias
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_initializer = initializers.get(kernel_initializer, "Conv2D kernel_initializer")
+        self.bias_initializer = initializers.get(bias_initializer, "Conv2D bias_initializer")
         if self.activation is not None:
             # Our output is a new array nobody else holds: the activation may work in place.
             self.activation.overwrite_input = True

@@ -18,8 +18,8 @@ class Dense(Layer):
         super().__init__(input_shape=input_shape, name=name, activation=activation)
         self.units = positive_int(units, "units", "Dense")
         self.use_bias = use_bias
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_initializer = initializers.get(kernel_initializer, "Dense kernel_initializer")
+        self.bias_initializer = initializers.get(bias_initializer, "Dense bias_initializer")
         if self.activation is not None:
             # Our output is a new array nobody else holds: the activation may work in place.
             self.activation.overwrite_input = True

@@ -10,6 +10,8 @@ generator: seed it (or ``minicnn.set_seed``) and the masks repeat.
 """
 from __future__ import annotations
 
+import numbers
+
 from minicnn import backend
 from minicnn.layers.base import Layer
 
@@ -26,8 +28,9 @@ class Dropout(Layer):
     def __init__(self, rate: float, seed: int | None = None, input_shape=None,
                  name: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
+        if (not isinstance(rate, numbers.Real) or isinstance(rate, bool)
+                or not 0.0 <= rate < 1.0):
+            raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
         self.rate = float(rate)
         self.seed = seed
         self.rng = None
