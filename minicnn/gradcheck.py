@@ -134,20 +134,19 @@ def check_model(model, x, y, eps: float = 1e-6,
     """Compare the gradients of a compiled model's loss with central differences for
     every parameter (at most ``max_entries`` random entries per tensor)."""
     rng = np.random.default_rng(seed)
-    x = model._prepare_x(x, "check_model")
-    model._ensure_built(x)
-    y = model._prepare_y(y, x.shape[0], "check_model")
-    _require_float64("check_model", {"x": x, **{f"{layer.describe()} {k}": p for layer in model.layers
-                                                for k, p in layer.params.items()}})
+    if not model.built:
+        model.build(np.shape(x)[1:])
+    _require_float64("check_model", {f"{layer.describe()} {k}": p for layer in model.layers
+                                     for k, p in layer.params.items()})
+    x = backend.to_device(x, dtype=np.float64)
     rewind = _rewinder(model.layers)
-    model._batch_loss(x, y, training=True)  # training mode: layers keep what backward needs
-    model._backward(model._loss_fn().backward())
+    model.compute_gradients(x, y)  # training mode, as a step: Dropout draws its masks
     analytic = {f"{layer.name}/{name}": (layer, name, layer.grads[name].copy())
                 for layer in model.layers for name in layer.params}
 
     def f() -> float:
-        rewind()
-        return float(model._batch_loss(x, y, training=True)[0])
+        rewind()  # the same Dropout masks as the analytic pass
+        return float(model.compute_loss(x, y, training=True))
 
     worst, errors = [0.0, "nowhere"], {}
     for key, (layer, name, grad) in analytic.items():

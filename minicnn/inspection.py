@@ -1,11 +1,13 @@
 """Looking inside a model: saliency gradients and a shape trace of one batch.
 
-    input_gradient(model, x, classes)  d score[classes] / d x, for saliency maps
-    trace_shapes(model, x, y)          every forward and backward shape, with the
-                                       im2col product of each convolution
+    input_gradient(layers, x, classes)  d score[classes] / d x, for saliency maps
+    trace_shapes(layers, run)           every forward and backward shape, with the
+                                        im2col product of each convolution
 
 Both run a real forward and backward pass through the layers' own code, so
-what they show is what training does. ``Sequential`` offers both as methods.
+what they show is what training does. They work on a stack of layers and a
+batch already on the backend; ``Sequential.input_gradient`` and
+``Sequential.trace_shapes`` check the data and call them.
 """
 from __future__ import annotations
 
@@ -17,48 +19,53 @@ from minicnn import activations, backend
 from minicnn.layers.dropout import Dropout
 
 
-def input_gradient(model, x, classes):
-    """d(score of ``classes[n]``)/d(x[n]) for each sample, for the network as it
-    predicts (Dropout off).
+def input_gradient(layers: list, x, classes):
+    """d(score of ``classes[n]``)/d(x[n]) for each sample of the batch x (on the
+    backend, the layers built for it), for the network as it predicts (Dropout off).
 
     The score is the logit (before a final softmax), as in saliency maps. The
     layers run with training=True only so that they keep what backward needs;
     Dropout runs with training=False and stays the identity it is at inference.
     """
-    x = model._prepare_x(x, "input_gradient")
-    model._ensure_built(x)
     xp = backend.get_array_module(x)
-    head = model.layers[-1]
+    head = layers[-1]
     before_softmax = isinstance(head.activation, activations.Softmax)
     scores = x
-    for layer in model.layers[:-1]:
+    for layer in layers[:-1]:
         scores = layer.forward(scores, training=not isinstance(layer, Dropout))
     scores = head.forward(scores, training=True, activate=not before_softmax)
     grad = xp.zeros_like(scores)
     grad[xp.arange(x.shape[0]), backend.to_device(np.asarray(classes).reshape(-1))] = 1
-    first = model.layers[0]
+    first = layers[0]
     needed, first.input_grad = first.input_grad, True
     try:
         grad = head.backward(grad, activate=not before_softmax)
-        for layer in reversed(model.layers[:-1]):
+        for layer in reversed(layers[:-1]):
             grad = layer.backward(grad)
     finally:
         first.input_grad = needed
     return grad
 
 
-def trace_shapes(model, x, y=None, print_fn: Callable[[str], None] = print) -> list[dict]:
-    """Run one batch forward and backward (no update) and print every shape on the way.
+def backward_from_ones(layers: list, out) -> None:
+    """Backward through every layer from dL/d(out) = 1, after a training forward."""
+    grad = backend.get_array_module(out).ones_like(out)
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+
+
+def trace_shapes(layers: list, run: Callable[[], object],
+                 print_fn: Callable[[str], None] = print) -> list[dict]:
+    """Call ``run()`` (one batch forward and backward through ``layers``, no update)
+    and print every shape on the way.
 
     For each layer: its output shape, the shape of the gradient it passes
     back to the layer before, and, for convolutions, the im2col product.
-    Random generators and weights are left as they were.
+    Random generators are left as they were.
     """
-    x = model._prepare_x(x, "trace_shapes")
-    model._ensure_built(x)
-    states = [(layer, backend.rng_state(layer.rng)) for layer in model.layers
+    states = [(layer, backend.rng_state(layer.rng)) for layer in layers
               if getattr(layer, "rng", None) is not None]
-    rows = {layer.name: {"layer": f"{layer.name} ({layer.kind})"} for layer in model.layers}
+    rows = {layer.name: {"layer": f"{layer.name} ({layer.kind})"} for layer in layers}
 
     def on_forward(layer, inputs, outputs):
         rows[layer.name]["input"] = tuple(inputs.shape)
@@ -72,18 +79,10 @@ def trace_shapes(model, x, y=None, print_fn: Callable[[str], None] = print) -> l
         rows[layer.name]["grad_input"] = ("not needed (first layer)" if grad_input is None
                                           else tuple(grad_input.shape))
 
-    handles = [h for layer in model.layers for h in (layer.register_forward_hook(on_forward),
-                                                      layer.register_backward_hook(on_backward))]
+    handles = [h for layer in layers for h in (layer.register_forward_hook(on_forward),
+                                                layer.register_backward_hook(on_backward))]
     try:
-        if y is not None and model.loss is not None:
-            y = model._prepare_y(y, x.shape[0], "trace_shapes")
-            model._batch_loss(x, y, training=True)
-            model._backward(model._loss_fn().backward())
-        else:
-            out = model.forward(x, training=True)
-            grad = backend.get_array_module(out).ones_like(out)
-            for layer in reversed(model.layers):
-                grad = layer.backward(grad)
+        run()
     finally:
         for handle in handles:
             handle.remove()

@@ -278,6 +278,28 @@ class Sequential:
             tracer.after_update(self.layers, epoch, step)
         return loss_value, correct
 
+    def compute_gradients(self, x, y):
+        """Forward, loss and backward for one batch, as a training step runs them, but
+        no update: afterwards every layer's ``grads`` hold dL/dparams. Returns the
+        mean loss (on the device). Gradient checks compare against this."""
+        x, y = self._prepared(x, y, "compute_gradients")
+        loss_value, _ = self._batch_loss(x, y, training=True)
+        self._backward(self._loss_fn().backward())
+        return loss_value
+
+    def compute_loss(self, x, y, training: bool = False):
+        """The mean loss on one batch (on the device), no gradients; ``training=True``
+        runs the layers as a training step does (Dropout drawing its masks)."""
+        x, y = self._prepared(x, y, "compute_loss")
+        return self._batch_loss(x, y, training=training)[0]
+
+    def _prepared(self, x, y, where: str):
+        """x and y checked and on the backend, the model built for x."""
+        self._require_compiled(where)
+        x = self._prepare_x(x, where)
+        self._ensure_built(x)
+        return x, self._prepare_y(y, x.shape[0], where)
+
     def profile_step(self, x, y) -> dict:
         """One training step as train_on_batch runs it (the weights change; only the
         accuracy count is left out), with a clock around each part, to show where a
@@ -611,11 +633,23 @@ class Sequential:
     # ------------------------------------------------------------ learning tools
     def input_gradient(self, x, classes):
         """d(score of ``classes[n]``)/d(x[n]) for each sample (see ``minicnn.inspection``)."""
-        return inspection.input_gradient(self, x, classes)
+        x = self._prepare_x(x, "input_gradient")
+        self._ensure_built(x)
+        return inspection.input_gradient(self.layers, x, classes)
 
     def trace_shapes(self, x, y=None, print_fn: Callable[[str], None] = print) -> list[dict]:
-        """Print every layer's forward and backward shapes for one batch (see ``minicnn.inspection``)."""
-        return inspection.trace_shapes(self, x, y, print_fn)
+        """Print every layer's forward and backward shapes for one batch (see
+        ``minicnn.inspection``): through the loss when y is given and the model is
+        compiled, else from a gradient of ones at the output."""
+        x = self._prepare_x(x, "trace_shapes")
+        self._ensure_built(x)
+        if y is not None and self.loss is not None:
+            y = self._prepare_y(y, x.shape[0], "trace_shapes")
+            return inspection.trace_shapes(self.layers, lambda: self.compute_gradients(x, y),
+                                           print_fn)
+        return inspection.trace_shapes(
+            self.layers, lambda: inspection.backward_from_ones(self.layers, self.forward(x, True)),
+            print_fn)
 
     # ------------------------------------------------------------ weights
     def architecture(self) -> list[dict]:

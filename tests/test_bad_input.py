@@ -315,7 +315,7 @@ def test_numpy_scalar_hyper_parameters_are_accepted(backend):
 def test_gradient_check_in_float32_is_refused():
     model = cnn()
     with pytest.raises(ValueError, match=r"check_model: gradient checks need float64 arrays, but "
-                                         r"x is float32.*set_floatx\('float64'\)"):
+                                         r"Conv2D '\w+' kernel is float32.*set_floatx\('float64'\)"):
         check_model(model, np.zeros((2, 8, 8, 3)), to_categorical([0, 1], 4))
 
 

@@ -488,3 +488,31 @@ def test_profile_step_puts_a_slow_layer_where_it_is(monkeypatch):
     assert profile["backward"][i] >= 0.05
     assert max(t for j, t in enumerate(profile["backward"]) if j != i) < 0.05
     assert max(profile["forward"]) < 0.05
+
+
+# ---------------------------------------------------------------- compute_gradients / compute_loss
+def test_compute_gradients_are_what_a_training_step_applies(backend):
+    def fresh():
+        minicnn.set_seed(11)
+        model = small_cnn()  # no dropout: the two models see the same network
+        model.compile(optimizer=SGD(lr=0.1), loss="sparse_categorical_crossentropy")
+        return model
+    x, labels = fixed_data(n=6)
+    a, b = fresh(), fresh()
+    loss = a.compute_gradients(x, labels)
+    before = [minicnn.to_host(p).copy() for l in a.layers for p in l.params.values()]
+    grads = [minicnn.to_host(l.grads[k]) for l in a.layers for k in l.params]
+    b.train_on_batch(x, labels)
+    after = [minicnn.to_host(p) for l in b.layers for p in l.params.values()]
+    for w0, g, w1 in zip(before, grads, after):
+        np.testing.assert_allclose(w1, w0 - 0.1 * g, rtol=1e-5, atol=1e-7)
+    assert a.optimizer.iterations == 0  # no update happened
+    assert float(loss) == pytest.approx(float(a.compute_loss(x, labels, training=True)), rel=1e-6)
+    assert float(a.compute_loss(x, labels)) == pytest.approx(a.evaluate(x, labels), rel=1e-6)
+
+
+def test_compute_gradients_needs_a_compiled_model():
+    with pytest.raises(RuntimeError, match=r"Sequential.compute_gradients: call model.compile"):
+        small_cnn().compute_gradients(*fixed_data(n=2))
+    with pytest.raises(RuntimeError, match=r"Sequential.compute_loss: call model.compile"):
+        small_cnn().compute_loss(*fixed_data(n=2))
