@@ -124,18 +124,21 @@ def explain(model, images, truth, predicted, names, out: Path) -> None:
     visualize.misclassified(images, truth, predicted, names, out / "misclassified.png")
 
 
-def make_out_dir(out: str | None) -> Path:
+def make_out_dir(out: str | None) -> tuple[Path, bool]:
+    """The output folder, checked writable now (not after hours of training), and
+    whether this run created it."""
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = os.path.join("runs", stamp)
     path = Path(out)
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):  # fail now, not after hours of training
             pass
     except OSError as exc:
         sys.exit(f"cifar10.py: cannot write to the output folder {path}: {exc.strerror or exc}")
-    return path
+    return path, created
 
 
 def main(argv=None) -> dict:
@@ -147,12 +150,14 @@ def main(argv=None) -> dict:
     minicnn.set_floatx(args.dtype)
     if args.seed is not None:
         minicnn.set_seed(args.seed)
-    out = make_out_dir(args.out)
+    out, created = make_out_dir(args.out)
     names = cifar10.CLASS_NAMES
 
     try:
         (x_train, y_train), (x_test, y_test) = cifar10.load_data(args.data)
     except (cifar10.DatasetError, FileNotFoundError) as exc:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # no data, no run: leave no empty folder behind
         sys.exit(f"cifar10.py: {exc}")
     x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
     x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]
@@ -177,6 +182,11 @@ def main(argv=None) -> dict:
     if args.checkpoint_dir is not None:
         Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         checkpoint = os.path.join(args.checkpoint_dir, "checkpoint.npz")
+        if args.resume and not os.path.exists(checkpoint):
+            print(f"cifar10.py: no checkpoint in {args.checkpoint_dir} yet: starting at epoch 1")
+        elif not args.resume and os.path.exists(checkpoint):
+            print(f"cifar10.py: {checkpoint} will be overwritten by this run "
+                  "(add --resume to continue from it instead)")
     start = time.perf_counter()
     try:
         history = model.fit(x_train, y_train_1h, batch_size=args.batch_size, epochs=args.epochs,
@@ -229,8 +239,8 @@ def main(argv=None) -> dict:
         plots.learning_curve(history.history, "loss", out / "loss.png", "Model loss")
         plots.learning_curve(history.history, "acc", out / "accuracy.png", "Model accuracy")
         plots.confusion_heatmap(confusion, names, out / "confusion_matrix.png")
-    print(f"\nSaved {', '.join(sorted(p.name for p in out.iterdir() if not p.name.startswith('.')))}"
-          f" in {out}")
+    saved = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    print(f"\nSaved {', '.join(saved)} in {out}")
     return metrics
 
 

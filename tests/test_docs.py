@@ -66,3 +66,29 @@ def test_readme_gradient_check_prints_what_the_readme_shows():
         minicnn.set_floatx("float32")
     normalise = " ".join  # the README wraps the one printed line over two comment lines
     assert normalise(printed.getvalue().split()) == normalise(shown.split())
+
+
+def test_readme_tutorial_listing_runs_as_written(monkeypatch):
+    """The "The tutorial, in minicnn" listing, verbatim except for less data and one
+    epoch: every line of it must run (no elided layers, no undefined names)."""
+    import numpy as np
+    from minicnn.datasets import cifar10
+
+    readme = (DOC.parents[1] / "README.md").read_text()
+    section = readme.split("## The tutorial, in minicnn", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    rng = np.random.default_rng(0)
+
+    def tiny(path=None, **kwargs):
+        assert path == "../shared/datasets/cifar-10-python.tar.gz"
+        images = rng.integers(0, 256, (34, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, (34, 1), dtype=np.uint8)
+        return (images, labels), (images[:4], labels[:4])
+    monkeypatch.setattr(cifar10, "load_data", tiny)
+    assert "epochs=20" in code
+    namespace: dict = {}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code.replace("epochs=20", "epochs=1"), "README tutorial", "exec"), namespace)
+    assert namespace["model"].count_params() == 1_288_842
+    assert len(namespace["model_history"].history["val_acc"]) == 1

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,21 @@ def test_example_reports_a_missing_dataset(tmp_path):
     result = run_example(tmp_path / "run", tmp_path / "nowhere.tar.gz", "--epochs", "1")
     assert result.returncode != 0
     assert "nowhere.tar.gz" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # the folder it made for the run is gone again
+    (tmp_path / "kept").mkdir()  # a folder the user gave, already there, stays
+    run_example(tmp_path / "kept", tmp_path / "nowhere.tar.gz", "--epochs", "1")
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_example_checkpoint_messages_and_saved_files(tmp_path):
+    data = write_fake_cifar(tmp_path / "data", per_batch=4)
+    out = tmp_path / "run"
+    first = run_example(out, data, "--epochs", "1", "--no-plots", "--checkpoint-dir",
+                        str(out / "ck"), "--resume")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"no checkpoint in {out / 'ck'} yet: starting at epoch 1" in first.stdout
+    saved = re.search(r"Saved (.*) in ", first.stdout).group(1).split(", ")
+    assert saved == ["history.csv", "metrics.json", "weights.npz"]  # files only, not ck/
+    again = run_example(out, data, "--epochs", "1", "--no-plots", "--checkpoint-dir", str(out / "ck"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "checkpoint.npz will be overwritten by this run (add --resume" in again.stdout
