@@ -8,6 +8,8 @@ The package reads bottom-up; each module imports only from the levels below it:
 ``tracing`` under it). ``plots``, ``visualize`` and ``report`` draw and count
 beside them; ``datasets`` reads CIFAR-10.
 """
+from __future__ import annotations
+
 import os as _os
 
 # OpenBLAS's idle worker threads spin on their cores for a long while after each

@@ -13,16 +13,17 @@ output z is a new array that nobody else holds (Conv2D, Dense) sets
 from __future__ import annotations
 
 from minicnn import backend
+from minicnn.backend import Array
 
 
 class ActivationFunction:
     name = "linear"
     overwrite_input = False  # may forward() reuse z's memory for y?
 
-    def forward(self, z):
+    def forward(self, z: Array) -> Array:
         return z
 
-    def backward(self, grad):
+    def backward(self, grad: Array) -> Array:
         return grad
 
     def __repr__(self) -> str:
@@ -36,12 +37,12 @@ class Linear(ActivationFunction):
 class ReLU(ActivationFunction):
     name = "relu"
 
-    def forward(self, z):
+    def forward(self, z: Array) -> Array:
         xp = backend.get_array_module(z)
         self.y = xp.maximum(z, 0, out=z if self.overwrite_input else None)
         return self.y
 
-    def backward(self, grad):
+    def backward(self, grad: Array) -> Array:
         # Multiply by the mask in place of a where(): one pass, same dtype.
         return grad * (self.y > 0)
 
@@ -49,25 +50,25 @@ class ReLU(ActivationFunction):
 class Sigmoid(ActivationFunction):
     name = "sigmoid"
 
-    def forward(self, z):
+    def forward(self, z: Array) -> Array:
         xp = backend.get_array_module(z)
         # e^-|z| never overflows; pick the branch that matches the sign of z.
         e = xp.exp(-xp.abs(z))
         self.y = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
         return self.y
 
-    def backward(self, grad):
+    def backward(self, grad: Array) -> Array:
         return grad * self.y * (1 - self.y)
 
 
 class Tanh(ActivationFunction):
     name = "tanh"
 
-    def forward(self, z):
+    def forward(self, z: Array) -> Array:
         self.y = backend.get_array_module(z).tanh(z)
         return self.y
 
-    def backward(self, grad):
+    def backward(self, grad: Array) -> Array:
         return grad * (1 - self.y * self.y)
 
 
@@ -75,17 +76,17 @@ class Softmax(ActivationFunction):
     """Softmax over the last axis, shifted by the row maximum so exp never overflows."""
     name = "softmax"
 
-    def forward(self, z):
+    def forward(self, z: Array) -> Array:
         self.y = softmax(z)
         return self.y
 
-    def backward(self, grad):
+    def backward(self, grad: Array) -> Array:
         # Jacobian-vector product of softmax: y * (g - <g, y>) row by row.
         y = self.y
         return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
 
 
-def softmax(z):
+def softmax(z: Array) -> Array:
     """Numerically stable softmax over the last axis."""
     xp = backend.get_array_module(z)
     e = xp.exp(z - z.max(axis=-1, keepdims=True))

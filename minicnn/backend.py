@@ -39,9 +39,11 @@ import functools
 import os
 import types
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import numpy
+
+Array = Any  # a numpy.ndarray, a cupy.ndarray, or the strict backend's DeviceArray
 
 _BACKENDS = ("numpy", "cupy", "strict")
 _FLOATX = ("float32", "float64")
@@ -68,7 +70,8 @@ class DeviceArray(numpy.ndarray):
     plain ``numpy`` function, raises ``TypeError`` exactly where CuPy would.
     """
 
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+    def __array_ufunc__(self, ufunc: numpy.ufunc, method: str, *inputs: Any,
+                        **kwargs: Any) -> Any:
         _refuse_host_arrays(ufunc.__name__, inputs + tuple(kwargs.get("out", ())))
         inputs = tuple(_to_plain(v) for v in inputs)
         if "out" in kwargs:
@@ -76,7 +79,8 @@ class DeviceArray(numpy.ndarray):
         result = getattr(ufunc, method)(*inputs, **kwargs)
         return _to_device_tree(result)
 
-    def __array_function__(self, func, types_, args, kwargs):
+    def __array_function__(self, func: Callable[..., Any], types_: Collection[type],
+                           args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         raise TypeError(
             f"numpy.{func.__name__}() was given a device array; use the backend's array "
             "module (minicnn.backend.get_array_module) or minicnn.backend.to_host() first")
@@ -198,7 +202,7 @@ def use_backend(name: str) -> Iterator[None]:
         _state["backend"] = previous
 
 
-def xp():
+def xp() -> Any:
     """The array module of the current backend (numpy, cupy or the strict one)."""
     name = _state["backend"]
     if name == "numpy":
@@ -208,7 +212,7 @@ def xp():
     return _cupy()
 
 
-def get_array_module(*arrays):
+def get_array_module(*arrays: Array) -> Any:
     """The array module that owns ``arrays`` (CuPy's ``get_array_module``)."""
     for a in arrays:
         if isinstance(a, DeviceArray):
@@ -219,18 +223,18 @@ def get_array_module(*arrays):
     return numpy
 
 
-def is_device_array(a) -> bool:
+def is_device_array(a: Any) -> bool:
     return isinstance(a, DeviceArray) or type(a).__module__.startswith("cupy")
 
 
-def synchronize(a) -> None:
+def synchronize(a: Array) -> None:
     """Wait until the GPU has finished the work queued so far (nothing to wait for on
     the host). A clock read after it times the work, not just its launch."""
     if type(a).__module__.startswith("cupy"):
         _cupy().cuda.get_current_stream().synchronize()
 
 
-def to_device(a, dtype=None):
+def to_device(a: Any, dtype: Any = None) -> Array:
     """Copy a host array (or anything array-like) to the current backend."""
     name = _state["backend"]
     if name == "numpy":
@@ -243,7 +247,7 @@ def to_device(a, dtype=None):
     return cupy.asarray(a, dtype=dtype)
 
 
-def to_host(a) -> numpy.ndarray:
+def to_host(a: Any) -> numpy.ndarray:
     """A ``numpy.ndarray`` with the values of ``a`` (a copy only when needed)."""
     if isinstance(a, DeviceArray):
         return a.view(numpy.ndarray)
@@ -252,7 +256,7 @@ def to_host(a) -> numpy.ndarray:
     return numpy.asarray(a)
 
 
-def as_strided(x, shape, strides):
+def as_strided(x: Array, shape: tuple[int, ...], strides: tuple[int, ...]) -> Array:
     """A strided view of ``x`` for any backend (the heart of im2col)."""
     return get_array_module(x).lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
 
@@ -277,7 +281,7 @@ class Kernel:
     preamble: str = ""
 
 
-def kernel(spec: Kernel, *arrays):
+def kernel(spec: Kernel, *arrays: Array) -> Callable[..., Any] | None:
     """``spec`` compiled for the device that holds ``arrays``, or None on the host.
 
     A layer asks first and runs its NumPy twin on None. On the strict backend a
@@ -310,7 +314,7 @@ def use_kernels(enabled: bool) -> Iterator[None]:
         _state["kernels_on"] = previous
 
 
-def set_kernel_emulator(emulator) -> None:
+def set_kernel_emulator(emulator: Callable[[Kernel], Any] | None) -> None:
     """For tests: ``emulator(spec)`` returns a CPU build of the kernel, so the strict
     backend runs the kernels' own CUDA source through the layer code. None turns it off."""
     _state["kernel_emulator"] = emulator
@@ -347,7 +351,7 @@ def set_host_threads(count: int | None = None, min_bytes: int | None = None) -> 
         _state["min_bytes"] = int(min_bytes)
 
 
-def over_batch(fn: Callable[[slice], Any], x) -> None:
+def over_batch(fn: Callable[[slice], Any], x: Array) -> None:
     """Call ``fn(part)`` for slices ``part`` that cover x's batch axis, each image once.
 
     On a device, or for a small x, one call covers everything (one kernel launch
@@ -415,7 +419,7 @@ def host_rng(seed: int | None = None) -> numpy.random.Generator:
     return numpy.random.default_rng(_next_seed() if seed is None else seed)
 
 
-def device_rng(seed: int | None = None):
+def device_rng(seed: int | None = None) -> Any:
     """A generator of the current backend (dropout masks, shuffling)."""
     seed = _next_seed() if seed is None else seed
     if _state["backend"] == "cupy":
@@ -426,14 +430,14 @@ def device_rng(seed: int | None = None):
 
 
 
-def permutation(rng, n: int):
+def permutation(rng: Any, n: int) -> Array:
     """A random permutation of range(n) on the generator's own device."""
     if hasattr(rng, "permutation"):
         return rng.permutation(n)
     return rng.random(n).argsort()  # CuPy generators lack permutation()
 
 
-def rng_state(rng) -> dict | None:
+def rng_state(rng: Any) -> dict | None:
     """A generator's state as plain data (JSON-able), or None where it cannot be read.
 
     NumPy generators expose it; CuPy's keep theirs on the device, so a CuPy run
@@ -443,7 +447,7 @@ def rng_state(rng) -> dict | None:
     return state if isinstance(state, dict) else None
 
 
-def set_rng_state(rng, state: dict) -> None:
+def set_rng_state(rng: Any, state: dict) -> None:
     """Put a generator back into a state returned by ``rng_state``."""
     bit_generator = getattr(rng, "bit_generator", None)
     if bit_generator is not None and isinstance(getattr(bit_generator, "state", None), dict):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,8 @@ class Checkpoint:
     fit_rng_state: dict | None = None
 
 
-def save(path: str | os.PathLike, model, epoch: int, history, fit_rng=None) -> None:
+def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
+         fit_rng: Any = None) -> None:
     """Write model weights, optimizer state, history and generator states to ``path``."""
     optimizer = model.optimizer
     meta = {
@@ -58,7 +60,7 @@ def save(path: str | os.PathLike, model, epoch: int, history, fit_rng=None) -> N
     serialization.write_archive(path, arrays)
 
 
-def load(path: str | os.PathLike, model) -> Checkpoint:
+def load(path: str | os.PathLike, model: Any) -> Checkpoint:
     """Restore ``model`` (weights, optimizer, generators) from ``path``; return the rest."""
     path = os.fspath(path)
     arrays = serialization.read_archive(path, "checkpoint", "minicnn checkpoint")

@@ -15,11 +15,12 @@ every evaluation, so all evaluations see the same mask.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from minicnn import backend
+from minicnn.backend import Array
 
 DEFAULT_TOLERANCE = 1e-5
 
@@ -59,7 +60,8 @@ def _rewinder(layers) -> Callable[[], None]:
     return rewind
 
 
-def numerical_gradient(f: Callable[[], float], array, eps: float, indices) -> np.ndarray:
+def numerical_gradient(f: Callable[[], float], array: Array, eps: float,
+                       indices: np.ndarray) -> np.ndarray:
     """Central differences of ``f()`` with respect to ``array`` (changed in place and
     restored) at the flat ``indices``; returns the values there."""
     flat = array.reshape(-1)  # a view: writing into it perturbs the array itself
@@ -99,7 +101,7 @@ def _require_float64(where: str, arrays: dict) -> None:
                              "the layer or model, and pass float64 x")
 
 
-def check_layer(layer, x, training: bool = True, eps: float = 1e-6,
+def check_layer(layer: Any, x: Array, training: bool = True, eps: float = 1e-6,
                 tolerance: float = DEFAULT_TOLERANCE, max_entries: int | None = None,
                 seed: int = 0, floor: float = 1e-8) -> GradCheckResult:
     """Compare ``layer.backward`` with central differences for x and every parameter."""
@@ -128,7 +130,7 @@ def check_layer(layer, x, training: bool = True, eps: float = 1e-6,
     return GradCheckResult(worst[0], worst[1], tolerance, errors)
 
 
-def check_model(model, x, y, eps: float = 1e-6,
+def check_model(model: Any, x: Array, y: Array, eps: float = 1e-6,
                 tolerance: float = DEFAULT_TOLERANCE, max_entries: int | None = 20,
                 seed: int = 0, floor: float = 1e-8) -> GradCheckResult:
     """Compare the gradients of a compiled model's loss with central differences for

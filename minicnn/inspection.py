@@ -16,10 +16,11 @@ from typing import Callable
 import numpy as np
 
 from minicnn import activations, backend
+from minicnn.backend import Array
 from minicnn.layers.dropout import Dropout
 
 
-def input_gradient(layers: list, x, classes):
+def input_gradient(layers: list, x: Array, classes: Array) -> Array:
     """d(score of ``classes[n]``)/d(x[n]) for each sample of the batch x (on the
     backend, the layers built for it), for the network as it predicts (Dropout off).
 
@@ -47,7 +48,7 @@ def input_gradient(layers: list, x, classes):
     return grad
 
 
-def backward_from_ones(layers: list, out) -> None:
+def backward_from_ones(layers: list, out: Array) -> None:
     """Backward through every layer from dL/d(out) = 1, after a training forward."""
     grad = backend.get_array_module(out).ones_like(out)
     for layer in reversed(layers):

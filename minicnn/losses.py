@@ -12,11 +12,12 @@ Sparse variants take integer labels (N,) or (N, 1) instead of one-hot rows.
 from __future__ import annotations
 
 from minicnn import activations, backend
+from minicnn.backend import Array
 
 EPSILON = 1e-7  # Keras's clip for probabilities
 
 
-def one_hot_like(labels, logits):
+def one_hot_like(labels: Array, logits: Array) -> Array:
     """One-hot rows of ``logits``'s shape and dtype from integer ``labels``."""
     xp = backend.get_array_module(logits)
     t = xp.zeros(logits.shape, dtype=logits.dtype)
@@ -28,11 +29,11 @@ class Loss:
     name = ""
     sparse = False  # integer labels instead of one-hot rows
 
-    def forward(self, y_pred, y_true):
+    def forward(self, y_pred: Array, y_true: Array) -> Array:
         """The mean loss over the batch (a 0-d array, left on the device)."""
         raise NotImplementedError
 
-    def backward(self):
+    def backward(self) -> Array:
         """dL/dy_pred for the last forward."""
         raise NotImplementedError
 
@@ -44,7 +45,7 @@ class CategoricalCrossentropy(Loss):
     """Cross-entropy of probabilities (used when the model does not end in softmax)."""
     name = "categorical_crossentropy"
 
-    def forward(self, y_pred, y_true):
+    def forward(self, y_pred: Array, y_true: Array) -> Array:
         xp = backend.get_array_module(y_pred)
         if self.sparse:
             y_true = one_hot_like(y_true, y_pred)
@@ -52,7 +53,7 @@ class CategoricalCrossentropy(Loss):
         self._cache = (p, y_true)
         return -(y_true * xp.log(p)).sum() / y_pred.shape[0]
 
-    def backward(self):
+    def backward(self) -> Array:
         p, t = self._cache
         return -t / p / p.shape[0]
 
@@ -97,7 +98,7 @@ class SoftmaxCrossEntropy(Loss):
     def __init__(self, sparse: bool = False) -> None:
         self.sparse = sparse
 
-    def forward(self, logits, y_true):
+    def forward(self, logits: Array, y_true: Array) -> Array:
         xp = backend.get_array_module(logits)
         if self.sparse:
             y_true = one_hot_like(y_true, logits)
@@ -120,22 +121,22 @@ class SoftmaxCrossEntropy(Loss):
         self._cache = (e / sums, y_true)
         return -(y_true * log_p).sum() / logits.shape[0]
 
-    def backward(self):
+    def backward(self) -> Array:
         p, t = self._cache
         return (p - t) / p.shape[0]
 
-    def probabilities(self):
+    def probabilities(self) -> Array:
         return self._cache[0]
 
 
 class MeanSquaredError(Loss):
     name = "mean_squared_error"
 
-    def forward(self, y_pred, y_true):
+    def forward(self, y_pred: Array, y_true: Array) -> Array:
         self._diff = y_pred - y_true
         return (self._diff * self._diff).mean()
 
-    def backward(self):
+    def backward(self) -> Array:
         return 2 * self._diff / self._diff.size
 
 
@@ -144,7 +145,7 @@ LOSSES = {"categorical_crossentropy": CategoricalCrossentropy,
           "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError}
 
 
-def get(identifier) -> Loss:
+def get(identifier: str | list[str] | tuple[str, ...] | Loss) -> Loss:
     """A loss from a name, a one-element list of names (Keras accepts both) or an instance."""
     if isinstance(identifier, (list, tuple)):
         if len(identifier) != 1:
@@ -158,7 +159,8 @@ def get(identifier) -> Loss:
     return LOSSES[identifier]()
 
 
-def fused_with_softmax(loss: Loss, final_activation) -> SoftmaxCrossEntropy | None:
+def fused_with_softmax(loss: Loss, final_activation: activations.ActivationFunction | None
+                       ) -> SoftmaxCrossEntropy | None:
     """The fused loss to use when a softmax output meets cross-entropy, else None."""
     if isinstance(loss, CategoricalCrossentropy) and isinstance(final_activation, activations.Softmax):
         return SoftmaxCrossEntropy(sparse=loss.sparse)

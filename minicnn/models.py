@@ -38,6 +38,7 @@ import numpy as np
 
 from minicnn import activations, backend, inspection, losses, optimizers, serialization
 from minicnn import checkpoint as checkpoint_io
+from minicnn.backend import Array
 from minicnn.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
 from minicnn.layers.base import Layer, sample_shape
 from minicnn.layers.pooling import MaxPooling2D
@@ -153,7 +154,8 @@ class Sequential:
         return sum(layer.count_params() for layer in self.layers)
 
     # ------------------------------------------------------------ compile
-    def compile(self, optimizer="sgd", loss="categorical_crossentropy",
+    def compile(self, optimizer: str | optimizers.SGD = "sgd",
+                loss: str | list[str] | tuple[str, ...] | losses.Loss = "categorical_crossentropy",
                 metrics: list[str] | None = None) -> None:
         if not self.layers:
             raise ValueError("Sequential.compile: the model has no layers; add some first")
@@ -180,7 +182,7 @@ class Sequential:
         if not self.built:
             self.build(x.shape[1:])
 
-    def forward(self, x, training: bool = False):
+    def forward(self, x: Array, training: bool = False) -> Array:
         """The model's output (probabilities for a softmax model)."""
         return self._forward(x, training, final_activation=True)
 
@@ -249,8 +251,9 @@ class Sequential:
             correct = (predicted == truth).sum()
         return loss_value, correct
 
-    def train_on_batch(self, x, y, tracer: GradientTracer | None = None, epoch: int = 0,
-                       step: int = 0, check_finite: bool = True):
+    def train_on_batch(self, x: Array, y: Array, tracer: GradientTracer | None = None,
+                       epoch: int = 0, step: int = 0, check_finite: bool = True
+                       ) -> tuple[Array, Array | None]:
         """One SGD step on one batch; returns (mean loss, number correct) on the device.
 
         ``x`` and ``y`` may be host arrays; they are moved to the backend and cast
@@ -278,7 +281,7 @@ class Sequential:
             tracer.after_update(self.layers, epoch, step)
         return loss_value, correct
 
-    def compute_gradients(self, x, y):
+    def compute_gradients(self, x: Array, y: Array) -> Array:
         """Forward, loss and backward for one batch, as a training step runs them, but
         no update: afterwards every layer's ``grads`` hold dL/dparams. Returns the
         mean loss (on the device). Gradient checks compare against this."""
@@ -287,7 +290,7 @@ class Sequential:
         self._backward(self._loss_fn().backward())
         return loss_value
 
-    def compute_loss(self, x, y, training: bool = False):
+    def compute_loss(self, x: Array, y: Array, training: bool = False) -> Array:
         """The mean loss on one batch (on the device), no gradients; ``training=True``
         runs the layers as a training step does (Dropout drawing its masks)."""
         x, y = self._prepared(x, y, "compute_loss")
@@ -300,7 +303,7 @@ class Sequential:
         self._ensure_built(x)
         return x, self._prepare_y(y, x.shape[0], where)
 
-    def profile_step(self, x, y) -> dict:
+    def profile_step(self, x: Array, y: Array) -> dict:
         """One training step as train_on_batch runs it (the weights change; only the
         accuracy count is left out), with a clock around each part, to show where a
         step's time goes::
@@ -436,9 +439,11 @@ class Sequential:
         return int(batch_size)
 
     # ------------------------------------------------------------ training
-    def fit(self, x, y, batch_size: int = 32, epochs: int = 1, verbose: int = 1,
-            validation_data=None, shuffle: bool = True, initial_epoch: int = 0,
-            callbacks: list[Callable] | None = None, checkpoint=None,
+    def fit(self, x: Array, y: Array, batch_size: int = 32, epochs: int = 1, verbose: int = 1,
+            validation_data: tuple[Array, Array] | None = None, shuffle: bool = True,
+            initial_epoch: int = 0, callbacks: list[Callable] | None = None,
+            checkpoint: str | os.PathLike | Callable[[Sequential, int, History], None]
+                        | None = None,
             resume: bool = False, trace_gradients: int = 0,
             validation_batch_size: int | None = None) -> History:
         """Train until ``epochs`` epochs are done in total; returns the per-epoch History.
@@ -583,7 +588,8 @@ class Sequential:
                 total_correct = total_correct + correct
         return self._logs(total_loss, total_correct, x.shape[0])
 
-    def evaluate(self, x, y, batch_size: int = 32, verbose: int = 0):
+    def evaluate(self, x: Array, y: Array, batch_size: int = 32, verbose: int = 0
+                 ) -> float | list[float]:
         """[loss, acc] over all of x (just the loss when no metric was asked for)."""
         self._require_compiled("evaluate")
         batch_size = self._check_batch_size(batch_size, "evaluate")
@@ -595,7 +601,7 @@ class Sequential:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return [logs["loss"], logs["acc"]] if self.metrics else logs["loss"]
 
-    def predict(self, x, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
+    def predict(self, x: Array, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
         """Model outputs for every sample of x, as a NumPy array on the host."""
         batch_size = self._check_batch_size(batch_size, "predict")
         x = self._prepare_x(x, "predict")
@@ -631,13 +637,14 @@ class Sequential:
             print_fn(line)
 
     # ------------------------------------------------------------ learning tools
-    def input_gradient(self, x, classes):
+    def input_gradient(self, x: Array, classes: Array) -> Array:
         """d(score of ``classes[n]``)/d(x[n]) for each sample (see ``minicnn.inspection``)."""
         x = self._prepare_x(x, "input_gradient")
         self._ensure_built(x)
         return inspection.input_gradient(self.layers, x, classes)
 
-    def trace_shapes(self, x, y=None, print_fn: Callable[[str], None] = print) -> list[dict]:
+    def trace_shapes(self, x: Array, y: Array | None = None,
+                     print_fn: Callable[[str], None] = print) -> list[dict]:
         """Print every layer's forward and backward shapes for one batch (see
         ``minicnn.inspection``): through the loss when y is given and the model is
         compiled, else from a gradient of ones at the output."""

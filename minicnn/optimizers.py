@@ -10,6 +10,7 @@ Updates are in place, so arrays held elsewhere (``layer.params``) see them.
 from __future__ import annotations
 
 import numbers
+from typing import Any, Iterable
 
 from minicnn import backend
 
@@ -53,7 +54,7 @@ class SGD:
         """Keras 2's name for the initial learning rate."""
         return self.learning_rate
 
-    def apply(self, layers) -> None:
+    def apply(self, layers: Iterable[Any]) -> None:
         """One update of every parameter of ``layers`` from its gradient."""
         lr = self.current_learning_rate
         for index, layer in enumerate(layers):
@@ -90,7 +91,7 @@ class SGD:
 OPTIMIZERS = {"sgd": SGD}
 
 
-def get(identifier) -> SGD:
+def get(identifier: str | SGD) -> SGD:
     if isinstance(identifier, SGD):
         return identifier
     if identifier not in OPTIMIZERS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib.ticker
 import numpy as np
@@ -17,18 +17,20 @@ from matplotlib.artist import setp
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from minicnn.backend import Array
 from minicnn.fileio import write_atomic
 
 
 def subplots(rows: int = 1, cols: int = 1, figsize: tuple[float, float] | None = None,
-             squeeze: bool = True):
+             squeeze: bool = True) -> tuple[Figure, Any]:
     """(figure, axes) like pyplot.subplots, but a figure of its own on an Agg canvas."""
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(rows, cols, squeeze=squeeze)
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 120, tight: bool = True) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120, tight: bool = True
+                ) -> None:
     """Render to PNG in memory, then write atomically. ``tight=False`` keeps the
     pixel size exactly figsize * dpi."""
     buffer = io.BytesIO()
@@ -36,8 +38,8 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120, tight: bool = True
     write_atomic(path, lambda f: f.write(buffer.getvalue()))
 
 
-def sample_grid(images: np.ndarray, labels, class_names: Sequence[str], path,
-                rows: int = 2, cols: int = 5) -> None:
+def sample_grid(images: np.ndarray, labels: Array, class_names: Sequence[str],
+                path: str | os.PathLike, rows: int = 2, cols: int = 5) -> None:
     """A rows x cols grid of uint8 (N, H, W, 3) images titled with their class."""
     fig, axes = subplots(rows, cols, figsize=(2 * cols, 2.2 * rows))
     labels = np.asarray(labels).reshape(-1)
@@ -50,7 +52,8 @@ def sample_grid(images: np.ndarray, labels, class_names: Sequence[str], path,
     save_figure(fig, path)
 
 
-def learning_curve(history: dict, metric: str, path, title: str | None = None) -> None:
+def learning_curve(history: dict, metric: str, path: str | os.PathLike,
+                   title: str | None = None) -> None:
     """Train and validation curves of ``metric`` ("loss" or "acc") per epoch."""
     train = history[metric]
     epochs = np.arange(1, len(train) + 1)
@@ -68,7 +71,7 @@ def learning_curve(history: dict, metric: str, path, title: str | None = None) -
     save_figure(fig, path)
 
 
-def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], path,
+def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], path: str | os.PathLike,
                       title: str = "Confusion matrix (test set)") -> None:
     """Seaborn heatmap with the counts written in each cell."""
     import seaborn as sns  # imported here: only this picture needs it
@@ -83,7 +86,8 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], path,
     save_figure(fig, path)
 
 
-def gradient_traces(rows: Sequence[dict], path, title: str = "Gradient statistics per layer") -> None:
+def gradient_traces(rows: Sequence[dict], path: str | os.PathLike,
+                    title: str = "Gradient statistics per layer") -> None:
     """Per-layer curves over training steps from ``history.traces``: gradient norm,
     update/weight ratio, activation spread and dead-ReLU fraction."""
     import pandas as pd  # only this picture needs it

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -41,12 +42,13 @@ def read_archive(path: str | os.PathLike, who: str, what: str) -> dict:
                                f"{type(exc).__name__}: {exc}") from None
 
 
-def architecture(model) -> list[dict]:
+def architecture(model: Any) -> list[dict]:
     """Each layer's name, type and config, as plain JSON data (tuples become lists)."""
     return json.loads(json.dumps(model.architecture()))
 
 
-def check_architecture(path, saved: list[dict], model, who: str) -> None:
+def check_architecture(path: str | os.PathLike, saved: list[dict], model: Any, who: str
+                       ) -> None:
     ours = architecture(model)
     if len(saved) != len(ours):
         raise WeightsFileError(f"{who}: {path} holds {len(saved)} layers, the model has "
@@ -58,13 +60,14 @@ def check_architecture(path, saved: list[dict], model, who: str) -> None:
                                    f"{theirs['config']} there: another architecture")
 
 
-def weight_arrays(model, prefix: str = "") -> dict:
+def weight_arrays(model: Any, prefix: str = "") -> dict:
     """Host copies of every parameter, keyed ``prefix + layer/param``."""
     return {f"{prefix}{layer.name}/{key}": backend.to_host(value)
             for layer in model.layers for key, value in layer.params.items()}
 
 
-def set_weights(model, arrays: dict, saved: list[dict], path, who: str, prefix: str = "") -> None:
+def set_weights(model: Any, arrays: dict, saved: list[dict], path: str | os.PathLike, who: str,
+                prefix: str = "") -> None:
     """Copy ``arrays`` into the model's parameters after checking every shape.
 
     ``saved`` is the file's architecture: its layer names find the arrays even

@@ -15,8 +15,10 @@ once per traced step; between traced steps the tracer costs nothing.
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 from minicnn import activations, backend
+from minicnn.layers.base import Layer
 
 
 class GradientTracer:
@@ -34,7 +36,7 @@ class GradientTracer:
     def wants(self, global_step: int) -> bool:
         return global_step % self.every == 0
 
-    def start(self, layers) -> None:
+    def start(self, layers: Iterable[Layer]) -> None:
         """Hook every layer for the coming forward pass."""
         self._pending = {layer.name: {} for layer in layers}
         self._handles = [layer.register_forward_hook(self._on_forward) for layer in layers]
@@ -46,7 +48,7 @@ class GradientTracer:
             alive = (y.reshape(-1, y.shape[-1]) > 0).any(axis=0)
             stats["dead_relu"] = 1.0 - alive.mean()
 
-    def before_update(self, layers) -> None:
+    def before_update(self, layers: Iterable[Layer]) -> None:
         """After backward: gradient norms, and the kernels as they are before the step."""
         for handle in self._handles:
             handle.remove()
@@ -58,7 +60,7 @@ class GradientTracer:
                 stats["grad_norm"] = xp.linalg.norm(layer.grads["kernel"].reshape(-1))
                 stats["_before"] = layer.params["kernel"].copy()
 
-    def after_update(self, layers, epoch: int, step: int) -> None:
+    def after_update(self, layers: Iterable[Layer], epoch: int, step: int) -> None:
         """After the optimizer: update ratios; read everything back to the host once."""
         for layer in layers:
             stats = self._pending[layer.name]

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def to_categorical(y, num_classes: int | None = None, dtype: str = "float32") -> np.ndarray:
+def to_categorical(y: ArrayLike, num_classes: int | None = None, dtype: str = "float32"
+                   ) -> np.ndarray:
     """Integer labels (N,) or (N, 1) -> one-hot rows (N, num_classes)."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:

@@ -11,11 +11,13 @@ Each function writes one PNG whose pixel size is exactly figsize * dpi.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import os
+from typing import Any, Sequence
 
 import numpy as np
 
 from minicnn import backend
+from minicnn.backend import Array
 from minicnn.plots import save_figure, subplots
 
 
@@ -29,7 +31,7 @@ def _normalise(a: np.ndarray) -> np.ndarray:
     return (a - low) / (high - low) if high > low else np.zeros_like(a)
 
 
-def filters(kernel, path, columns: int = 16, dpi: int = 100) -> None:
+def filters(kernel: Array, path: str | os.PathLike, columns: int = 16, dpi: int = 100) -> None:
     """A grid of the kernel's filters; RGB when c_in is 3, else the channel mean."""
     kernel = backend.to_host(kernel)
     if kernel.ndim != 4:
@@ -48,8 +50,8 @@ def filters(kernel, path, columns: int = 16, dpi: int = 100) -> None:
     save_figure(fig, path, dpi=dpi, tight=False)
 
 
-def feature_maps(model, layer: int | str, image, path, max_maps: int = 32, columns: int = 8,
-                 dpi: int = 100) -> None:
+def feature_maps(model: Any, layer: int | str, image: Array, path: str | os.PathLike,
+                 max_maps: int = 32, columns: int = 8, dpi: int = 100) -> None:
     """The output channels of ``model.layers[layer]`` (index or name) for one image (H, W, C)."""
     names = [l.name for l in model.layers]
     if isinstance(layer, int):
@@ -87,7 +89,8 @@ def _model_dtype(model) -> str:
     return backend.floatx()
 
 
-def saliency(model, images, labels, class_names: Sequence[str], path, dpi: int = 100) -> np.ndarray:
+def saliency(model: Any, images: Array, labels: Array, class_names: Sequence[str],
+             path: str | os.PathLike, dpi: int = 100) -> np.ndarray:
     """Each image (float, model scale) above its saliency map for its true class."""
     images = backend.to_host(images)
     labels = backend.to_host(labels).reshape(-1)
@@ -106,8 +109,9 @@ def saliency(model, images, labels, class_names: Sequence[str], path, dpi: int =
     return maps
 
 
-def misclassified(images, y_true, y_pred, class_names: Sequence[str], path, max_images: int = 20,
-                  columns: int = 10, dpi: int = 100) -> int:
+def misclassified(images: Array, y_true: Array, y_pred: Array, class_names: Sequence[str],
+                  path: str | os.PathLike, max_images: int = 20, columns: int = 10,
+                  dpi: int = 100) -> int:
     """A grid of wrongly classified images titled 'true -> predicted'; returns how many shown."""
     y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
     wrong = np.flatnonzero(y_true != y_pred)[:max_images]

@@ -4,5 +4,6 @@
 ``keras.datasets.cifar10.load_data()``: ``((x_train, y_train), (x_test, y_test))``
 with uint8 channels-last images ``(N, 32, 32, 3)`` and uint8 labels ``(N, 1)``.
 """
+from __future__ import annotations
 
 __all__ = ["cifar10"]

@@ -2,6 +2,8 @@
 
 ``im2col`` holds the window maths that Conv2D and MaxPooling2D share.
 """
+from __future__ import annotations
+
 from minicnn.layers.activation import Activation
 from minicnn.layers.base import Layer
 from minicnn.layers.conv2d import Conv2D

@@ -11,7 +11,8 @@ from minicnn.layers.base import Layer
 
 
 class Activation(Layer):
-    def __init__(self, activation: str, input_shape=None, name: str | None = None) -> None:
+    def __init__(self, activation: str, input_shape: tuple[int, ...] | None = None,
+                 name: str | None = None) -> None:
         if activation is None:
             raise ValueError("Activation: give an activation name such as 'relu' or 'softmax', "
                              "got None")

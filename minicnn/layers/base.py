@@ -16,9 +16,10 @@ changes what the next forward uses.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 from minicnn import activations, backend
+from minicnn.backend import Array
 from minicnn.layers.im2col import PADDINGS
 
 
@@ -78,7 +79,7 @@ class Layer:
     def _build(self, input_shape: tuple[int, ...]) -> None:
         pass
 
-    def check_input(self, x) -> None:
+    def check_input(self, x: Array) -> None:
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             raise TypeError(f"{self.describe()}: expected an array, got {type(x).__name__}")
         if self.input_shape is None or tuple(x.shape[1:]) == self.input_shape:
@@ -93,7 +94,7 @@ class Layer:
                          f"got {tuple(x.shape)}{hint}")
 
     # ----------------------------------------------------------- params
-    def add_param(self, name: str, value) -> None:
+    def add_param(self, name: str, value: Array) -> None:
         """Register a parameter, moved to the backend in the default float type."""
         self.params[name] = backend.to_device(value, dtype=backend.floatx())
         self.grads[name] = None
@@ -102,7 +103,7 @@ class Layer:
         return sum(int(p.size) for p in self.params.values())
 
     # ----------------------------------------------------------- passes
-    def forward(self, x, training: bool = False, *, activate: bool = True):
+    def forward(self, x: Array, training: bool = False, *, activate: bool = True) -> Array:
         """y = activation(f(x)); caches what backward needs.
 
         ``activate=False`` stops at z = f(x): the model uses it to hand a final
@@ -121,7 +122,7 @@ class Layer:
             hook(self, x, y)
         return y
 
-    def backward(self, grad, *, activate: bool = True):
+    def backward(self, grad: Array, *, activate: bool = True) -> Array | None:
         """dL/dx from dL/dy for the last forward; fills ``self.grads``."""
         if not self._forwarded:
             raise RuntimeError(f"{self.describe()}: backward needs a forward (with "
@@ -167,14 +168,14 @@ class Layer:
         return f"<{self.describe()}>"
 
 
-def positive_int(value, what: str, layer: str) -> int:
+def positive_int(value: int, what: str, layer: str) -> int:
     """An int >= 1 (NumPy integers welcome, bools and floats not)."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{layer}: {what} must be a positive int, got {value!r}")
     return int(value)
 
 
-def pair(value, what: str, layer: str) -> tuple[int, int]:
+def pair(value: int | Sequence[int], what: str, layer: str) -> tuple[int, int]:
     """Keras accepts 3 or (3, 3); always return a pair of positive ints."""
     if isinstance(value, numbers.Integral):
         value = (value, value)
@@ -189,7 +190,7 @@ def pair(value, what: str, layer: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def sample_shape(shape, layer: str) -> tuple[int, ...]:
+def sample_shape(shape: Iterable[int], layer: str) -> tuple[int, ...]:
     """A per-sample shape such as (32, 32, 3): positive ints, no batch axis."""
     try:
         shape = tuple(shape)

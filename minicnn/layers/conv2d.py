@@ -22,7 +22,9 @@ product itself).
 """
 from __future__ import annotations
 
-from minicnn import backend, initializers
+from typing import Callable
+
+from minicnn import activations, backend, initializers
 from minicnn.layers import im2col as win
 from minicnn.layers.base import Layer, check_padding, pair, positive_int
 
@@ -30,9 +32,12 @@ from minicnn.layers.base import Layer, check_padding, pair, positive_int
 class Conv2D(Layer):
     IMAGES_PER_BLOCK = 16  # images per im2col block at inference (see _forward)
 
-    def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
-                 activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", input_shape=None, data_format: str = "channels_last",
+    def __init__(self, filters: int, kernel_size: int | tuple[int, int],
+                 strides: int | tuple[int, int] = (1, 1), padding: str = "valid",
+                 activation: str | activations.ActivationFunction | None = None,
+                 use_bias: bool = True, kernel_initializer: str | Callable = "glorot_uniform",
+                 bias_initializer: str | Callable = "zeros",
+                 input_shape: tuple[int, ...] | None = None, data_format: str = "channels_last",
                  name: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name, activation=activation)
         if data_format != "channels_last":
@@ -55,7 +60,7 @@ class Conv2D(Layer):
     def expected_rank(self) -> int:
         return 3
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
         h, w, _ = input_shape
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         oh = win.output_length(h, kh, sh, self.padding)
@@ -65,7 +70,8 @@ class Conv2D(Layer):
                              f"'valid' does not fit an input of {h}x{w}")
         return oh, ow, self.filters
 
-    def im2col_shapes(self, input_shape: tuple[int, ...]):
+    def im2col_shapes(self, input_shape: tuple[int, ...]
+                      ) -> tuple[tuple[int, int], tuple[int, int]]:
         """Shapes of the forward product col @ W for a batch of ``input_shape`` (N, H, W, C)."""
         n, h, w, c = input_shape
         oh, ow, f = self.output_shape((h, w, c))

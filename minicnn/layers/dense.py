@@ -5,14 +5,18 @@ Backward:  dW = x^T @ dy    db = sum_n dy    dx = dy @ W^T
 """
 from __future__ import annotations
 
-from minicnn import backend, initializers
+from typing import Callable
+
+from minicnn import activations, backend, initializers
 from minicnn.layers.base import Layer, positive_int
 
 
 class Dense(Layer):
-    def __init__(self, units: int, activation=None, use_bias: bool = True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 input_shape=None, input_dim: int | None = None, name: str | None = None) -> None:
+    def __init__(self, units: int, activation: str | activations.ActivationFunction | None = None,
+                 use_bias: bool = True, kernel_initializer: str | Callable = "glorot_uniform",
+                 bias_initializer: str | Callable = "zeros",
+                 input_shape: tuple[int, ...] | None = None, input_dim: int | None = None,
+                 name: str | None = None) -> None:
         if input_dim is not None and input_shape is None:
             input_shape = (input_dim,)
         super().__init__(input_shape=input_shape, name=name, activation=activation)
@@ -27,7 +31,7 @@ class Dense(Layer):
     def expected_rank(self) -> int:
         return 1
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int]:
         return (self.units,)
 
     def _build(self, input_shape) -> None:

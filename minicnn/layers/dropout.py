@@ -25,8 +25,8 @@ DROPOUT = backend.Kernel(
 
 
 class Dropout(Layer):
-    def __init__(self, rate: float, seed: int | None = None, input_shape=None,
-                 name: str | None = None) -> None:
+    def __init__(self, rate: float, seed: int | None = None,
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
         if (not isinstance(rate, numbers.Real) or isinstance(rate, bool)
                 or not 0.0 <= rate < 1.0):

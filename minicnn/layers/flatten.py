@@ -10,7 +10,7 @@ from minicnn.layers.base import Layer
 
 
 class Flatten(Layer):
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int]:
         return (math.prod(input_shape),)
 
     def _forward(self, x, training):

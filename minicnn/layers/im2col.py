@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 
 from minicnn import backend
+from minicnn.backend import Array
 
 PADDINGS = ("valid", "same")
 
@@ -47,7 +48,7 @@ def padding_amounts(size: int, window: int, stride: int, padding: str) -> tuple[
     return total // 2, total - total // 2
 
 
-def pad(x, pads: tuple[tuple[int, int], tuple[int, int]], value: float = 0.0):
+def pad(x: Array, pads: tuple[tuple[int, int], tuple[int, int]], value: float = 0.0) -> Array:
     """Pad the two spatial axes of an NHWC array (no copy when there is nothing to pad)."""
     (top, bottom), (left, right) = pads
     if top == bottom == left == right == 0:
@@ -56,13 +57,15 @@ def pad(x, pads: tuple[tuple[int, int], tuple[int, int]], value: float = 0.0):
     return xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
 
 
-def window(x, i: int, j: int, strides: tuple[int, int], out_hw: tuple[int, int]):
+def window(x: Array, i: int, j: int, strides: tuple[int, int], out_hw: tuple[int, int]
+           ) -> Array:
     """The strided slice x[:, i + sh*oy, j + sw*ox, :] for all (oy, ox): kernel offset (i, j)."""
     (sh, sw), (oh, ow) = strides, out_hw
     return x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
 
 
-def windows(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int]):
+def windows(x: Array, kernel: tuple[int, int], strides: tuple[int, int],
+            out_hw: tuple[int, int]) -> Array:
     """The strided view (N, OH, OW, KH, KW, C) of x: element [n, oy, ox, i, j, c] is
     x[n, oy*sh + i, ox*sw + j, c]. No copy: it shares x's memory."""
     n, _, _, c = x.shape
@@ -133,8 +136,8 @@ dx = sum;
     preamble=WINDOW_MATH)
 
 
-def im2col(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
-           out=None):
+def im2col(x: Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
+           out: Array | None = None) -> Array:
     """(N, H, W, C) -> (N*OH*OW, KH*KW*C): one row per output pixel, no transposes.
 
     ``out`` (a matrix of that shape, or a view of one, such as the first columns
@@ -160,8 +163,8 @@ def im2col(x, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[i
     return out
 
 
-def col2im(col, x_shape: tuple[int, ...], kernel: tuple[int, int], strides: tuple[int, int],
-           out_hw: tuple[int, int]):
+def col2im(col: Array, x_shape: tuple[int, ...], kernel: tuple[int, int],
+           strides: tuple[int, int], out_hw: tuple[int, int]) -> Array:
     """Adjoint of im2col: (N*OH*OW, KH*KW*C) -> (N, H, W, C), summing overlaps."""
     n, h, w, c = x_shape
     (kh, kw), (oh, ow) = kernel, out_hw
@@ -179,14 +182,14 @@ def col2im(col, x_shape: tuple[int, ...], kernel: tuple[int, int], strides: tupl
     return x
 
 
-def add_into(target, source) -> None:
+def add_into(target: Array, source: Array) -> None:
     """target += source (NHWC arrays of one shape), the images split over the host's threads."""
     def add(images: slice) -> None:
         target[images] += source[images]
     backend.over_batch(add, target)
 
 
-def tiles(x, pool: tuple[int, int]):
+def tiles(x: Array, pool: tuple[int, int]) -> Array:
     """Non-overlapping ph x pw tiles of x as a view (N, OH, PH, OW, PW, C), where
     OH = H // ph and OW = W // pw: rows and columns that fill no whole tile are left out."""
     n, h, w, c = x.shape

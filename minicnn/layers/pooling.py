@@ -80,8 +80,9 @@ dx = sum;
 
 
 class MaxPooling2D(Layer):
-    def __init__(self, pool_size=(2, 2), strides=None, padding: str = "valid",
-                 input_shape=None, name: str | None = None) -> None:
+    def __init__(self, pool_size: int | tuple[int, int] = (2, 2),
+                 strides: int | tuple[int, int] | None = None, padding: str = "valid",
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
         self.pool_size = pair(pool_size, "pool_size", "MaxPooling2D")
         self.strides = pair(strides if strides is not None else self.pool_size, "strides",
@@ -91,7 +92,7 @@ class MaxPooling2D(Layer):
     def expected_rank(self) -> int:
         return 3
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
         h, w, c = input_shape
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         oh = win.output_length(h, ph, sh, self.padding)
