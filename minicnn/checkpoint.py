@@ -40,7 +40,9 @@ class Checkpoint:
 
 def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
          fit_rng: Any = None) -> None:
-    """Write model weights, optimizer state, history and generator states to ``path``."""
+    """Write model weights, optimizer state, history and generator states to ``path``
+    (its folder is created if needed, as Keras's ModelCheckpoint does)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     optimizer = model.optimizer
     meta = {
         "format": FORMAT, "version": VERSION, "epoch": int(epoch),

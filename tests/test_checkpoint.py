@@ -346,3 +346,11 @@ def test_backward_before_forward_is_a_clear_error():
     for layer in (Dense(3), MaxPooling2D(), Flatten(), Dropout(0.5)):
         with pytest.raises(RuntimeError, match="backward needs a forward"):
             layer.backward(np.ones((2, 3), "float32"))
+
+
+def test_fit_creates_the_checkpoint_folder(tmp_path):
+    path = tmp_path / "new" / "deeper" / "checkpoint.npz"  # neither folder exists yet
+    train(1, checkpoint=path)
+    assert path.is_file()
+    _, history = train(2, checkpoint=path, resume=True)
+    assert history.resumed_epochs == 1

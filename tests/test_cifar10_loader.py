@@ -312,14 +312,14 @@ def test_download_mismatch_leaves_nothing(tmp_path, server, bad):
         assert "checksum" in message and wrong_md5 in message and server["md5"] in message
     else:
         assert str(wrong_size) in message and str(server["size"]) in message
-    assert os.listdir(cache) == []
+    assert not cache.exists()  # no file, and not the folder it made for it
 
 
 def test_download_md5_mismatch_without_size(tmp_path, server):
     with pytest.raises(DatasetError, match="expected MD5 0{32}, got " + server["md5"]):
         cifar10.download(url=server["base"] + "/good", md5="0" * 32, size=None,
                          cache_dir=tmp_path / "c", verbose=False)
-    assert os.listdir(tmp_path / "c") == []
+    assert not (tmp_path / "c").exists()
 
 
 def test_download_cut_connection_leaves_nothing(tmp_path, server):
@@ -330,14 +330,14 @@ def test_download_cut_connection_leaves_nothing(tmp_path, server):
     message = str(info.value)
     assert "/short" in message and str(server["size"]) in message
     assert str(server["size"] // 2) in message
-    assert os.listdir(cache) == []
+    assert not cache.exists()  # no file, and not the folder it made for it
 
 
 def test_download_http_error_leaves_nothing(tmp_path, server):
     cache = tmp_path / "cache"
     with pytest.raises(DatasetError, match="Not Found"):
         load_data(cache_dir=cache, url=server["base"] + "/missing", verbose=False)
-    assert os.listdir(cache) == []
+    assert not cache.exists()  # no file, and not the folder it made for it
 
 
 def test_no_network_and_no_local_copy(tmp_path):
@@ -347,7 +347,30 @@ def test_no_network_and_no_local_copy(tmp_path):
     message = str(info.value)
     for part in (url, "path=", "--data PATH", "MINICNN_CIFAR10=", cifar10.URL):
         assert part in message
-    assert os.listdir(tmp_path / "cache") == []
+    assert not (tmp_path / "cache").exists()
+
+
+def test_failed_download_keeps_a_cache_folder_that_was_there(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with pytest.raises(DatasetError):
+        load_data(cache_dir=cache, url=closed_port_url(), verbose=False)
+    assert cache.is_dir() and os.listdir(cache) == []
+
+
+def test_cached_repacked_archive_and_no_network_says_how_to_use_it(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    archive = write_tar(cache / "cifar-10-python.tar.gz")  # valid, but not the official MD5
+    url = closed_port_url()
+    with pytest.raises(DatasetError) as info:
+        load_data(cache_dir=cache, url=url, verbose=True)
+    message = str(info.value)
+    assert f"the cached archive {archive} fails its checksum (expected MD5 {cifar10.MD5}" in message
+    assert md5(archive.read_bytes()) in message and url in message
+    assert "pass it explicitly: load_data(path=...) or the example's --data" in message
+    assert "downloading again" in capsys.readouterr().err
+    assert os.listdir(cache) == ["cifar-10-python.tar.gz"]  # the cached copy is left alone
+    check_arrays(load_data(path=archive, verbose=False))  # and works when given by path
 
 
 def test_download_false_never_touches_network(tmp_path, server):
@@ -374,7 +397,7 @@ def test_keyboard_interrupt_removes_partial_file(tmp_path, monkeypatch):
         cifar10.download(url="http://example.invalid/x", md5=None, size=None, cache_dir=cache,
                          verbose=False)
     assert Response.calls == 2  # it did write a first chunk
-    assert os.listdir(cache) == []
+    assert not cache.exists()  # no file, and not the folder it made for it
 
 
 # ------------------------------------------------------------------ broken data

@@ -279,6 +279,7 @@ def download(url: str = URL, md5: Optional[str] = MD5, size: Optional[int] = SIZ
     after the clean-up).
     """
     cache = _cache_dir(cache_dir)
+    made = [folder for folder in (cache, *cache.parents) if not folder.exists()]
     cache.mkdir(parents=True, exist_ok=True)
     dest = cache / ARCHIVE_NAME
     if verbose:
@@ -331,6 +332,11 @@ def download(url: str = URL, md5: Optional[str] = MD5, size: Optional[int] = SIZ
             os.unlink(part.name)
         except FileNotFoundError:
             pass
+        for folder in made:  # innermost first: leave no empty cache folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return dest
 
@@ -370,6 +376,14 @@ def load_data(path: Optional[PathLike] = None, cache_dir: Optional[PathLike] = N
         if verbose:
             print(f"Cached {archive} fails its checksum (expected MD5 {md5}, got {got}); "
                   f"downloading again", file=sys.stderr)
+        try:
+            archive = _download(url=url, md5=md5, size=size, cache_dir=cache, verbose=verbose)
+        except DatasetError as exc:
+            raise DatasetError(f"the cached archive {archive} fails its checksum (expected MD5 "
+                               f"{md5}, got {got}) and downloading a fresh one failed ({exc}). "
+                               "To use the cached copy as it is (a re-packed archive, say), pass "
+                               "it explicitly: load_data(path=...) or the example's --data") from None
+        return _extract(archive, cache, verbose)
     if not download:
         raise DatasetError(f"CIFAR-10 not found: no {FOLDER_NAME}/ or {ARCHIVE_NAME} in the "
                            f"cache folder {cache}, and download=False. {_local_copy_hint()}")
