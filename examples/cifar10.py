@@ -124,14 +124,14 @@ def explain(model, images, truth, predicted, names, out: Path) -> None:
     visualize.misclassified(images, truth, predicted, names, out / "misclassified.png")
 
 
-def make_out_dir(out: str | None) -> tuple[Path, bool]:
+def make_out_dir(out: str | None) -> tuple[Path, list[Path]]:
     """The output folder, checked writable now (not after hours of training), and
-    whether this run created it."""
+    the folders this run created for it, innermost first."""
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = os.path.join("runs", stamp)
     path = Path(out)
-    created = not path.exists()
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):  # fail now, not after hours of training
@@ -156,8 +156,11 @@ def main(argv=None) -> dict:
     try:
         (x_train, y_train), (x_test, y_test) = cifar10.load_data(args.data)
     except (cifar10.DatasetError, FileNotFoundError) as exc:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # no data, no run: leave no empty folder behind
+        for folder in created:  # no data, no run: leave no empty folders behind
+            try:
+                folder.rmdir()
+            except OSError:  # not empty after all
+                break
         sys.exit(f"cifar10.py: {exc}")
     x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
     x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]

@@ -68,14 +68,12 @@ def load(path: str | os.PathLike, model: Any) -> Checkpoint:
     arrays = serialization.read_archive(path, "checkpoint", "minicnn checkpoint")
     if "__checkpoint__" not in arrays:
         raise CheckpointError(f"checkpoint: {path} is not a minicnn checkpoint (no __checkpoint__ entry)")
-    try:
-        meta = json.loads(str(arrays.pop("__checkpoint__")))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"checkpoint: {path} has damaged metadata (__checkpoint__ is "
-                              f"not JSON: {exc})") from None
+    meta = serialization.read_metadata(arrays, "__checkpoint__", path, "checkpoint")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(f"checkpoint: {path} has format {meta.get('format')!r} version "
                               f"{meta.get('version')!r}; this minicnn reads {FORMAT!r} version {VERSION}")
+    serialization.require_fields(meta, ("epoch", "input_shape", "architecture", "history",
+                                        "optimizer", "rng"), "__checkpoint__", path, "checkpoint")
     if model.built and list(model.input_shape[1:]) != meta["input_shape"]:
         raise CheckpointError(f"checkpoint: {path} is for inputs {tuple(meta['input_shape'])}, "
                               f"the model takes {model.input_shape[1:]}")

@@ -136,13 +136,20 @@ def check_model(model: Any, x: Array, y: Array, eps: float = 1e-6,
     """Compare the gradients of a compiled model's loss with central differences for
     every parameter (at most ``max_entries`` random entries per tensor)."""
     rng = np.random.default_rng(seed)
+    if backend.floatx() != "float64":  # the model casts every batch to it
+        raise ValueError("check_model: gradient checks need float64, but the default float "
+                         f"type is {backend.floatx()}: call minicnn.set_floatx('float64') "
+                         "before building the model")
+    x = backend.to_device(x, dtype=np.float64)
     if not model.built:
-        model.build(np.shape(x)[1:])
+        model.build(x.shape[1:])
     _require_float64("check_model", {f"{layer.describe()} {k}": p for layer in model.layers
                                      for k, p in layer.params.items()})
-    x = backend.to_device(x, dtype=np.float64)
     rewind = _rewinder(model.layers)
-    model.compute_gradients(x, y)  # training mode, as a step: Dropout draws its masks
+    try:
+        model.compute_gradients(x, y)  # training mode, as a step: Dropout draws its masks
+    except ValueError as exc:  # bad x or y: say who was called
+        raise ValueError(f"check_model: {exc}") from None
     analytic = {f"{layer.name}/{name}": (layer, name, layer.grads[name].copy())
                 for layer in model.layers for name in layer.params}
 

@@ -408,6 +408,8 @@ class Sequential:
 
     def _prepare_y(self, y, n: int, where: str):
         y = y if backend.is_device_array(y) else np.asarray(y)
+        if y.ndim == 0:
+            raise ValueError(f"{where}: x has {n} samples but y has none (a scalar)")
         if y.shape[0] != n:
             raise ValueError(f"{where}: x has {n} samples but y has {y.shape[0]}")
         classes = self.output_shape[-1]
@@ -682,15 +684,13 @@ class Sequential:
             raise serialization.WeightsFileError(
                 f"load_weights: {path} has no minicnn metadata; was it written by "
                 "Sequential.save_weights?")
-        try:
-            meta = json.loads(str(stored.pop("__meta__")))
-        except json.JSONDecodeError as exc:
-            raise serialization.WeightsFileError(
-                f"load_weights: {path} has damaged metadata (__meta__ is not JSON: {exc})") from None
+        meta = serialization.read_metadata(stored, "__meta__", path, "load_weights")
         if meta.get("format") != WEIGHTS_FORMAT:
             raise serialization.WeightsFileError(
                 f"load_weights: {path} has format {meta.get('format')!r}, this minicnn reads "
                 f"{WEIGHTS_FORMAT!r}")
+        serialization.require_fields(meta, ("architecture", "input_shape"), "__meta__", path,
+                                     "load_weights")
         serialization.check_architecture(path, meta["architecture"], self, "load_weights")
         if not self.built:
             self.build(tuple(meta["input_shape"]))

@@ -1,8 +1,8 @@
 """Pictures of a run: sample images, learning curves, confusion heatmap.
 
 Headless: each figure is drawn by its own Agg canvas straight into a file, no
-display needed, and pyplot is never touched, so importing this module leaves a
-notebook's or script's own matplotlib backend alone. Every figure is saved
+display needed, and pyplot's figure manager is never used, so this module
+leaves a notebook's or script's own matplotlib backend alone. Every figure is saved
 through a temporary file and a rename, so a crash leaves no broken PNG.
 """
 from __future__ import annotations

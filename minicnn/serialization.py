@@ -42,6 +42,28 @@ def read_archive(path: str | os.PathLike, who: str, what: str) -> dict:
                                f"{type(exc).__name__}: {exc}") from None
 
 
+def read_metadata(arrays: dict, key: str, path: str, who: str) -> dict:
+    """The JSON object stored under ``key`` (taken out of ``arrays``); anything else
+    raises ``WeightsFileError``."""
+    try:
+        meta = json.loads(str(arrays.pop(key)))
+    except json.JSONDecodeError as exc:
+        raise WeightsFileError(f"{who}: {path} has damaged metadata ({key} is not JSON: "
+                               f"{exc})") from None
+    if not isinstance(meta, dict):
+        raise WeightsFileError(f"{who}: {path} has damaged metadata ({key} is "
+                               f"{json.dumps(meta)[:40]}, not a JSON object)")
+    return meta
+
+
+def require_fields(meta: dict, fields: tuple[str, ...], key: str, path: str, who: str) -> None:
+    """Raise ``WeightsFileError`` naming the fields the metadata lacks, if any."""
+    missing = [field for field in fields if field not in meta]
+    if missing:
+        raise WeightsFileError(f"{who}: {path} has damaged metadata ({key} lacks "
+                               f"{', '.join(missing)})")
+
+
 def architecture(model: Any) -> list[dict]:
     """Each layer's name, type and config, as plain JSON data (tuples become lists)."""
     return json.loads(json.dumps(model.architecture()))

@@ -183,6 +183,11 @@ def test_scalar_x(backend):
         model.train_on_batch(np.float32(1.0), np.zeros(4))
     with pytest.raises(ValueError, match=r"profile_step: x has 2 samples but y has none"):
         model.profile_step(np.zeros((2, 8, 8, 3)), np.float32(1.0))
+    for call in (lambda: model.fit(np.zeros((2, 8, 8, 3)), 1, verbose=0),
+                 lambda: model.evaluate(np.zeros((2, 8, 8, 3)), 1),
+                 lambda: model.compute_loss(np.zeros((2, 8, 8, 3)), 1)):
+        with pytest.raises(ValueError, match=r"x has 2 samples but y has none \(a scalar\)"):
+            call()
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
@@ -272,10 +277,15 @@ def test_unknown_names(make, pattern):
 
 
 # ---------------------------------------------------------------- bad hyper-parameters
-@pytest.mark.parametrize("rate", [1.0, 1.5, -0.1, float("nan"), "0.5", None, True])
+@pytest.mark.parametrize("rate", [1.0, 1.5, -0.1, float("nan"), "0.5", None, True, [0.5]])
 def test_dropout_rate_out_of_range(rate):
     with pytest.raises(ValueError, match=r"Dropout: rate must be a number in \[0, 1\), got"):
         Dropout(rate)
+
+
+def test_dropout_rate_accepts_numpy_numbers():
+    assert Dropout(np.float32(0.25)).rate == 0.25 and Dropout(np.array(0.5)).rate == 0.5
+    assert Dropout(0).rate == 0.0
 
 
 @pytest.mark.parametrize("make,pattern", [
@@ -314,9 +324,21 @@ def test_numpy_scalar_hyper_parameters_are_accepted(backend):
 
 def test_gradient_check_in_float32_is_refused():
     model = cnn()
-    with pytest.raises(ValueError, match=r"check_model: gradient checks need float64 arrays, but "
-                                         r"Conv2D '\w+' kernel is float32.*set_floatx\('float64'\)"):
+    with pytest.raises(ValueError, match=r"check_model: gradient checks need float64, but the "
+                                         r"default float type is float32.*set_floatx\('float64'\)"):
         check_model(model, np.zeros((2, 8, 8, 3)), to_categorical([0, 1], 4))
+
+
+def test_gradient_check_of_a_float64_model_under_float32_is_refused():
+    minicnn.set_floatx("float64")
+    model = cnn()
+    model.build((8, 8, 3))
+    minicnn.set_floatx("float32")  # the batches would be cast to float32
+    with pytest.raises(ValueError, match=r"check_model: .*default float type is float32"):
+        check_model(model, np.zeros((2, 8, 8, 3)), to_categorical([0, 1], 4))
+    minicnn.set_floatx("float64")
+    with pytest.raises(ValueError, match=r"check_model: compute_gradients: x has 2 samples but y has 1"):
+        check_model(model, np.zeros((2, 8, 8, 3)), to_categorical([0], 4))
 
 
 # ---------------------------------------------------------------- weight files

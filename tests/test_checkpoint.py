@@ -151,6 +151,9 @@ def test_checkpoint_of_another_format_version(tmp_path):
 
 @pytest.mark.parametrize("entry,value,pattern", [
     ("__checkpoint__", "{not json", r"damaged metadata \(__checkpoint__ is not JSON"),
+    ("__checkpoint__", "[1, 2]", r"damaged metadata \(__checkpoint__ is \[1, 2\], not a JSON object"),
+    ("__checkpoint__", '{"format": "minicnn-checkpoint", "version": 1}',
+     r"damaged metadata \(__checkpoint__ lacks epoch, input_shape, architecture"),
     ("optimizer/conv2d_1/kernel/extra", None, r"holds an entry 'optimizer/conv2d_1/kernel/extra'; "
                                               r"optimizer entries are named optimizer/<layer>/<parameter>"),
 ])
@@ -166,15 +169,20 @@ def test_checkpoint_with_a_damaged_entry_names_file_and_entry(tmp_path, entry, v
     assert str(path) in str(info.value)
 
 
-def test_weights_file_with_damaged_metadata(tmp_path):
+@pytest.mark.parametrize("meta,pattern", [
+    ("{not json", r"__meta__ is not JSON"),
+    ("5", r"__meta__ is 5, not a JSON object"),
+    ('{"format": "minicnn-weights-1"}', r"__meta__ lacks architecture, input_shape"),
+])
+def test_weights_file_with_damaged_metadata(tmp_path, meta, pattern):
     path = tmp_path / "w.npz"
     model, _ = train(1)
     model.save_weights(path)
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
-    arrays["__meta__"] = np.array("{not json")
+    arrays["__meta__"] = np.array(meta)
     np.savez(path, **arrays)
-    with pytest.raises(WeightsFileError, match=r"load_weights: .*w.npz has damaged metadata"):
+    with pytest.raises(WeightsFileError, match=rf"load_weights: .*w.npz has damaged metadata \({pattern}"):
         small_model().load_weights(path)
 
 

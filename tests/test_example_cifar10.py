@@ -94,6 +94,8 @@ def test_example_reports_a_missing_dataset(tmp_path):
     assert result.returncode != 0
     assert "nowhere.tar.gz" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # the folder it made for the run is gone again
+    run_example(tmp_path / "a" / "b" / "c", tmp_path / "nowhere.tar.gz", "--epochs", "1")
+    assert not (tmp_path / "a").exists()  # and so are the folders made on the way
     (tmp_path / "kept").mkdir()  # a folder the user gave, already there, stays
     run_example(tmp_path / "kept", tmp_path / "nowhere.tar.gz", "--epochs", "1")
     assert (tmp_path / "kept").is_dir()

@@ -379,10 +379,14 @@ def load_data(path: Optional[PathLike] = None, cache_dir: Optional[PathLike] = N
         try:
             archive = _download(url=url, md5=md5, size=size, cache_dir=cache, verbose=verbose)
         except DatasetError as exc:
+            # The network's own reason: download's message would go on to say that no
+            # local copy was found, and here one was.
+            reason = getattr(exc.__cause__, "reason", None) or exc.__cause__ or exc
             raise DatasetError(f"the cached archive {archive} fails its checksum (expected MD5 "
-                               f"{md5}, got {got}) and downloading a fresh one failed ({exc}). "
-                               "To use the cached copy as it is (a re-packed archive, say), pass "
-                               "it explicitly: load_data(path=...) or the example's --data") from None
+                               f"{md5}, got {got}) and downloading a fresh one from {url} "
+                               f"failed: {reason}. To use the cached copy as it is (a re-packed "
+                               "archive, say), pass it explicitly: load_data(path=...) or the "
+                               "example's --data") from None
         return _extract(archive, cache, verbose)
     if not download:
         raise DatasetError(f"CIFAR-10 not found: no {FOLDER_NAME}/ or {ARCHIVE_NAME} in the "

@@ -10,7 +10,6 @@ generator: seed it (or ``minicnn.set_seed``) and the masks repeat.
 """
 from __future__ import annotations
 
-import numbers
 
 from minicnn import backend
 from minicnn.layers.base import Layer
@@ -28,10 +27,13 @@ class Dropout(Layer):
     def __init__(self, rate: float, seed: int | None = None,
                  input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
-        if (not isinstance(rate, numbers.Real) or isinstance(rate, bool)
-                or not 0.0 <= rate < 1.0):
+        try:  # a float, an int, a NumPy scalar or 0-d array; not a string or a bool
+            value = float(rate) if not isinstance(rate, (str, bytes, bool)) else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not 0.0 <= value < 1.0:
             raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate = value
         self.seed = seed
         self.rng = None
 
