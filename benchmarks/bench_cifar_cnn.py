@@ -20,7 +20,10 @@ What is measured, all in one run:
   backward timed on its own, plus loss and optimizer; and right after it each
   convolution's three matrix products (forward col @ W, dW, dX) re-run on the
   layer's own operands (its cached col and kernel matrix), which gives their
-  GFLOP/s and the share of the step that is not conv matmul.
+  GFLOP/s and the share of the step that is not conv matmul;
+* with PyTorch, one instrumented step of the faster torch contender per round,
+  its modules timed through forward and backward hooks and grouped like
+  minicnn's layers, printed beside minicnn's breakdown.
 
 The contenders are interleaved round by round (all training rounds first, then
 all inference rounds), so that a machine that speeds up or slows down (a shared
@@ -271,6 +274,49 @@ class TorchContender:
         with self.torch.inference_mode():
             self.torch.softmax(self.net(self.x_infer), dim=1)
 
+    # torch module i -> the minicnn layer it corresponds to: each conv's ReLU counts
+    # with the pooling after it, as minicnn times the ReLU it moves after its pooling.
+    LAYER_OF_MODULE = (0, 1, 1, 2, 3, 4, 4, 5, 6, 7, 7, 8, 9, 10, 10, 11, 11, 12)
+
+    def profile_step(self) -> dict:
+        """train_step with a clock around each module's forward and backward (module
+        hooks, which add a little time), grouped like minicnn's layers.
+
+        The first conv's input needs no gradient, so its backward hook would fire
+        before its weight gradient is made: its backward runs from its pre-hook to
+        the end of loss.backward(), which is all that is left to do by then."""
+        clock, groups = time.perf_counter, max(self.LAYER_OF_MODULE) + 1
+        forward, backward, started, handles = [0.0] * groups, [0.0] * groups, {}, []
+        for i, module in enumerate(self.net):
+            group = self.LAYER_OF_MODULE[i]
+
+            def begin(key):
+                return lambda *_: started.__setitem__(key, clock())
+
+            def end(key, totals, group=group):
+                def hook(*_):
+                    totals[group] += clock() - started.pop(key)
+                return hook
+            handles += [module.register_forward_pre_hook(begin(("f", i))),
+                        module.register_forward_hook(end(("f", i), forward)),
+                        module.register_full_backward_pre_hook(begin(("b", i)))]
+            if i > 0:
+                handles.append(module.register_full_backward_hook(end(("b", i), backward)))
+        try:
+            start = clock()
+            self.net.train()  # train_step, with a clock read after backward
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.loss(self.net(self.x), self.y)
+            loss.backward()
+            backward[self.LAYER_OF_MODULE[0]] += clock() - started.pop(("b", 0))
+            self.opt.step()
+            self.sched.step()
+            step = clock() - start
+        finally:
+            for handle in handles:
+                handle.remove()
+        return {"forward": forward, "backward": backward, "step": step}
+
 
 # ----------------------------------------------------------------------------- timing helpers
 def timed(fn, count: int = 1) -> float:
@@ -425,6 +471,7 @@ def main() -> dict:
     train_faults = {name: [] for name in contenders}  # page faults per step or batch
     infer_faults = {name: [] for name in contenders}
     reference, profiles, products = [], [], []
+    torch_profiles = {name: [] for name in torch_names}
     # Training first, then inference: a batch of 256 leaves the memory in a state
     # (large freed arrays, huge pages to compact) that the next training steps pay for.
     for r in range(args.repeats):
@@ -438,6 +485,10 @@ def main() -> dict:
             model.train_on_batch(x, y)  # like block(): one untimed step first
             profiles.append(model.profile_step(x, y))
             products.append([conv_products(layer, args.batch_size) for layer in conv_layers])
+            for name in torch_names:
+                settle()
+                contenders[name].train_step()
+                torch_profiles[name].append(contenders[name].profile_step())
         print(f"training round {r + 1}/{args.repeats}: matmul {reference[-1]:.0f} GFLOP/s | "
               + ", ".join(f"{n} {train_rate[n][-1]:.0f}" for n in contenders) + " img/s", flush=True)
     for name in contenders:
@@ -484,11 +535,37 @@ def main() -> dict:
 
     if profiles:
         report_profile(results, model, conv_layers, profiles, products, reference)
+        peer = results.get("train_vs_torch", {}).get("torch")
+        if peer is not None:
+            report_side_by_side(results, model, profiles, peer, torch_profiles[peer])
     print_markdown(results)
     if args.json:
         write_text_atomic(args.json, json.dumps(results, indent=2))
         print(f"\nwrote {args.json}")
     return results
+
+
+def report_side_by_side(results, model, profiles, peer: str, peer_profiles: list) -> None:
+    """Per layer, minicnn's and PyTorch's forward and backward times in one table."""
+    med = statistics.median
+    print()
+    print(f"## Side by side with {peer} (ms per training step, medians of {len(profiles)} "
+          "instrumented steps; PyTorch timed through module hooks, which add a little; "
+          "each conv's ReLU counts with its pooling)")
+    print(f"  {'layer':18s} {'minicnn fwd':>11s} {'bwd':>7s}   {'torch fwd':>9s} {'bwd':>7s}")
+    rows, totals = [], [0.0, 0.0]
+    for i, layer in enumerate(model.layers):
+        ours = [med([p[k][i] for p in profiles]) * 1e3 for k in ("forward", "backward")]
+        theirs = [med([p[k][i] for p in peer_profiles]) * 1e3 for k in ("forward", "backward")]
+        totals[0] += sum(ours)
+        totals[1] += sum(theirs)
+        rows.append({"layer": layer.name, "minicnn_ms": ours, "torch_ms": theirs})
+        print(f"  {layer.name:18s} {ours[0]:11.2f} {ours[1]:7.2f}   {theirs[0]:9.2f} {theirs[1]:7.2f}")
+    steps = [med([p["step"] for p in profiles]) * 1e3, med([p["step"] for p in peer_profiles]) * 1e3]
+    print(f"  {'rest of the step':18s} {steps[0] - totals[0]:11.2f} {'':7s}   "
+          f"{steps[1] - totals[1]:9.2f}   (loss, optimizer, checks, autograd's own work)")
+    print(f"  {'whole step':18s} {steps[0]:11.2f} {'':7s}   {steps[1]:9.2f}")
+    results["side_by_side"] = {"torch": peer, "layers": rows, "step_ms": steps}
 
 
 def report_profile(results, model, conv_layers, profiles, products, reference) -> None:
