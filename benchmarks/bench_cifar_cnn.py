@@ -261,11 +261,13 @@ class TorchContender:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda t: 1.0 / (1.0 + 1e-4 * t))
         self.loss = torch.nn.CrossEntropyLoss()  # softmax + cross-entropy, fused like minicnn's
 
-    def train_step(self) -> None:
+    def train_step(self, after_backward=None) -> None:
         self.net.train()
         self.opt.zero_grad(set_to_none=True)
         loss = self.loss(self.net(self.x), self.y)
         loss.backward()
+        if after_backward is not None:  # profile_step's clock
+            after_backward()
         self.opt.step()
         self.sched.step()
 
@@ -302,15 +304,11 @@ class TorchContender:
                         module.register_full_backward_pre_hook(begin(("b", i)))]
             if i > 0:
                 handles.append(module.register_full_backward_hook(end(("b", i), backward)))
+        def first_conv_done() -> None:
+            backward[self.LAYER_OF_MODULE[0]] += clock() - started.pop(("b", 0))
         try:
             start = clock()
-            self.net.train()  # train_step, with a clock read after backward
-            self.opt.zero_grad(set_to_none=True)
-            loss = self.loss(self.net(self.x), self.y)
-            loss.backward()
-            backward[self.LAYER_OF_MODULE[0]] += clock() - started.pop(("b", 0))
-            self.opt.step()
-            self.sched.step()
+            self.train_step(after_backward=first_conv_done)
             step = clock() - start
         finally:
             for handle in handles:

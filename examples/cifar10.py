@@ -30,7 +30,7 @@ import pandas as pd
 
 import minicnn
 from minicnn.datasets import cifar10
-from minicnn.fileio import write_text_atomic
+from minicnn.fileio import make_folders, remove_empty_folders, write_text_atomic
 from minicnn.interrupts import TrainingDiverged, TrainingInterrupted
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from minicnn.models import Sequential
@@ -131,9 +131,8 @@ def make_out_dir(out: str | None) -> tuple[Path, list[Path]]:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = os.path.join("runs", stamp)
     path = Path(out)
-    created = [folder for folder in (path, *path.parents) if not folder.exists()]
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        created = make_folders(path)
         with tempfile.TemporaryFile(dir=path):  # fail now, not after hours of training
             pass
     except OSError as exc:
@@ -156,11 +155,7 @@ def main(argv=None) -> dict:
     try:
         (x_train, y_train), (x_test, y_test) = cifar10.load_data(args.data)
     except (cifar10.DatasetError, FileNotFoundError) as exc:
-        for folder in created:  # no data, no run: leave no empty folders behind
-            try:
-                folder.rmdir()
-            except OSError:  # not empty after all
-                break
+        remove_empty_folders(created)  # no data, no run: leave no empty folders behind
         sys.exit(f"cifar10.py: {exc}")
     x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
     x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]

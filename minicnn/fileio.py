@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Callable, IO
 
 
@@ -42,3 +43,22 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def make_folders(path: str | os.PathLike) -> list[Path]:
+    """Create the folder ``path`` and any missing parents; return the folders this
+    call created, innermost first (for ``remove_empty_folders`` if the work fails)."""
+    path = Path(path)
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first) as long as they are empty: undo
+    ``make_folders`` after a failure without touching anything that holds files."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): leave it and everything above it
+            break

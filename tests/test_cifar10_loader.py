@@ -496,3 +496,15 @@ def test_a_batch_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(cifar10.DatasetError, match="refusing to load"):
         cifar10._parse_batch(pickle_module.dumps(Payload()), "data_batch_1", tmp_path / "x")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_make_folders_and_remove_empty_folders(tmp_path):
+    from minicnn.fileio import make_folders, remove_empty_folders
+    (tmp_path / "a").mkdir()
+    made = make_folders(tmp_path / "a" / "b" / "c")
+    assert made == [tmp_path / "a" / "b" / "c", tmp_path / "a" / "b"]  # innermost first
+    (tmp_path / "a" / "b" / "keep.txt").write_text("x")
+    remove_empty_folders(made)
+    assert not (tmp_path / "a" / "b" / "c").exists()
+    assert (tmp_path / "a" / "b" / "keep.txt").is_file()  # a folder holding a file stays
+    assert make_folders(tmp_path / "a") == []  # nothing made, nothing to undo

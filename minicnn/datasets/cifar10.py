@@ -49,6 +49,8 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from minicnn.fileio import make_folders, remove_empty_folders
+
 __all__ = ["load_data", "download", "default_cache_dir", "DatasetError", "CLASS_NAMES",
            "URL", "MD5", "SIZE", "ENV_PATH", "ENV_CACHE"]
 
@@ -279,8 +281,7 @@ def download(url: str = URL, md5: Optional[str] = MD5, size: Optional[int] = SIZ
     after the clean-up).
     """
     cache = _cache_dir(cache_dir)
-    made = [folder for folder in (cache, *cache.parents) if not folder.exists()]
-    cache.mkdir(parents=True, exist_ok=True)
+    made = make_folders(cache)
     dest = cache / ARCHIVE_NAME
     if verbose:
         print(f"Downloading {url} to {dest}", file=sys.stderr)
@@ -332,11 +333,7 @@ def download(url: str = URL, md5: Optional[str] = MD5, size: Optional[int] = SIZ
             os.unlink(part.name)
         except FileNotFoundError:
             pass
-        for folder in made:  # innermost first: leave no empty cache folder behind
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_empty_folders(made)  # leave no empty cache folder behind
         raise
     return dest
 
@@ -364,7 +361,7 @@ def load_data(path: Optional[PathLike] = None, cache_dir: Optional[PathLike] = N
     cache = _cache_dir(cache_dir)
     if (cache / FOLDER_NAME).is_dir():
         return _read_folder(cache / FOLDER_NAME)
-    archive = cache / ARCHIVE_NAME
+    archive, stale = cache / ARCHIVE_NAME, None  # stale: a cached archive's wrong MD5
     if archive.is_file():
         got = _md5sum(archive) if md5 is not None else None
         if md5 is None or got == md5.lower():
@@ -376,20 +373,21 @@ def load_data(path: Optional[PathLike] = None, cache_dir: Optional[PathLike] = N
         if verbose:
             print(f"Cached {archive} fails its checksum (expected MD5 {md5}, got {got}); "
                   f"downloading again", file=sys.stderr)
-        try:
-            archive = _download(url=url, md5=md5, size=size, cache_dir=cache, verbose=verbose)
-        except DatasetError as exc:
-            # The network's own reason: download's message would go on to say that no
-            # local copy was found, and here one was.
-            reason = getattr(exc.__cause__, "reason", None) or exc.__cause__ or exc
-            raise DatasetError(f"the cached archive {archive} fails its checksum (expected MD5 "
-                               f"{md5}, got {got}) and downloading a fresh one from {url} "
-                               f"failed: {reason}. To use the cached copy as it is (a re-packed "
-                               "archive, say), pass it explicitly: load_data(path=...) or the "
-                               "example's --data") from None
-        return _extract(archive, cache, verbose)
-    if not download:
+        stale = got
+    elif not download:
         raise DatasetError(f"CIFAR-10 not found: no {FOLDER_NAME}/ or {ARCHIVE_NAME} in the "
                            f"cache folder {cache}, and download=False. {_local_copy_hint()}")
-    archive = _download(url=url, md5=md5, size=size, cache_dir=cache, verbose=verbose)
-    return _extract(archive, cache, verbose)
+    try:
+        fresh = _download(url=url, md5=md5, size=size, cache_dir=cache, verbose=verbose)
+    except DatasetError as exc:
+        if stale is None:
+            raise
+        # The network's own reason: download's message would go on to say that no
+        # local copy was found, and here one was.
+        reason = getattr(exc.__cause__, "reason", None) or exc.__cause__ or exc
+        raise DatasetError(f"the cached archive {archive} fails its checksum (expected MD5 "
+                           f"{md5}, got {stale}) and downloading a fresh one from {url} "
+                           f"failed: {reason}. To use the cached copy as it is (a re-packed "
+                           "archive, say), pass it explicitly: load_data(path=...) or the "
+                           "example's --data") from None
+    return _extract(fresh, cache, verbose)
