@@ -37,8 +37,8 @@ def loss_and_grads(model, x, y):
     """Logits and parameter gradients with Dropout as the identity (deterministic)."""
     h = x
     for layer in model.layers[:-1]:
-        h = layer.forward(h, training=not isinstance(layer, Dropout))
-    logits = model.layers[-1].forward(h, training=True, activate=False)
+        h = layer.run_forward(h, training=not isinstance(layer, Dropout))
+    logits = model.layers[-1].run_forward(h, training=True, activate=False)
     loss = model._loss_fn()
     value = loss.forward(logits, y)
     model._backward(loss.backward())

@@ -108,3 +108,8 @@ def get(identifier: str | ActivationFunction | None, where: str = "activations.g
         raise ValueError(f"{where}: unknown activation {identifier!r}: expected one of "
                          f"{', '.join(sorted(ACTIVATIONS))}")
     return ACTIVATIONS[identifier]()
+
+
+def name_of(activation: ActivationFunction | None) -> str:
+    """The name a configuration records: Keras writes 'linear' for no activation."""
+    return "linear" if activation is None else activation.name

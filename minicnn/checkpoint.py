@@ -42,6 +42,7 @@ def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
          fit_rng: Any = None) -> None:
     """Write model weights, optimizer state, history and generator states to ``path``
     (its folder is created if needed, as Keras's ModelCheckpoint does)."""
+    serialization.refuse_hdf5(path, "checkpoint")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     optimizer = model.optimizer
     meta = {
@@ -79,7 +80,7 @@ def load(path: str | os.PathLike, model: Any) -> Checkpoint:
                               f"the model takes {model.input_shape[1:]}")
     serialization.check_architecture(path, meta["architecture"], model, "checkpoint")
     if not model.built:
-        model.build(tuple(meta["input_shape"]))
+        model.build((None, *meta["input_shape"]))
     opt = meta["optimizer"]
     if opt["type"] != type(model.optimizer).__name__:
         raise CheckpointError(f"checkpoint: {path} was made with optimizer {opt['type']}, "

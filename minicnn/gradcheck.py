@@ -108,7 +108,7 @@ def check_layer(layer: Any, x: Array, training: bool = True, eps: float = 1e-6,
     rng = np.random.default_rng(seed)
     x = backend.to_device(x)
     if not layer.built:
-        layer.build(x.shape[1:])
+        layer.maybe_build(x.shape)
     _require_float64(f"check_layer({layer.describe()})",
                      {"x": x, **{f"{layer.describe()} {k}": p for k, p in layer.params.items()}})
     rewind = _rewinder([layer])
@@ -142,7 +142,7 @@ def check_model(model: Any, x: Array, y: Array, eps: float = 1e-6,
                          "before building the model")
     x = backend.to_device(x, dtype=np.float64)
     if not model.built:
-        model.build(x.shape[1:])
+        model.build(x.shape)
     _require_float64("check_model", {f"{layer.describe()} {k}": p for layer in model.layers
                                      for k, p in layer.params.items()})
     rewind = _rewinder(model.layers)

@@ -30,19 +30,19 @@ def input_gradient(layers: list, x: Array, classes: Array) -> Array:
     """
     xp = backend.get_array_module(x)
     head = layers[-1]
-    before_softmax = isinstance(head.activation, activations.Softmax)
+    before_softmax = head.separable_activation and isinstance(head.activation, activations.Softmax)
     scores = x
     for layer in layers[:-1]:
-        scores = layer.forward(scores, training=not isinstance(layer, Dropout))
-    scores = head.forward(scores, training=True, activate=not before_softmax)
+        scores = layer.run_forward(scores, training=not isinstance(layer, Dropout))
+    scores = head.run_forward(scores, training=True, activate=not before_softmax)
     grad = xp.zeros_like(scores)
     grad[xp.arange(x.shape[0]), backend.to_device(np.asarray(classes).reshape(-1))] = 1
     first = layers[0]
     needed, first.input_grad = first.input_grad, True
     try:
-        grad = head.backward(grad, activate=not before_softmax)
+        grad = head.run_backward(grad, activate=not before_softmax)
         for layer in reversed(layers[:-1]):
-            grad = layer.backward(grad)
+            grad = layer.run_backward(grad)
     finally:
         first.input_grad = needed
     return grad
@@ -52,7 +52,7 @@ def backward_from_ones(layers: list, out: Array) -> None:
     """Backward through every layer from dL/d(out) = 1, after a training forward."""
     grad = backend.get_array_module(out).ones_like(out)
     for layer in reversed(layers):
-        grad = layer.backward(grad)
+        grad = layer.run_backward(grad)
 
 
 def trace_shapes(layers: list, run: Callable[[], object],

@@ -39,8 +39,9 @@ import numpy as np
 from minicnn import activations, backend, inspection, losses, optimizers, serialization
 from minicnn import checkpoint as checkpoint_io
 from minicnn.backend import Array
+from minicnn.callbacks import CallbackList
 from minicnn.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
-from minicnn.layers.base import Layer, sample_shape
+from minicnn.layers.base import Layer, batch_shape
 from minicnn.layers.pooling import MaxPooling2D
 from minicnn.progbar import Progbar
 from minicnn.tracing import GradientTracer
@@ -87,6 +88,13 @@ def _snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
 
 
+def _count(value: int, name: str) -> int:
+    """A whole number >= 0 (NumPy integers welcome; 2.5 epochs or True are errors)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"fit: {name} must be a whole number >= 0, got {value!r}")
+    return int(value)
+
+
 class Sequential:
     INFERENCE_SLICE = 32  # images per pass through the network at inference (see _forward)
 
@@ -100,6 +108,7 @@ class Sequential:
         self.move_relu_after_pool = True  # see the module docstring
         self._relu_moved: set[int] = set()  # layers whose ReLU the last training forward moved
         self.check_finite_every: int | None = None  # None: every step on the CPU, 20 on the GPU
+        self.stop_training = False  # a callback sets it to end fit after the current epoch
         self._input_shape: tuple[int, ...] | None = None
         for layer in layers or []:
             self.add(layer)
@@ -115,23 +124,19 @@ class Sequential:
         if any(other.name == layer.name for other in self.layers):
             raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
         self.layers.append(layer)
-        if len(self.layers) == 1 and layer.input_shape is not None:
-            self._input_shape = layer.input_shape
+        if len(self.layers) == 1 and layer.batch_input_shape is not None:
+            self._input_shape = tuple(layer.batch_input_shape[1:])
         if self._input_shape is not None:
-            self.build(self._input_shape)
+            self.build((None, *self._input_shape))
 
-    def build(self, input_shape: tuple[int, ...]) -> None:
-        """Create every layer's parameters for samples of ``input_shape``."""
-        shape = sample_shape(input_shape, f"Sequential {self.name!r}")
-        self._input_shape = shape
+    def build(self, input_shape: tuple) -> None:
+        """Create every layer's weights for inputs of ``input_shape`` (batch axis
+        included, as in Keras: ``model.build((None, 32, 32, 3))``)."""
+        shape = batch_shape(input_shape, f"Sequential {self.name!r}")
+        self._input_shape = shape[1:]
         for layer in self.layers:
-            if layer.built:
-                if layer.input_shape != shape:
-                    raise ValueError(f"{layer.describe()}: built for input {layer.input_shape}, "
-                                     f"but the layer before it gives {shape}")
-            else:
-                layer.build(shape)
-            shape = layer.output_shape(shape)
+            layer.maybe_build(shape)
+            shape = layer.output_shape
 
     @property
     def built(self) -> bool:
@@ -143,12 +148,7 @@ class Sequential:
 
     @property
     def output_shape(self) -> tuple | None:
-        if self._input_shape is None:
-            return None
-        shape = self._input_shape
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
-        return (None, *shape)
+        return self.layers[-1].output_shape if self.built else None
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
@@ -167,7 +167,9 @@ class Sequential:
                 raise ValueError(f"Sequential.compile: unknown metric {metric!r}: expected "
                                  "'accuracy' (or 'acc')")
             self.metrics.append("acc")
-        self._fused = losses.fused_with_softmax(self.loss, self.layers[-1].activation)
+        head = self.layers[-1]
+        self._fused = losses.fused_with_softmax(
+            self.loss, head.activation if head.separable_activation else None)
         # Nobody needs dL/dx for the input images: skip that product and col2im.
         self.layers[0].input_grad = False
         for layer in self.layers[1:]:
@@ -180,7 +182,7 @@ class Sequential:
     # ------------------------------------------------------------ passes
     def _ensure_built(self, x) -> None:
         if not self.built:
-            self.build(x.shape[1:])
+            self.build(x.shape)
 
     def forward(self, x: Array, training: bool = False) -> Array:
         """The model's output (probabilities for a softmax model)."""
@@ -194,6 +196,7 @@ class Sequential:
         """May layers[i]'s ReLU run after the max-pooling layers[i + 1]? (module docstring)"""
         layers = self.layers
         return (self.move_relu_after_pool and i + 1 < len(layers)
+                and layers[i].separable_activation
                 and isinstance(layers[i].activation, activations.ReLU)
                 and isinstance(layers[i + 1], MaxPooling2D)
                 and not layers[i].watched and not layers[i + 1].watched)
@@ -216,7 +219,8 @@ class Sequential:
         moved = {i for i in range(last) if self._relu_movable(i)}
         for i, layer in enumerate(self.layers):
             start = _clock(x) if times is not None else 0.0
-            x = layer.forward(x, training, activate=i not in moved and (final_activation or i < last))
+            x = layer.run_forward(x, training,
+                                  activate=i not in moved and (final_activation or i < last))
             if i - 1 in moved:  # this layer is the pooling: now the ReLU of the layer before
                 x = self.layers[i - 1].activation.forward(x)
             if times is not None:
@@ -233,7 +237,7 @@ class Sequential:
             if i - 1 in moved:  # the ReLU that forward applied after this pooling
                 grad = self.layers[i - 1].activation.backward(grad)
             activate = i not in moved and (self._fused is None or i < last)
-            grad = self.layers[i].backward(grad, activate=activate)
+            grad = self.layers[i].run_backward(grad, activate=activate)
             if times is not None:
                 times[i] = _clock(like) - start
 
@@ -251,28 +255,51 @@ class Sequential:
             correct = (predicted == truth).sum()
         return loss_value, correct
 
-    def train_on_batch(self, x: Array, y: Array, tracer: GradientTracer | None = None,
-                       epoch: int = 0, step: int = 0, check_finite: bool = True
-                       ) -> tuple[Array, Array | None]:
-        """One SGD step on one batch; returns (mean loss, number correct) on the device.
+    def train_on_batch(self, x: Array, y: Array) -> float | list[float]:
+        """One SGD step on one batch; returns the batch's loss, or [loss, acc] when the
+        model was compiled with metrics=["accuracy"] (as Keras does).
 
         ``x`` and ``y`` may be host arrays; they are moved to the backend and cast
-        to the model's float type unless they already are (``fit`` prepares its
-        data once, so each step costs nothing here). Only shapes are checked: a
-        check of values would stall a GPU on every step. With ``check_finite`` it
-        raises ``TrainingDiverged`` before touching the weights when the loss or
-        any gradient is NaN or infinite.
+        to the model's float type. A NaN or infinite loss or gradient raises
+        ``TrainingDiverged`` before the weights change.
         """
-        self._require_compiled("train_on_batch")
-        x, y = self._as_batch(x, y)
-        self._ensure_built(x)
+        x, y = self._prepared(x, y, "train_on_batch")
+        loss_value, correct = self._train_step(x, y)
+        return self._batch_logs(loss_value, correct, x.shape[0])
+
+    def test_on_batch(self, x: Array, y: Array) -> float | list[float]:
+        """The loss (and accuracy) of one batch, in inference mode; like ``train_on_batch``
+        it returns [loss, acc] when the model has metrics."""
+        x, y = self._prepared(x, y, "test_on_batch")
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            loss_value, correct = self._batch_loss(x, y, training=False)
+        return self._batch_logs(loss_value, correct, x.shape[0])
+
+    def predict_on_batch(self, x: Array) -> np.ndarray:
+        """The model's outputs for one batch, on the host."""
+        return self.predict(x, batch_size=max(1, len(x)))
+
+    def _batch_logs(self, loss_value, correct, count: int) -> float | list[float]:
+        logs = self._logs(loss_value * count, correct, count)
+        return [logs["loss"], logs["acc"]] if self.metrics else logs["loss"]
+
+    def _train_step(self, x, y, tracer: GradientTracer | None = None, epoch: int = 0,
+                    step: int = 0, check_finite: bool = True) -> tuple[Array, Array | None]:
+        """One step on a prepared batch: (mean loss, number correct), on the device.
+
+        Only shapes are checked: a check of values would stall a GPU on every step.
+        With ``check_finite`` it raises ``TrainingDiverged`` before touching the
+        weights when the loss or any gradient is NaN or infinite; NumPy's own
+        overflow warnings are silenced because that check reports the problem.
+        """
         if tracer is not None:
             tracer.start(self.layers)
         try:
-            loss_value, correct = self._batch_loss(x, y, training=True)
-            self._backward(self._loss_fn().backward())
-            if check_finite:
-                self._check_finite(loss_value)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss_value, correct = self._batch_loss(x, y, training=True)
+                self._backward(self._loss_fn().backward())
+                if check_finite:
+                    self._check_finite(loss_value)
         finally:
             if tracer is not None:
                 tracer.before_update(self.layers)  # also takes its hooks off again
@@ -316,9 +343,7 @@ class Sequential:
         backward of the loss function. On a GPU each clock reading waits for the
         device first, which costs a little speed but times the work, not its launch.
         """
-        self._require_compiled("profile_step")
-        x, y = self._as_batch(x, y, "profile_step")
-        self._ensure_built(x)
+        x, y = self._prepared(x, y, "profile_step")
         forward, backward = [0.0] * len(self.layers), [0.0] * len(self.layers)
         start = _clock(x)
         out = self._loss_input(x, True, times=forward)
@@ -336,26 +361,6 @@ class Sequential:
         end = _clock(x)
         return {"forward": forward, "backward": backward, "loss": loss_time,
                 "finite check": check_time, "optimizer": end - t, "step": end - start}
-
-    def _as_batch(self, x, y, where: str = "train_on_batch"):
-        """x and y as backend arrays (x in the float type), with their shapes checked."""
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            x = np.asarray(x)
-        expected = self._input_shape or (self.layers[0].input_shape if self.layers else None)
-        if x.ndim < 1 or (expected is not None and tuple(x.shape[1:]) != tuple(expected)):
-            shape = "(N, " + ", ".join(map(str, expected)) + ")" if expected else "(N, ...)"
-            raise ValueError(f"{where}: expected x of shape {shape}, got {tuple(x.shape)}")
-        if not hasattr(y, "shape"):
-            y = np.asarray(y)
-        if y.ndim < 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"{where}: x has {x.shape[0]} samples but y has "
-                             f"{y.shape[0] if y.ndim else 'none (a scalar)'}")
-        on_device = backend.get_backend() != "numpy"
-        if (on_device and not backend.is_device_array(x)) or x.dtype != backend.floatx():
-            x = backend.to_device(x, dtype=backend.floatx())
-        if on_device and not backend.is_device_array(y):
-            y = backend.to_device(y)
-        return x, y
 
     def _finite_check_interval(self, x) -> int:
         """Steps between divergence checks: each one reads a value back to the host,
@@ -390,7 +395,7 @@ class Sequential:
             raise ValueError(f"{where}: expected a batch of samples (N, ...), got a scalar")
         if x.shape[0] == 0:
             raise ValueError(f"{where}: x is empty (shape {tuple(x.shape)})")
-        expected = self._input_shape or (self.layers[0].input_shape if self.layers else None)
+        expected = self._input_shape
         if expected is not None and tuple(x.shape[1:]) != tuple(expected):
             self.layers[0].check_input(x)  # raises with the layer's name and a hint
             raise ValueError(f"{where}: expected x of shape (N, {', '.join(map(str, expected))}), "
@@ -412,6 +417,11 @@ class Sequential:
             raise ValueError(f"{where}: x has {n} samples but y has none (a scalar)")
         if y.shape[0] != n:
             raise ValueError(f"{where}: x has {n} samples but y has {y.shape[0]}")
+        if np.dtype(y.dtype).kind not in "biuf":
+            raise TypeError(f"{where}: expected numeric y, got dtype {y.dtype}")
+        if np.dtype(y.dtype).kind == "f" and not bool(backend.get_array_module(y).isfinite(y).all()):
+            raise ValueError(f"{where}: y contains NaN or infinite values; the targets must be "
+                             "finite (check how the labels were made)")
         classes = self.output_shape[-1]
         if self.loss.sparse:
             if y.ndim == 2 and y.shape[1] == 1:
@@ -436,41 +446,77 @@ class Sequential:
 
     @staticmethod
     def _check_batch_size(batch_size, where: str) -> int:
+        if batch_size is None:  # Keras's default
+            return 32
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
         return int(batch_size)
 
     # ------------------------------------------------------------ training
-    def fit(self, x: Array, y: Array, batch_size: int = 32, epochs: int = 1, verbose: int = 1,
+    def fit(self, x: Array, y: Array, batch_size: int | None = None, epochs: int = 1,
+            verbose: int = 1, callbacks: list | None = None, validation_split: float = 0.0,
             validation_data: tuple[Array, Array] | None = None, shuffle: bool = True,
-            initial_epoch: int = 0, callbacks: list[Callable] | None = None,
+            class_weight: dict | None = None, sample_weight: Array | None = None,
+            initial_epoch: int = 0, steps_per_epoch: int | None = None,
+            validation_steps: int | None = None, *,
             checkpoint: str | os.PathLike | Callable[[Sequential, int, History], None]
                         | None = None,
             resume: bool = False, trace_gradients: int = 0,
             validation_batch_size: int | None = None) -> History:
         """Train until ``epochs`` epochs are done in total; returns the per-epoch History.
 
-        ``checkpoint``: a file path, saved at the end of every epoch (and once
-        before the first), or a callable ``checkpoint(model, epoch, history)``.
-        ``resume=True`` with a path continues from that file when it exists:
-        weights, optimizer, random generators and history, so the run goes on
-        exactly as if it had never stopped. ``callbacks`` are called as
-        ``callback(epoch, logs)`` after each epoch. Ctrl-C or SIGTERM stops
-        after the current step with ``TrainingInterrupted``; a NaN or infinite
-        loss or gradient stops before the update with ``TrainingDiverged``.
-        ``trace_gradients=N`` records per-layer activation and gradient
+        Keras 2.2's arguments, in Keras's order. ``batch_size`` defaults to 32;
+        ``validation_split`` holds out the last fraction of x and y (before
+        shuffling) as validation data. ``callbacks`` are ``minicnn.callbacks.Callback``
+        objects (Keras's hooks) or functions ``f(epoch, logs)`` run after each epoch.
+        ``class_weight``, ``sample_weight``, ``steps_per_epoch`` and
+        ``validation_steps`` are not supported and must stay None.
+
+        minicnn's own, keyword-only: ``checkpoint``: a file path, saved at the end
+        of every epoch (and once before the first), or a callable
+        ``checkpoint(model, epoch, history)``. ``resume=True`` with a path
+        continues from that file when it exists: weights, optimizer, random
+        generators and history, so the run goes on exactly as if it had never
+        stopped. ``trace_gradients=N`` records per-layer activation and gradient
         statistics every N steps into ``history.traces`` (see ``minicnn.tracing``).
-        ``validation_batch_size`` (Keras's name; default ``batch_size``) only sets
-        how many validation images go through at once: larger is faster on a GPU.
+        ``validation_batch_size`` (default ``batch_size``) only sets how many
+        validation images go through at once: larger is faster on a GPU.
+
+        Everything is checked before the first step. Ctrl-C or SIGTERM stops
+        after the current step with ``TrainingInterrupted``; a NaN or infinite
+        loss or gradient stops before the update, and a NaN or infinite
+        validation loss after the epoch, with ``TrainingDiverged``.
         """
         self._require_compiled("fit")
         batch_size = self._check_batch_size(batch_size, "fit")
         validation_batch_size = self._check_batch_size(
             batch_size if validation_batch_size is None else validation_batch_size,
             "fit (validation_batch_size)")
+        epochs = _count(epochs, "epochs")
+        initial_epoch = _count(initial_epoch, "initial_epoch")
+        trace_gradients = _count(trace_gradients, "trace_gradients")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise ValueError(f"fit: shuffle must be True or False, got {shuffle!r}")
+        for name, value in (("class_weight", class_weight), ("sample_weight", sample_weight),
+                            ("steps_per_epoch", steps_per_epoch),
+                            ("validation_steps", validation_steps)):
+            if value is not None:
+                raise ValueError(f"fit: {name} is not supported; leave it None")
         x = self._prepare_x(x, "fit")
         self._ensure_built(x)
         y = self._prepare_y(y, x.shape[0], "fit")
+        if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+            raise ValueError(f"fit: validation_split must be a number in [0, 1), "
+                             f"got {validation_split!r}")
+        if validation_split and validation_data is None:
+            split = int(x.shape[0] * (1 - validation_split))  # Keras's rule
+            if split < 1 or split == x.shape[0]:
+                raise ValueError(f"fit: validation_split={validation_split} of {x.shape[0]} "
+                                 "samples leaves no training or no validation samples")
+            validation_data = (x[split:], y[split:])
+            x, y = x[:split], y[:split]
         if validation_data is not None:
             if len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
@@ -479,6 +525,12 @@ class Sequential:
         if batch_size > x.shape[0]:
             warnings.warn(f"fit: batch_size {batch_size} is larger than the {x.shape[0]} samples; "
                           "each epoch is one batch of all of them", stacklevel=2)
+        metrics = ["loss"] + (["acc"] if self.metrics else [])
+        callback_list = CallbackList(callbacks, self, {
+            "batch_size": batch_size, "epochs": epochs, "samples": int(x.shape[0]),
+            "verbose": verbose, "do_validation": validation_data is not None,
+            "metrics": metrics + (["val_" + m for m in metrics] if validation_data is not None
+                                  else [])})
         rng = backend.device_rng()
         history = History()
         tracer = GradientTracer(trace_gradients) if trace_gradients else None
@@ -487,6 +539,7 @@ class Sequential:
         path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
         if resume and path is None:
             raise ValueError("fit: resume=True needs checkpoint=PATH to resume from")
+        self.stop_training = False
         # Signals are caught from here on, so even one during the first save is handled.
         with deferred_signals() as stop:
             if resume and os.path.exists(path):
@@ -499,25 +552,36 @@ class Sequential:
                     print(f"Resuming from {path}: {state.epoch} epoch(s) done", flush=True)
             elif save is not None and path is not None:
                 save(initial_epoch, history)  # so a stop in the first epoch can resume too
+            callback_list.call("on_train_begin", {})
             for epoch in range(initial_epoch, epochs):
+                callback_list.call("on_epoch_begin", epoch, {})
                 logs, bar = self._fit_epoch(x, y, batch_size, epoch, epochs, rng, shuffle,
-                                            verbose, stop, path, tracer)
+                                            verbose, stop, path, tracer, callback_list)
                 if validation_data is not None:
-                    val = self._evaluate_prepared(x_val, y_val, validation_batch_size)
+                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                        val = self._evaluate_prepared(x_val, y_val, validation_batch_size)
                     logs.update({"val_" + key: value for key, value in val.items()})
                 bar.update(x.shape[0], logs, final=True)
+                if validation_data is not None and not np.isfinite(logs["val_loss"]):
+                    kept = f" The last good checkpoint is {path}." if path else ""
+                    raise TrainingDiverged(
+                        f"training diverged in epoch {epoch + 1}: the validation loss became "
+                        f"{logs['val_loss']}.{kept} Try a lower learning rate (it was "
+                        f"{self.optimizer.current_learning_rate:.4g}).")
                 history.append(epoch, logs)
                 if save is not None:
                     save(epoch + 1, history)
-                for callback in callbacks or []:
-                    callback(epoch, logs)
+                callback_list.call("on_epoch_end", epoch, logs)
                 if stop:  # the signal came during validation or the save
                     raise TrainingInterrupted(self._interrupt_message(stop, epoch + 1, 0, 0, path))
+                if self.stop_training:  # a callback asked (Keras's EarlyStopping does)
+                    break
+            callback_list.call("on_train_end", {})
         self.history = history
         return history
 
     def _fit_epoch(self, x, y, batch_size, epoch, epochs, rng, shuffle, verbose, stop, path,
-                   tracer=None):
+                   tracer=None, callbacks=None):
         """One pass over the shuffled data; returns the epoch's training logs and its
         progress bar (which fit finishes once validation is done)."""
         n = x.shape[0]
@@ -529,14 +593,19 @@ class Sequential:
         steps = -(-n // batch_size)
         total_loss, total_correct = 0.0, 0
         every = self._finite_check_interval(x)
+        batch_hooks = callbacks is not None and (callbacks.wants("on_batch_begin")
+                                                 or callbacks.wants("on_batch_end"))
         for step, start in enumerate(range(0, n, batch_size), start=1):
             index = order[start:start + batch_size]
+            size = index.shape[0]
+            if batch_hooks:
+                callbacks.call("on_batch_begin", step - 1, {"batch": step - 1, "size": size})
             try:
                 traced = tracer if tracer is not None and tracer.wants(self.optimizer.iterations) \
                     else None
                 check = step % every == 0 or step == steps
-                loss_value, correct = self.train_on_batch(x[index], y[index], traced, epoch, step,
-                                                          check)
+                loss_value, correct = self._train_step(x[index], y[index], traced, epoch, step,
+                                                       check)
             except TrainingDiverged as exc:
                 bar.interrupt()
                 kept = f" The last good checkpoint is {path}." if path else ""
@@ -544,11 +613,14 @@ class Sequential:
                     f"training diverged in epoch {epoch + 1}, step {step}/{steps}: {exc}.{kept} "
                     f"Try a lower learning rate (it was {self.optimizer.current_learning_rate:.4g})."
                 ) from None
-            size = index.shape[0]
             total_loss = total_loss + loss_value * size
             if correct is not None:
                 total_correct = total_correct + correct
             done = start + size
+            if batch_hooks:  # a host read per step, only for callbacks that asked
+                callbacks.call("on_batch_end", step - 1, {
+                    "batch": step - 1, "size": size,
+                    **self._logs(loss_value * size, correct, size)})
             if stop:
                 bar.interrupt()
                 raise TrainingInterrupted(self._interrupt_message(stop, epoch, step, steps, path))
@@ -590,7 +662,7 @@ class Sequential:
                 total_correct = total_correct + correct
         return self._logs(total_loss, total_correct, x.shape[0])
 
-    def evaluate(self, x: Array, y: Array, batch_size: int = 32, verbose: int = 0
+    def evaluate(self, x: Array, y: Array, batch_size: int | None = None, verbose: int = 0
                  ) -> float | list[float]:
         """[loss, acc] over all of x (just the loss when no metric was asked for)."""
         self._require_compiled("evaluate")
@@ -603,7 +675,7 @@ class Sequential:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return [logs["loss"], logs["acc"]] if self.metrics else logs["loss"]
 
-    def predict(self, x: Array, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
+    def predict(self, x: Array, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
         """Model outputs for every sample of x, as a NumPy array on the host."""
         batch_size = self._check_batch_size(batch_size, "predict")
         x = self._prepare_x(x, "predict")
@@ -623,18 +695,15 @@ class Sequential:
 
         lines = [f'Model: "{self.name}"', "_" * rule, row("Layer (type)", "Output Shape", "Param #"),
                  "=" * rule]
-        shape = self._input_shape
         for i, layer in enumerate(self.layers):
-            if shape is not None:
-                shape = layer.output_shape(shape)
-            shown = "(None, " + ", ".join(map(str, shape)) + ")" if shape is not None else "?"
-            shown = shown.replace(", )", ")")
+            shown = str(layer.output_shape) if layer.built else "?"
             params = str(layer.count_params()) if layer.built else "?"
             lines.append(row(f"{layer.name} ({layer.kind})", shown, params))
             lines.append("=" * rule if i == len(self.layers) - 1 else "_" * rule)
         total = self.count_params()
-        lines += [f"Total params: {total:,}", f"Trainable params: {total:,}",
-                  "Non-trainable params: 0", "_" * rule]
+        trainable = sum(int(w.size) for layer in self.layers for w in layer.trainable_weights)
+        lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", "_" * rule]
         for line in lines:
             print_fn(line)
 
@@ -667,6 +736,7 @@ class Sequential:
 
     def save_weights(self, path: str | os.PathLike) -> None:
         """Write every parameter to an ``.npz`` file (atomically: temp file, then rename)."""
+        serialization.refuse_hdf5(path, "save_weights")
         if not self.built:
             raise RuntimeError("save_weights: the model is not built yet (give the first layer "
                                "input_shape, or call fit/predict first)")
@@ -679,6 +749,7 @@ class Sequential:
     def load_weights(self, path: str | os.PathLike) -> None:
         """Read parameters written by ``save_weights``, checking they fit this model."""
         path = os.fspath(path)
+        serialization.refuse_hdf5(path, "load_weights")
         stored = serialization.read_archive(path, "load_weights", "minicnn weights file")
         if "__meta__" not in stored:
             raise serialization.WeightsFileError(
@@ -693,6 +764,6 @@ class Sequential:
                                      "load_weights")
         serialization.check_architecture(path, meta["architecture"], self, "load_weights")
         if not self.built:
-            self.build(tuple(meta["input_shape"]))
+            self.build((None, *meta["input_shape"]))
         serialization.set_weights(self, stored, meta["architecture"], path, "load_weights")
 

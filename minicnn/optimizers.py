@@ -5,10 +5,17 @@
     w   += v                           (plain)
     w   += momentum * v - lr_t * g     (Nesterov)
 
+With ``clipnorm`` every gradient is first scaled by clipnorm / ||g|| when the
+norm of all gradients together exceeds it (Keras 2.2's rule); with
+``clipvalue`` each entry is clipped to [-clipvalue, clipvalue]. A layer with
+``trainable = False`` (or a weight made with ``add_weight(trainable=False)``)
+is left alone.
+
 Updates are in place, so arrays held elsewhere (``layer.params``) see them.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Iterable
 
@@ -23,26 +30,45 @@ SGD_UPDATE = backend.Kernel(
     operation="w -= lr * g;")
 
 
+def _number(value: Any, name: str, low: float, high: float = math.inf,
+            high_open: bool = False) -> float:
+    """A finite real in [low, high] (or [low, high)), else a ValueError naming it."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = low <= value and (value < high if high_open else value <= high)
+    if not ok:
+        bound = f"[{low:g}, {high:g})" if high_open else \
+            (f">= {low:g}" if math.isinf(high) else f"[{low:g}, {high:g}]")
+        raise ValueError(f"SGD: {name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
 class SGD:
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, decay: float = 0.0,
-                 nesterov: bool = False, lr: float | None = None) -> None:
-        if lr is not None:  # Keras 2's name, used by the tutorial
-            learning_rate = lr
-        for name, value in (("learning_rate", learning_rate), ("momentum", momentum),
-                            ("decay", decay)):
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"SGD: {name} must be a number >= 0, got {value!r}")
-        self.learning_rate = float(learning_rate)
-        self.momentum = float(momentum)
-        self.decay = float(decay)
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, decay: float = 0.0,
+                 nesterov: bool = False, clipnorm: float | None = None,
+                 clipvalue: float | None = None, learning_rate: float | None = None) -> None:
+        if learning_rate is not None:  # the name Keras 2.3+ and PyTorch users type
+            lr = learning_rate
+        self.learning_rate = _number(lr, "lr", 0.0)
+        self.momentum = _number(momentum, "momentum", 0.0, 1.0, high_open=True)
+        self.decay = _number(decay, "decay", 0.0)
+        if not isinstance(nesterov, (bool, numbers.Integral)):
+            raise ValueError(f"SGD: nesterov must be True or False, got {nesterov!r}")
         self.nesterov = bool(nesterov)
+        # Keras's default for both is "no clipping"; 0 means the same there.
+        self.clipnorm = None if clipnorm is None else _number(clipnorm, "clipnorm", 0.0)
+        self.clipvalue = None if clipvalue is None else _number(clipvalue, "clipvalue", 0.0)
         self.iterations = 0
         self.velocities: dict[tuple[int, str], object] = {}
         self._scratch: dict[tuple[int, str], object] = {}  # work arrays, not state
 
     def get_config(self) -> dict:
-        return {"learning_rate": self.learning_rate, "momentum": self.momentum,
-                "decay": self.decay, "nesterov": self.nesterov}
+        config = {"learning_rate": self.learning_rate, "momentum": self.momentum,
+                  "decay": self.decay, "nesterov": self.nesterov}
+        for name in ("clipnorm", "clipvalue"):
+            if getattr(self, name):
+                config[name] = getattr(self, name)
+        return config
 
     @property
     def current_learning_rate(self) -> float:
@@ -54,37 +80,50 @@ class SGD:
         """Keras 2's name for the initial learning rate."""
         return self.learning_rate
 
+    def gradients(self, layers: Iterable[Any]) -> list[tuple[tuple[int, str], Any, Any]]:
+        """((layer index, name), parameter, gradient) for every weight to update, with
+        Keras's clipping applied (to copies: the layers keep their raw gradients)."""
+        items = [((index, name), layer.params[name], layer.grads[name])
+                 for index, layer in enumerate(layers) for name in layer.trained_params()]
+        if self.clipnorm:
+            xp = backend.get_array_module(items[0][1]) if items else None
+            norm = float(xp.sqrt(sum((g * g).sum() for _, _, g in items))) if items else 0.0
+            if norm >= self.clipnorm:
+                items = [(key, p, g * (self.clipnorm / norm)) for key, p, g in items]
+        if self.clipvalue:
+            items = [(key, p, backend.get_array_module(g).clip(g, -self.clipvalue, self.clipvalue))
+                     for key, p, g in items]
+        return items
+
     def apply(self, layers: Iterable[Any]) -> None:
-        """One update of every parameter of ``layers`` from its gradient."""
+        """One update of every trainable parameter of ``layers`` from its gradient."""
         lr = self.current_learning_rate
-        for index, layer in enumerate(layers):
-            for name, param in layer.params.items():
-                key = (index, name)
-                xp = backend.get_array_module(param)
-                gpu = backend.kernel(SGD_UPDATE, param) if self.momentum == 0.0 else None
-                if gpu is not None:  # one launch per parameter instead of two
-                    gpu(layer.grads[name], param.dtype.type(lr), param)
-                    continue
-                # NumPy has no fused axpy (w -= lr*g would allocate lr*g every step):
-                # scale g into a scratch array kept per parameter, then subtract in place.
-                step = self._scratch.get(key)
-                if step is None or step.shape != param.shape or step.dtype != param.dtype:
-                    step = self._scratch[key] = xp.empty_like(param)
-                xp.multiply(layer.grads[name], lr, out=step)  # lr*g; a Python float keeps float32
-                if self.momentum == 0.0:
-                    param -= step
-                    continue
-                if key not in self.velocities:
-                    self.velocities[key] = xp.zeros_like(param)
-                v = self.velocities[key]
-                v *= self.momentum
-                v -= step
-                if self.nesterov:  # w += momentum*v - lr*g
-                    param -= step
-                    xp.multiply(v, self.momentum, out=step)
-                    param += step
-                else:
-                    param += v
+        for key, param, grad in self.gradients(layers):
+            xp = backend.get_array_module(param)
+            gpu = backend.kernel(SGD_UPDATE, param) if self.momentum == 0.0 else None
+            if gpu is not None:  # one launch per parameter instead of two
+                gpu(grad, param.dtype.type(lr), param)
+                continue
+            # NumPy has no fused axpy (w -= lr*g would allocate lr*g every step):
+            # scale g into a scratch array kept per parameter, then subtract in place.
+            step = self._scratch.get(key)
+            if step is None or step.shape != param.shape or step.dtype != param.dtype:
+                step = self._scratch[key] = xp.empty_like(param)
+            xp.multiply(grad, lr, out=step)  # lr*g; a Python float keeps float32
+            if self.momentum == 0.0:
+                param -= step
+                continue
+            if key not in self.velocities:
+                self.velocities[key] = xp.zeros_like(param)
+            v = self.velocities[key]
+            v *= self.momentum
+            v -= step
+            if self.nesterov:  # w += momentum*v - lr*g
+                param -= step
+                xp.multiply(v, self.momentum, out=step)
+                param += step
+            else:
+                param += v
         self.iterations += 1
 
 

@@ -23,6 +23,17 @@ class WeightsFileError(ValueError):
     """A weights or checkpoint file that cannot be used for this model."""
 
 
+HDF5_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+def refuse_hdf5(path: str | os.PathLike, who: str) -> None:
+    """minicnn writes and reads .npz archives only: an HDF5 name would silently hold npz."""
+    if os.fspath(path).lower().endswith(HDF5_SUFFIXES):
+        raise ValueError(f"{who}: {os.fspath(path)!r} names an HDF5 file; minicnn stores weights "
+                         "as NumPy .npz archives and reads no HDF5 (Keras-written files "
+                         "included): use a name ending in .npz")
+
+
 def write_archive(path: str | os.PathLike, arrays: dict) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -76,7 +87,11 @@ def check_architecture(path: str | os.PathLike, saved: list[dict], model: Any, w
         raise WeightsFileError(f"{who}: {path} holds {len(saved)} layers, the model has "
                                f"{len(ours)}: it was made for another architecture")
     for mine, theirs in zip(ours, saved):
-        if (mine["type"], mine["config"]) != (theirs["type"], theirs["config"]):
+        # Compare what the file records: a file from before a config entry existed
+        # (say, the activation) is checked on the entries it has.
+        recorded = {key: value for key, value in mine["config"].items()
+                    if key in theirs["config"]}
+        if (mine["type"], recorded) != (theirs["type"], theirs["config"]):
             raise WeightsFileError(f"{who}: layer {mine['name']!r} is {mine['type']} "
                                    f"{mine['config']}, but {path} holds {theirs['type']} "
                                    f"{theirs['config']} there: another architecture")

@@ -65,7 +65,7 @@ def feature_maps(model: Any, layer: int | str, image: Array, path: str | os.Path
         index = names.index(layer)
     x = backend.to_device(backend.to_host(image).astype(_model_dtype(model))[None])
     for current in model.layers[:index + 1]:
-        x = current.forward(x, training=False)
+        x = current.run_forward(x, training=False)
     maps = backend.to_host(x)[0]
     if maps.ndim != 3:
         raise ValueError(f"feature_maps: {model.layers[index].describe()} gives {maps.shape}, "

@@ -66,11 +66,11 @@ def test_use_backend_restores_after_block_and_after_exception():
 def test_use_floatx_restores_and_params_follow_floatx():
     with minicnn.use_floatx("float64"):
         layer = Dense(3)
-        layer.build((4,))
+        layer.build((None, 4))
         assert layer.params["kernel"].dtype == np.float64
     assert minicnn.floatx() == "float32"
     layer = Dense(3)
-    layer.build((4,))
+    layer.build((None, 4))
     assert layer.params["kernel"].dtype == np.float32
     assert layer.params["bias"].dtype == np.float32
 

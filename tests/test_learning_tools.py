@@ -164,7 +164,7 @@ def test_input_gradient_matches_finite_differences():
         h = images
         for layer in model.layers[:-1]:
             h = layer.forward(h, training=False)
-        return float(model.layers[-1].forward(h, activate=False)[n, classes[n]])
+        return float(model.layers[-1].run_forward(h, activate=False)[n, classes[n]])
 
     rng = np.random.default_rng(5)
     for _ in range(12):

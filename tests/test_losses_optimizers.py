@@ -182,7 +182,7 @@ def _dense_with_known_gradient():
     dW = x^T dy and db = sum_n dy, computed here independently."""
     minicnn.set_floatx("float64")
     layer = Dense(2)
-    layer.build((3,))
+    layer.build((None, 3))
     x = np.array([[1.0, 2.0, -1.0], [0.5, -1.0, 3.0]])
     dy = np.array([[1.0, -2.0], [0.25, 4.0]])
     dw = np.array([[sum(x[n, i] * dy[n, u] for n in range(2)) for u in range(2)]
@@ -274,7 +274,7 @@ def test_sgd_momentum_differs_from_plain_sgd(backend):
 
 def test_sgd_updates_in_place_and_keeps_float32(backend):
     layer = Dense(3)
-    layer.build((2,))
+    layer.build((None, 2))
     kernel = layer.params["kernel"]
     layer.forward(minicnn.to_device(np.ones((4, 2), np.float32)), training=True)
     layer.backward(minicnn.to_device(np.ones((4, 3), np.float32)))

@@ -7,16 +7,19 @@ with the cross-entropy loss.
 """
 from __future__ import annotations
 
+from typing import Any
+
+from minicnn import activations
 from minicnn.layers.base import Layer
 
 
 class Activation(Layer):
-    def __init__(self, activation: str, input_shape: tuple[int, ...] | None = None,
-                 name: str | None = None) -> None:
+    def __init__(self, activation: str | activations.ActivationFunction, **kwargs: Any) -> None:
         if activation is None:
             raise ValueError("Activation: give an activation name such as 'relu' or 'softmax', "
                              "got None")
-        super().__init__(input_shape=input_shape, name=name, activation=activation)
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation, "Activation")
 
     def _forward(self, x, training):
         return x

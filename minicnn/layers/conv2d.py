@@ -22,68 +22,74 @@ product itself).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from minicnn import activations, backend, initializers
 from minicnn.layers import im2col as win
-from minicnn.layers.base import Layer, check_padding, pair, positive_int
+from minicnn.layers.base import (Layer, check_data_format, check_padding, pair, positive_int,
+                                 unsupported)
 
 
 class Conv2D(Layer):
     IMAGES_PER_BLOCK = 16  # images per im2col block at inference (see _forward)
 
+    input_ndim = 4
+
     def __init__(self, filters: int, kernel_size: int | tuple[int, int],
                  strides: int | tuple[int, int] = (1, 1), padding: str = "valid",
+                 data_format: str | None = None, dilation_rate: int | tuple[int, int] = (1, 1),
                  activation: str | activations.ActivationFunction | None = None,
                  use_bias: bool = True, kernel_initializer: str | Callable = "glorot_uniform",
-                 bias_initializer: str | Callable = "zeros",
-                 input_shape: tuple[int, ...] | None = None, data_format: str = "channels_last",
-                 name: str | None = None) -> None:
-        super().__init__(input_shape=input_shape, name=name, activation=activation)
-        if data_format != "channels_last":
-            raise ValueError(f"Conv2D: data_format must be 'channels_last' (NHWC), got "
-                             f"{data_format!r}; transpose channels-first data with "
-                             "x.transpose(0, 2, 3, 1)")
+                 bias_initializer: str | Callable = "zeros", kernel_regularizer: Any = None,
+                 bias_regularizer: Any = None, activity_regularizer: Any = None,
+                 kernel_constraint: Any = None, bias_constraint: Any = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_data_format(data_format, "Conv2D")
+        if pair(dilation_rate, "dilation_rate", "Conv2D") != (1, 1):
+            raise ValueError(f"Conv2D: dilation_rate={dilation_rate!r} is not supported; "
+                             "minicnn takes dilation_rate=(1, 1) (Keras's default)")
+        unsupported("Conv2D", kernel_regularizer=kernel_regularizer,
+                    bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+                    kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
         self.filters = positive_int(filters, "filters", "Conv2D")
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2D")
         self.strides = pair(strides, "strides", "Conv2D")
         self.padding = check_padding(padding, "Conv2D")
-        self.use_bias = use_bias
+        self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer, "Conv2D kernel_initializer")
         self.bias_initializer = initializers.get(bias_initializer, "Conv2D bias_initializer")
+        self.activation = activations.get(activation, "Conv2D") if activation is not None else None
         if self.activation is not None:
             # Our output is a new array nobody else holds: the activation may work in place.
             self.activation.overwrite_input = True
         self._buffers = {}
         self._cache = None
 
-    def expected_rank(self) -> int:
-        return 3
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
-        h, w, _ = input_shape
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        n, h, w, _ = input_shape
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         oh = win.output_length(h, kh, sh, self.padding)
         ow = win.output_length(w, kw, sw, self.padding)
         if oh < 1 or ow < 1:
             raise ValueError(f"{self.describe()}: kernel {self.kernel_size} with padding "
                              f"'valid' does not fit an input of {h}x{w}")
-        return oh, ow, self.filters
+        return n, oh, ow, self.filters
 
     def im2col_shapes(self, input_shape: tuple[int, ...]
                       ) -> tuple[tuple[int, int], tuple[int, int]]:
         """Shapes of the forward product col @ W for a batch of ``input_shape`` (N, H, W, C)."""
         n, h, w, c = input_shape
-        oh, ow, f = self.output_shape((h, w, c))
+        _, oh, ow, f = self.compute_output_shape(input_shape)
         kh, kw = self.kernel_size
         return (n * oh * ow, kh * kw * c), (kh * kw * c, f)
 
-    def _build(self, input_shape) -> None:
-        kh, kw = self.kernel_size
-        rng = backend.host_rng()
-        self.add_param("kernel", self.kernel_initializer((kh, kw, input_shape[2], self.filters), rng))
+    def build(self, input_shape: tuple) -> None:
+        self.add_weight("kernel", (*self.kernel_size, input_shape[-1], self.filters),
+                        initializer=self.kernel_initializer)
         if self.use_bias:
-            self.add_param("bias", self.bias_initializer((self.filters,), rng))
+            self.add_weight("bias", (self.filters,), initializer=self.bias_initializer)
+        super().build(input_shape)
 
     def _buffer(self, name: str, shape, like):
         """A work array kept from step to step, one per name and shape (training and
@@ -111,7 +117,7 @@ class Conv2D(Layer):
     def _forward(self, x, training):
         xp = backend.get_array_module(x)
         n, h, w, c = x.shape
-        oh, ow, f = self.output_shape((h, w, c))
+        _, oh, ow, f = self.compute_output_shape(x.shape)
         pads = (win.padding_amounts(h, self.kernel_size[0], self.strides[0], self.padding),
                 win.padding_amounts(w, self.kernel_size[1], self.strides[1], self.padding))
         x_padded = win.pad(x, pads)
@@ -172,4 +178,5 @@ class Conv2D(Layer):
 
     def config(self) -> dict:
         return {"filters": self.filters, "kernel_size": self.kernel_size,
-                "strides": self.strides, "padding": self.padding, "use_bias": self.use_bias}
+                "strides": self.strides, "padding": self.padding, "use_bias": self.use_bias,
+                "activation": activations.name_of(self.activation)}

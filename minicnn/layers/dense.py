@@ -5,40 +5,45 @@ Backward:  dW = x^T @ dy    db = sum_n dy    dx = dy @ W^T
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-from minicnn import activations, backend, initializers
-from minicnn.layers.base import Layer, positive_int
+from minicnn import activations, initializers
+from minicnn.layers.base import Layer, positive_int, unsupported
 
 
 class Dense(Layer):
+    input_ndim = 2
+
     def __init__(self, units: int, activation: str | activations.ActivationFunction | None = None,
                  use_bias: bool = True, kernel_initializer: str | Callable = "glorot_uniform",
-                 bias_initializer: str | Callable = "zeros",
-                 input_shape: tuple[int, ...] | None = None, input_dim: int | None = None,
-                 name: str | None = None) -> None:
-        if input_dim is not None and input_shape is None:
-            input_shape = (input_dim,)
-        super().__init__(input_shape=input_shape, name=name, activation=activation)
+                 bias_initializer: str | Callable = "zeros", kernel_regularizer: Any = None,
+                 bias_regularizer: Any = None, activity_regularizer: Any = None,
+                 kernel_constraint: Any = None, bias_constraint: Any = None,
+                 **kwargs: Any) -> None:
+        if "input_shape" not in kwargs and "input_dim" in kwargs:  # Keras 2's Dense(input_dim=)
+            kwargs["input_shape"] = (kwargs.pop("input_dim"),)
+        kwargs.pop("input_dim", None)
+        super().__init__(**kwargs)
+        unsupported("Dense", kernel_regularizer=kernel_regularizer,
+                    bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
+                    kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
         self.units = positive_int(units, "units", "Dense")
-        self.use_bias = use_bias
+        self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer, "Dense kernel_initializer")
         self.bias_initializer = initializers.get(bias_initializer, "Dense bias_initializer")
+        self.activation = activations.get(activation, "Dense") if activation is not None else None
         if self.activation is not None:
             # Our output is a new array nobody else holds: the activation may work in place.
             self.activation.overwrite_input = True
 
-    def expected_rank(self) -> int:
-        return 1
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], self.units)
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int]:
-        return (self.units,)
-
-    def _build(self, input_shape) -> None:
-        rng = backend.host_rng()
-        self.add_param("kernel", self.kernel_initializer((input_shape[0], self.units), rng))
+    def build(self, input_shape: tuple) -> None:
+        self.add_weight("kernel", (input_shape[-1], self.units), initializer=self.kernel_initializer)
         if self.use_bias:
-            self.add_param("bias", self.bias_initializer((self.units,), rng))
+            self.add_weight("bias", (self.units,), initializer=self.bias_initializer)
+        super().build(input_shape)
 
     def _forward(self, x, training):
         self._x = x
@@ -56,4 +61,5 @@ class Dense(Layer):
         return grad @ self.params["kernel"].T
 
     def config(self) -> dict:
-        return {"units": self.units, "use_bias": self.use_bias}
+        return {"units": self.units, "use_bias": self.use_bias,
+                "activation": activations.name_of(self.activation)}

@@ -10,9 +10,10 @@ generator: seed it (or ``minicnn.set_seed``) and the masks repeat.
 """
 from __future__ import annotations
 
+from typing import Any
 
 from minicnn import backend
-from minicnn.layers.base import Layer
+from minicnn.layers.base import Layer, unsupported
 
 
 # Mask and product in one pass from the uniform draws u (the twin is _forward).
@@ -24,9 +25,10 @@ DROPOUT = backend.Kernel(
 
 
 class Dropout(Layer):
-    def __init__(self, rate: float, seed: int | None = None,
-                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
-        super().__init__(input_shape=input_shape, name=name)
+    def __init__(self, rate: float, noise_shape: Any = None, seed: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        unsupported("Dropout", noise_shape=noise_shape)
         try:  # a float, an int, a NumPy scalar or 0-d array; not a string or a bool
             value = float(rate) if not isinstance(rate, (str, bytes, bool)) else None
         except (TypeError, ValueError):
@@ -37,8 +39,9 @@ class Dropout(Layer):
         self.seed = seed
         self.rng = None
 
-    def _build(self, input_shape) -> None:
+    def build(self, input_shape: tuple) -> None:
         self.rng = backend.device_rng(self.seed)
+        super().build(input_shape)
 
     def _forward(self, x, training):
         if not training or self.rate == 0.0:

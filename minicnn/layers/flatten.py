@@ -5,13 +5,18 @@ Backward only undoes the reshape: dx = dy.reshape(x.shape).
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from minicnn.layers.base import Layer
+from minicnn.layers.base import Layer, check_data_format
 
 
 class Flatten(Layer):
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int]:
-        return (math.prod(input_shape),)
+    def __init__(self, data_format: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_data_format(data_format, "Flatten")
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], math.prod(input_shape[1:]))
 
     def _forward(self, x, training):
         self._shape = x.shape

@@ -21,9 +21,11 @@ MAX_POOL_BACKWARD below), with the windows path as their NumPy twin.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from minicnn import backend
 from minicnn.layers import im2col as win
-from minicnn.layers.base import Layer, check_padding, pair
+from minicnn.layers.base import Layer, check_data_format, check_padding, pair
 
 
 # One thread per output y[n, oy, ox, c]: the max over its window, and which
@@ -80,27 +82,27 @@ dx = sum;
 
 
 class MaxPooling2D(Layer):
+    input_ndim = 4
+
     def __init__(self, pool_size: int | tuple[int, int] = (2, 2),
                  strides: int | tuple[int, int] | None = None, padding: str = "valid",
-                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
-        super().__init__(input_shape=input_shape, name=name)
+                 data_format: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_data_format(data_format, "MaxPooling2D")
         self.pool_size = pair(pool_size, "pool_size", "MaxPooling2D")
         self.strides = pair(strides if strides is not None else self.pool_size, "strides",
                             "MaxPooling2D")
         self.padding = check_padding(padding, "MaxPooling2D")
 
-    def expected_rank(self) -> int:
-        return 3
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
-        h, w, c = input_shape
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        n, h, w, c = input_shape
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         oh = win.output_length(h, ph, sh, self.padding)
         ow = win.output_length(w, pw, sw, self.padding)
         if oh < 1 or ow < 1:
             raise ValueError(f"{self.describe()}: pool {self.pool_size} with padding 'valid' "
                              f"does not fit an input of {h}x{w}")
-        return oh, ow, c
+        return n, oh, ow, c
 
     def _offsets(self):
         ph, pw = self.pool_size
@@ -184,7 +186,7 @@ class MaxPooling2D(Layer):
     def _forward_windows(self, x, pads, gpu):
         xp = backend.get_array_module(x)
         n, h, w, c = x.shape
-        oh, ow, _ = self.output_shape((h, w, c))
+        _, oh, ow, _ = self.compute_output_shape(x.shape)
         x = win.pad(x, pads, value=-xp.inf)  # padding never wins a max
         if gpu is not None:
             y = xp.empty((n, oh, ow, c), dtype=x.dtype)
