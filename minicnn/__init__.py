@@ -22,7 +22,13 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from minicnn.backend import (floatx, get_array_module, get_backend, set_backend,  # noqa: E402
                              set_floatx, set_seed, to_device, to_host, use_backend, use_floatx)
 
+# The subpackages as attributes, so Keras-style code works after renaming the import
+# alone: ``import minicnn; minicnn.layers.Dense(10)`` as ``keras.layers.Dense(10)``.
+from minicnn import (activations, callbacks, datasets, initializers, layers,  # noqa: E402
+                     losses, models, optimizers, utils)
+
 __version__ = "0.1.0"
 
-__all__ = ["floatx", "get_array_module", "get_backend", "set_backend", "set_floatx", "set_seed",
+__all__ = ["activations", "callbacks", "datasets", "initializers", "layers", "losses", "models",
+           "optimizers", "utils", "floatx", "get_array_module", "get_backend", "set_backend", "set_floatx", "set_seed",
            "to_device", "to_host", "use_backend", "use_floatx", "__version__"]

@@ -3,7 +3,7 @@
     glorot_uniform  W ~ U(-l, l),  l = sqrt(6 / (fan_in + fan_out))
     he_normal       W ~ N(0, s^2) truncated at 2s, with s chosen so that the truncated
                     values have variance 2 / fan_in (Keras's variance scaling)
-    zeros           W = 0
+    zeros, ones     W = 0, W = 1
 
 For a conv kernel (kh, kw, c_in, filters): fan_in = kh*kw*c_in and
 fan_out = kh*kw*filters; for a dense kernel (in, units): fan_in = in, fan_out = units.
@@ -48,7 +48,12 @@ def zeros(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return np.zeros(shape)
 
 
-INITIALIZERS: dict[str, Callable] = {f.__name__: f for f in (glorot_uniform, he_normal, zeros)}
+def ones(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    return np.ones(shape)
+
+
+INITIALIZERS: dict[str, Callable] = {f.__name__: f for f in (glorot_uniform, he_normal, zeros,
+                                                              ones)}
 
 
 def get(identifier: str | Callable, where: str = "initializers.get") -> Callable:
