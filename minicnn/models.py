@@ -557,12 +557,12 @@ class Sequential:
                 callback_list.call("on_epoch_begin", epoch, {})
                 logs, bar = self._fit_epoch(x, y, batch_size, epoch, epochs, rng, shuffle,
                                             verbose, stop, path, tracer, callback_list)
-                if validation_data is not None:
+                if validation_data is not None and not self.stop_training:  # (Keras skips it too)
                     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                         val = self._evaluate_prepared(x_val, y_val, validation_batch_size)
                     logs.update({"val_" + key: value for key, value in val.items()})
                 bar.update(x.shape[0], logs, final=True)
-                if validation_data is not None and not np.isfinite(logs["val_loss"]):
+                if not np.isfinite(logs.get("val_loss", 0.0)):
                     kept = f" The last good checkpoint is {path}." if path else ""
                     raise TrainingDiverged(
                         f"training diverged in epoch {epoch + 1}: the validation loss became "
@@ -624,9 +624,11 @@ class Sequential:
             if stop:
                 bar.interrupt()
                 raise TrainingInterrupted(self._interrupt_message(stop, epoch, step, steps, path))
+            if self.stop_training:  # a batch callback asked: the epoch ends here, as in Keras
+                break
             if done < n and bar.wants_values():  # the only host reads inside an epoch
                 bar.update(done, self._logs(total_loss, total_correct, done))
-        return self._logs(total_loss, total_correct, n), bar
+        return self._logs(total_loss, total_correct, done), bar
 
     @staticmethod
     def _interrupt_message(stop, epoch, step, steps, path) -> str:

@@ -7,3 +7,5 @@ with uint8 channels-last images ``(N, 32, 32, 3)`` and uint8 labels ``(N, 1)``.
 from __future__ import annotations
 
 __all__ = ["cifar10"]
+
+from minicnn.datasets import cifar10  # noqa: E402  (keras.datasets imports its loaders too)

@@ -37,7 +37,7 @@ from minicnn.layers.im2col import PADDINGS
 
 # The keyword arguments every Keras 2.2.4 layer takes (keras/engine/base_layer.py).
 LAYER_KEYWORDS = ("input_shape", "batch_input_shape", "batch_size", "dtype", "name",
-                  "trainable", "weights")
+                  "trainable", "weights", "input_dtype")
 
 
 class Layer:
@@ -59,7 +59,7 @@ class Layer:
             raise TypeError(f"{self.describe()}: trainable must be True or False, "
                             f"got {self.trainable!r}")
         self.batch_input_shape = _batch_input_shape(kwargs, self.describe())
-        dtype = kwargs.get("dtype")
+        dtype = kwargs.get("dtype", kwargs.get("input_dtype"))  # input_dtype: Keras's legacy name
         if dtype is not None and str(dtype) != backend.floatx():
             raise ValueError(f"{self.describe()}: dtype {str(dtype)!r} differs from minicnn's "
                              f"float type {backend.floatx()!r}; every layer computes in that "

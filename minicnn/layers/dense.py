@@ -22,7 +22,6 @@ class Dense(Layer):
                  **kwargs: Any) -> None:
         if "input_shape" not in kwargs and "input_dim" in kwargs:  # Keras 2's Dense(input_dim=)
             kwargs["input_shape"] = (kwargs.pop("input_dim"),)
-        kwargs.pop("input_dim", None)
         super().__init__(**kwargs)
         unsupported("Dense", kernel_regularizer=kernel_regularizer,
                     bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
