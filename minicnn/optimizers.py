@@ -63,7 +63,7 @@ class SGD:
         self._scratch: dict[tuple[int, str], object] = {}  # work arrays, not state
 
     def get_config(self) -> dict:
-        config = {"learning_rate": self.learning_rate, "momentum": self.momentum,
+        config = {"lr": self.learning_rate, "momentum": self.momentum,  # Keras 2.2.4's keys
                   "decay": self.decay, "nesterov": self.nesterov}
         for name in ("clipnorm", "clipvalue"):
             if getattr(self, name):
