@@ -110,6 +110,8 @@ class Layer:
     def maybe_build(self, input_shape: Sequence[int | None]) -> None:
         """Build for ``input_shape`` (batch axis included) unless built already.
         Rank and sizes are checked before any weight exists."""
+        if self.built and tuple(input_shape[1:]) == self.input_shape[1:]:
+            return  # the common case, every step: nothing to check
         shape = batch_shape(input_shape, self.describe())
         if self.built:
             if shape[1:] != tuple(self.input_shape[1:]):
