@@ -259,7 +259,7 @@ def test_add_non_layer_and_duplicate_names():
     (lambda: Activation("gelu"), r"Activation: unknown activation 'gelu'"),
     (lambda: activations.get("Relu"), r"unknown activation 'Relu'"),
     (lambda: Conv2D(2, 3, kernel_initializer="uniform"), r"Conv2D kernel_initializer: unknown initializer 'uniform': expected one of .*glorot_uniform"),
-    (lambda: Dense(2, bias_initializer="ones"), r"Dense bias_initializer: unknown initializer 'ones'"),
+    (lambda: Dense(2, bias_initializer="one"), r"Dense bias_initializer: unknown initializer 'one'"),
     (lambda: initializers.get("he_uniform"), r"unknown initializer 'he_uniform'"),
     (lambda: Conv2D(2, 3, padding="full"), r"Conv2D: unknown padding 'full': expected 'valid' or 'same'"),
     (lambda: MaxPooling2D(2, padding="causal"), r"MaxPooling2D: unknown padding 'causal'"),
