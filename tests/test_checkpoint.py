@@ -53,6 +53,8 @@ def train(epochs, checkpoint=None, resume=False, seed=7, **kwargs):
 
 
 def test_resume_is_bit_exact(tmp_path):
+    # Bit for bit, on whatever machine: the resumed run does the same steps on the same path
+    # as the uninterrupted one, from the saved weights, momenta and random states.
     path = tmp_path / "run.npz"
     full, full_history = train(4)
     train(2, checkpoint=path)                       # "stopped" after epoch 2
