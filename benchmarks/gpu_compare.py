@@ -6,7 +6,9 @@
 1. Builds the tutorial network once, copies the same weights to a NumPy and a
    CuPy model, runs the same batch through both (Dropout as at inference, so
    both see the same function) and prints the largest relative difference of
-   the logits and of every parameter gradient (target: 1e-4 in float32).
+   the logits and of every parameter gradient. The two devices add in other
+   orders, so the numbers agree only up to float32 rounding: the check passes
+   at TOLERANCE (1e-4) and the script exits with status 1 above it.
 2. Times minicnn on the GPU: training images/s at batch 32 (device
    synchronised), and one full epoch of ``fit`` on ``--epoch-images`` random
    images with validation on 10,000, as the example runs it.
@@ -31,6 +33,11 @@ from minicnn.layers import Dropout  # noqa: E402
 from minicnn.utils import to_categorical  # noqa: E402
 
 from cifar10 import build_model  # noqa: E402
+
+# Largest relative difference (max |a - b| / max |a|) allowed between the GPU and
+# NumPy: float32 rounding of other summation orders is about 1e-6; a wrong kernel
+# or a lost term moves the numbers by far more.
+TOLERANCE = 1e-4
 
 
 def loss_and_grads(model, x, y):
@@ -82,7 +89,8 @@ def compare_once(batch: int) -> float:
         d = rel(ref[2][key], got[2][key])
         worst = max(worst, d)
         print(f"grad {key:24s} max relative difference {d:.2e}")
-    print(f"WORST cupy vs numpy relative difference: {worst:.2e} (target <= 1e-4)")
+    print(f"WORST cupy vs numpy relative difference: {worst:.2e} "
+          f"({'within' if worst <= TOLERANCE else 'ABOVE'} the tolerance {TOLERANCE:g})")
     return worst
 
 
@@ -203,6 +211,9 @@ def main() -> None:
         print(f"epoch time ratio PyTorch / minicnn: {peer['epoch_s'] / mine['epoch_s']:.2f}x")
     print(f"SUMMARY worst_rel_diff={worst:.2e} minicnn_epoch_s={mine['epoch_s']:.2f} "
           f"torch_epoch_s={peer['epoch_s'] if peer else float('nan'):.2f}")
+    if worst > TOLERANCE:
+        sys.exit(f"gpu_compare.py: cupy and numpy differ by {worst:.2e}, more than the "
+                 f"tolerance {TOLERANCE:g}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@
   before every test, so tests neither leak state nor depend on their order.
   It also makes the host split every pass over the batch into 3 threaded parts
   (backend.over_batch), however small, so every NumPy test checks that path.
+* ``assert_close``, ``near_ties`` and ``assert_same_accuracy`` compare results of two
+  computation paths (other summation orders) with a tolerance, so the suite holds on
+  any CPU, BLAS kernel and thread count.
 """
 from __future__ import annotations
 
@@ -86,6 +89,50 @@ def distinct(shape, rng=None):
     step = 2.0 / n
     values = -1.0 + step * (np.arange(n) + 0.25)
     return rng.permutation(values).reshape(shape)
+
+
+# ---------------------------------------------------------------- comparing two paths
+# Two computations of the same numbers that add in a different order (another CPU's
+# BLAS kernel, another thread count or blocking, a GPU kernel against its NumPy
+# twin, strict against numpy) agree only up to rounding, in the last bits. Such
+# results are compared with these helpers; bit-exact comparisons are kept for runs
+# of the same arithmetic in the same order (a copy, a save/load round trip, a rerun
+# with the same seed on the same path).
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+
+def assert_close(actual, desired, rtol=None, err_msg=""):
+    """``actual`` equals ``desired`` up to the rounding of another summation order.
+
+    rtol defaults to 1e-5 for float32 and 1e-12 for float64 (about 100 and 5,000
+    units in the last place: far below any real bug). The absolute part is rtol
+    times the largest magnitude of ``desired``, because an entry that a sum
+    cancels to nearly zero keeps the rounding error of the sum's larger terms."""
+    actual, desired = np.asarray(actual), np.asarray(desired)
+    if rtol is None:
+        dtypes = [a.dtype for a in (actual, desired) if a.dtype.kind == "f"]
+        rtol = max(RTOL.get(np.dtype(d), 1e-12) for d in dtypes) if dtypes else 1e-12
+    scale = float(np.max(np.abs(desired))) if desired.size else 0.0
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale, err_msg=err_msg)
+
+
+def near_ties(scores, rtol=1e-4) -> int:
+    """Rows of ``scores`` (logits or probabilities) whose two largest entries are so close
+    that rounding on another path could swap them, and so flip the argmax."""
+    scores = np.asarray(scores, dtype=np.float64)
+    top = np.sort(scores, axis=1)[:, -2:]
+    gap = top[:, 1] - top[:, 0]
+    return int(np.sum(gap <= rtol * np.maximum(np.abs(top[:, 1]), 1.0)))
+
+
+def assert_same_accuracy(acc, expected, n, scores):
+    """Two accuracies over the same ``n`` samples, computed on different paths, count the
+    same correct predictions, except where a near-tie in ``scores`` (the samples'
+    outputs) lets the last bits pick the other class."""
+    differ = round(abs(acc - expected) * n)
+    assert differ <= near_ties(scores), (
+        f"accuracy {acc} vs {expected}: {differ} of {n} predictions differ, "
+        f"{near_ties(scores)} near-tie(s) could explain that")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -53,6 +53,8 @@ def train(epochs, checkpoint=None, resume=False, seed=7, **kwargs):
 
 
 def test_resume_is_bit_exact(tmp_path):
+    # Bit for bit, on whatever machine: the resumed run does the same steps on the same path
+    # as the uninterrupted one, from the saved weights, momenta and random states.
     path = tmp_path / "run.npz"
     full, full_history = train(4)
     train(2, checkpoint=path)                       # "stopped" after epoch 2
@@ -245,12 +247,23 @@ def test_divergence_names_the_first_layer_with_a_non_finite_gradient():
     np.testing.assert_array_equal(minicnn.to_host(model.layers[0].params["kernel"]), before)
 
 
-def test_sigint_in_process_stops_after_the_step(tmp_path):
+@pytest.fixture
+def python_sigint_handler():
+    """SIGINT as Python sets it up in an interactive run (KeyboardInterrupt), whatever
+    started this test: a shell starts its background jobs with SIGINT ignored, and
+    Python keeps that, so without this the handler fit restores would be SIG_IGN."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_in_process_stops_after_the_step(tmp_path, python_sigint_handler):
     path = tmp_path / "run.npz"
     minicnn.set_seed(0)
     model = small_model()
     x, y = data()
     calls = []
+    sigterm_before = signal.getsignal(signal.SIGTERM)
 
     def interrupt_while_saving(m, epoch, history):
         calls.append(epoch)
@@ -261,7 +274,8 @@ def test_sigint_in_process_stops_after_the_step(tmp_path):
     with pytest.raises(TrainingInterrupted, match=r"SIGINT received after epoch 1\."):
         model.fit(x, y, batch_size=8, epochs=5, verbose=0, checkpoint=interrupt_while_saving)
     assert calls == [1]  # stopped before epoch 2 began
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is sigterm_before
 
 
 # ---------------------------------------------------------------- a real process

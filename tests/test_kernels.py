@@ -7,6 +7,12 @@ backend; the same call on the numpy backend runs the twin. The whole suite's
 "kernels" backend (conftest) also runs every naive-loop reference and gradient
 check through them; this file adds the direct twin comparisons, proves the
 kernel path is the one taken, and shows a wrong kernel is caught.
+
+Where a kernel and its twin do the same arithmetic in the same order (copies,
+maxima, dropout's one product, max-pool backward's sums) the results must agree
+bit for bit, on the CPU build and on a GPU alike; where the order of a sum
+differs (col2im, the convolution's device path, the loss's exp and log) they
+agree up to rounding.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from minicnn.layers import pooling as pooling_module
 from minicnn.losses import SOFTMAX_CROSS_ENTROPY, SoftmaxCrossEntropy
 from minicnn.optimizers import SGD
 
-from conftest import distinct
+from conftest import assert_close, distinct
 
 WINDOWS = [  # (H, W, C, kernel, strides)
     ((7, 6, 3), (3, 2), (1, 1)),
@@ -85,7 +91,7 @@ def test_im2col_kernel_matches_twin(on_kernels, shape, kernel, strides, dtype):
     out_hw = _out_hw(shape, kernel, strides)
     got = on_kernels(lambda a: win.im2col(a, kernel, strides, out_hw), x)
     assert on_kernels.ran("minicnn_im2col")
-    np.testing.assert_array_equal(got, win.im2col(x, kernel, strides, out_hw))
+    np.testing.assert_array_equal(got, win.im2col(x, kernel, strides, out_hw))  # a copy: exact
 
 
 def test_im2col_kernel_writes_into_a_column_slice_of_a_wider_buffer(on_kernels):
@@ -112,8 +118,8 @@ def test_col2im_kernel_matches_twin(on_kernels, shape, kernel, strides):
     col = distinct((2 * out_hw[0] * out_hw[1], kernel[0] * kernel[1] * shape[2]))
     got = on_kernels(lambda c: win.col2im(c, x_shape, kernel, strides, out_hw), col)
     assert on_kernels.ran("minicnn_col2im")
-    np.testing.assert_allclose(got, win.col2im(col, x_shape, kernel, strides, out_hw),
-                               rtol=1e-12, atol=1e-15)
+    # the kernel sums each pixel's windows in another order than the twin's adds
+    assert_close(got, win.col2im(col, x_shape, kernel, strides, out_hw))
 
 
 POOLS = [  # (input H, W, C), pool, strides, padding
@@ -138,6 +144,9 @@ def test_max_pool_kernels_match_twin_forward_and_backward(on_kernels, shape,
     y, dx = on_kernels(both, x, dy)
     assert on_kernels.ran("minicnn_max_pool", "minicnn_max_pool_backward")
     y_ref, dx_ref = both(x, dy)
+    # Exact on any machine: y is one of the inputs; dx sums the gradients of the
+    # windows a pixel won, kernel and twin both from 0 in window-offset order (the
+    # twin's other terms are exact zeros), so the same additions in the same order.
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(dx, dx_ref)
 
@@ -203,6 +212,7 @@ def test_dropout_kernel_matches_twin_for_the_same_draws(on_kernels):
     np.testing.assert_array_equal(y[kept], x[kept] * scale)
     np.testing.assert_array_equal(dx, np.where(kept, dy * scale, 0))
     assert 0.2 < 1 - kept.mean() < 0.4
+    # exact (here and above): kernel and twin both make y = x * scale, one product
     if on_kernels.name == "kernels":  # the strict generator draws what numpy's draws
         y_ref, dx_ref = both(x, dy)
         np.testing.assert_array_equal(y, y_ref)
@@ -245,8 +255,8 @@ def test_conv2d_backward_on_a_device_uses_one_product_and_col2im(on_kernels):
         got = on_kernels(step, x, dy)
         assert on_kernels.ran("minicnn_col2im")
         ref = step(x, dy)
-    for g, r in zip(got, ref):
-        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-14)
+    for g, r in zip(got, ref):  # dx: one product and col2im against offset by offset
+        assert_close(g, r)
 
 
 def test_tutorial_like_model_trains_the_same_on_kernels(kernel_emulator):

@@ -55,6 +55,9 @@ def run_steps(model, x, y, steps=3):
 
 
 def assert_identical(a, b):
+    """Exact, and so on any CPU: both models run the same products on the same shapes
+    and blockings; only where the ReLU runs differs, and max and ReLU commute exactly
+    (ReLU reorders no values), as do the ReLU's 0/1 mask and max-pool's routing of dy."""
     assert len(a) == len(b)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)  # exact: not one bit may move
