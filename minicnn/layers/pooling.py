@@ -83,6 +83,7 @@ dx = sum;
 
 class MaxPooling2D(Layer):
     input_ndim = 4
+    commutes_with_relu = True  # max(relu(z)) == relu(max(z)): see minicnn.plan
 
     def __init__(self, pool_size: int | tuple[int, int] = (2, 2),
                  strides: int | tuple[int, int] | None = None, padding: str = "valid",
