@@ -46,9 +46,9 @@ def loss_and_grads(model, x, y):
     for layer in model.layers[:-1]:
         h = layer.run_forward(h, training=not isinstance(layer, Dropout))
     logits = model.layers[-1].run_forward(h, training=True, activate=False)
-    loss = model._loss_fn()
+    loss = model.loss_function()
     value = loss.forward(logits, y)
-    model._backward(loss.backward())
+    model.backward(loss.backward(), relu_moves=frozenset())  # the layers ran as written
     grads = {f"{l.name}/{k}": minicnn.to_host(g) for l in model.layers for k, g in l.grads.items()}
     return minicnn.to_host(logits), float(value), grads
 

@@ -31,7 +31,7 @@ import pandas as pd
 import minicnn
 from minicnn.datasets import cifar10
 from minicnn.fileio import make_folders, remove_empty_folders, write_text_atomic
-from minicnn.interrupts import TrainingDiverged, TrainingInterrupted
+from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD

@@ -4,9 +4,9 @@
 The package reads bottom-up; each module imports only from the levels below it:
 ``backend`` (and ``initializers``, ``fileio``) -> ``activations``, ``optimizers``,
 ``gradcheck``, ``layers.im2col`` -> ``losses``, ``layers.base`` -> the layers ->
-``inspection`` -> ``models`` (with ``serialization``, ``checkpoint`` and
-``tracing`` under it). ``plots``, ``visualize`` and ``report`` draw and count
-beside them; ``datasets`` reads CIFAR-10.
+``inspection``, ``plan``, ``datachecks``, ``serialization`` -> ``training`` (fit's
+loop, checkpoints, callbacks, tracing) -> ``models``. ``plots``, ``visualize`` and
+``report`` draw and count beside them; ``datasets`` reads CIFAR-10.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from minicnn.backend import (floatx, get_array_module, get_backend, set_backend,
 
 # The subpackages as attributes, so Keras-style code works after renaming the import
 # alone: ``import minicnn; minicnn.layers.Dense(10)`` as ``keras.layers.Dense(10)``.
-from minicnn import (activations, callbacks, datasets, initializers, layers,  # noqa: E402
-                     losses, models, optimizers, utils)
+from minicnn import (activations, datasets, initializers, layers, losses, models,  # noqa: E402
+                     optimizers, utils)
+from minicnn.training import callbacks  # noqa: E402  (Keras's keras.callbacks)
 
 __version__ = "0.1.0"
 

@@ -12,6 +12,8 @@ norm of all gradients together exceeds it (Keras 2.2's rule); with
 is left alone.
 
 Updates are in place, so arrays held elsewhere (``layer.params``) see them.
+The state that must survive a restart (``t`` and every ``v``) comes out of
+``get_state()`` and goes back with ``set_state``, keyed by layer and weight name.
 """
 from __future__ import annotations
 
@@ -59,8 +61,9 @@ class SGD:
         self.clipnorm = None if clipnorm is None else _number(clipnorm, "clipnorm", 0.0)
         self.clipvalue = None if clipvalue is None else _number(clipvalue, "clipvalue", 0.0)
         self.iterations = 0
-        self.velocities: dict[tuple[int, str], object] = {}
-        self._scratch: dict[tuple[int, str], object] = {}  # work arrays, not state
+        # v per weight, keyed (layer name, weight name) so the state outlives layer order
+        self.velocities: dict[tuple[str, str], object] = {}
+        self._scratch: dict[tuple[str, str], object] = {}  # work arrays, not state
 
     def get_config(self) -> dict:
         config = {"lr": self.learning_rate, "momentum": self.momentum,  # Keras 2.2.4's keys
@@ -80,11 +83,27 @@ class SGD:
         """Keras 2's name for the initial learning rate."""
         return self.learning_rate
 
-    def gradients(self, layers: Iterable[Any]) -> list[tuple[tuple[int, str], Any, Any]]:
-        """((layer index, name), parameter, gradient) for every weight to update, with
-        Keras's clipping applied (to copies: the layers keep their raw gradients)."""
-        items = [((index, name), layer.params[name], layer.grads[name])
-                 for index, layer in enumerate(layers) for name in layer.trained_params()]
+    def get_state(self) -> dict:
+        """What a restart needs: ``{"iterations": t, "velocities": {layer: {weight: v}}}``
+        (the live arrays, on the backend: copy them to keep a snapshot)."""
+        velocities: dict[str, dict[str, Any]] = {}
+        for (layer, weight), value in self.velocities.items():
+            velocities.setdefault(layer, {})[weight] = value
+        return {"iterations": self.iterations, "velocities": velocities}
+
+    def set_state(self, state: dict) -> None:
+        """Continue from ``get_state()`` output: copies of its arrays, on the backend in
+        floatx (so two optimizers never share a buffer)."""
+        self.iterations = int(state["iterations"])
+        self.velocities = {(layer, weight): backend.to_device(value, dtype=backend.floatx()).copy()
+                           for layer, weights in state.get("velocities", {}).items()
+                           for weight, value in weights.items()}
+
+    def gradients(self, layers: Iterable[Any]) -> list[tuple[tuple[str, str], Any, Any]]:
+        """((layer name, weight name), parameter, gradient) for every weight to update,
+        with Keras's clipping applied (to copies: the layers keep their raw gradients)."""
+        items = [((layer.name, name), layer.params[name], layer.grads[name])
+                 for layer in layers for name in layer.trained_params()]
         if self.clipnorm:
             xp = backend.get_array_module(items[0][1]) if items else None
             norm = float(xp.sqrt(sum((g * g).sum() for _, _, g in items))) if items else 0.0

@@ -1,4 +1,5 @@
-"""Weights in ``.npz`` archives, shared by ``save_weights``/``load_weights`` and checkpoints.
+"""Weights in ``.npz`` archives: the weights file of ``save_weights``/``load_weights``
+(format ``minicnn-weights-1``), and the pieces checkpoints share with it.
 
 An archive maps names like ``conv2d_1/kernel`` to arrays, plus JSON metadata
 that records the architecture (each layer's type and config), so that loading
@@ -121,3 +122,39 @@ def set_weights(model: Any, arrays: dict, saved: list[dict], path: str | os.Path
             pairs.append((param, value))
     for param, value in pairs:
         param[...] = backend.to_device(value, dtype=param.dtype)
+
+
+WEIGHTS_FORMAT = "minicnn-weights-1"
+
+
+def save_weights(path: str | os.PathLike, model: Any) -> None:
+    """Write every parameter of ``model`` and its architecture to ``path`` (atomically)."""
+    refuse_hdf5(path, "save_weights")
+    if not model.built:
+        raise RuntimeError("save_weights: the model is not built yet (give the first layer "
+                           "input_shape, or call fit/predict first)")
+    arrays = weight_arrays(model)
+    meta = {"format": WEIGHTS_FORMAT, "input_shape": list(model.input_shape[1:]),
+            "architecture": model.architecture()}
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    write_archive(path, arrays)
+
+
+def load_weights(path: str | os.PathLike, model: Any) -> None:
+    """Read a ``save_weights`` file into ``model`` (building it if needed), after checking
+    that the file's architecture and every shape fit."""
+    path = os.fspath(path)
+    refuse_hdf5(path, "load_weights")
+    stored = read_archive(path, "load_weights", "minicnn weights file")
+    if "__meta__" not in stored:
+        raise WeightsFileError(f"load_weights: {path} has no minicnn metadata; was it written "
+                               "by Sequential.save_weights?")
+    meta = read_metadata(stored, "__meta__", path, "load_weights")
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise WeightsFileError(f"load_weights: {path} has format {meta.get('format')!r}, this "
+                               f"minicnn reads {WEIGHTS_FORMAT!r}")
+    require_fields(meta, ("architecture", "input_shape"), "__meta__", path, "load_weights")
+    check_architecture(path, meta["architecture"], model, "load_weights")
+    if not model.built:
+        model.build((None, *meta["input_shape"]))
+    set_weights(model, stored, meta["architecture"], path, "load_weights")

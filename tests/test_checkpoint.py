@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import minicnn
-from minicnn import checkpoint as ckpt
-from minicnn.interrupts import TrainingDiverged, TrainingInterrupted
+from minicnn.training import checkpoint as ckpt
+from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD

@@ -87,7 +87,7 @@ def float_leaks(model: Sequential, x, y, want: str) -> list[str]:
         check(f"{layer.name} output", h)
     logits = head.run_forward(h, training=True, activate=False)  # softmax is fused into the loss
     check(f"{head.name} logits", logits)
-    loss_fn = model._loss_fn()
+    loss_fn = model.loss_function()
     check("loss value", loss_fn.forward(logits, yd))
     g = loss_fn.backward()
     check("loss gradient", g)

@@ -12,8 +12,9 @@ import pytest
 import minicnn
 from minicnn import backend as B
 from minicnn.layers import Activation, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
-from minicnn.models import History, Sequential
+from minicnn.models import Sequential
 from minicnn.optimizers import SGD
+from minicnn.training.loop import History
 from minicnn.utils import to_categorical
 
 from conftest import assert_close, assert_same_accuracy
@@ -89,12 +90,12 @@ def test_tutorial_model_summary(separate_activations):
     assert rows[0].startswith("conv2d_1 (Conv2D)")
     assert rows[-1].startswith("activation_6 (Activation)" if separate_activations
                                else "dense_3 (Dense)")
-    assert model._fused is not None  # the final softmax is fused with the loss either way
+    assert isinstance(model.loss_function(), minicnn.losses.SoftmaxCrossEntropy)  # the final softmax is fused with the loss either way
 
 
 def test_tutorial_model_compiles_with_tutorial_arguments_and_trains_a_step(backend):
     model = tutorial_model(separate_activations=False)
-    assert model._fused is not None and not model._fused.sparse
+    assert isinstance(model.loss_function(), minicnn.losses.SoftmaxCrossEntropy) and not model.loss_function().sparse
     assert model.metrics == ["acc"]
     assert model.optimizer.lr == 0.05 and model.optimizer.decay == 1e-4
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
@@ -409,7 +410,7 @@ def test_fit_prints_progress_when_verbose(capsys, verbose):
 
 
 def test_large_inference_batches_go_through_in_slices_with_the_same_results(backend):
-    # Sequential.INFERENCE_SLICE images at a time; 70 images = 32 + 32 + 6
+    # minicnn.plan.INFERENCE_SLICE images at a time; 70 images = 32 + 32 + 6
     x, _ = fixed_data(n=70)
     model = small_cnn(dropout=0.3)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")

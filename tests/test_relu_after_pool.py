@@ -70,8 +70,8 @@ def test_moving_relu_after_pool_changes_no_bit(backend, floatx):
     x, y = minicnn.to_device(x, dtype=floatx), minicnn.to_device(y, dtype=floatx)
     moved, plain = pool_model(), pool_model()
     plain.move_relu_after_pool = False
-    assert [i for i in range(len(moved.layers)) if moved._relu_movable(i)] == [0, 3, 6]
-    assert not any(plain._relu_movable(i) for i in range(len(plain.layers)))
+    assert sorted(moved.relu_moves()) == [0, 3, 6]
+    assert not plain.relu_moves()
     assert_identical(run_steps(moved, x, y), run_steps(plain, x, y))
 
 
@@ -109,7 +109,7 @@ def test_watchers_see_the_plain_values(backend, watch):
             handles.append(pool.register_forward_hook(record))
         else:
             (conv if watch == "conv retain" else pool).retain = True
-        assert not model._relu_movable(0)
+        assert 0 not in model.relu_moves()
         model.train_on_batch(x, y)
         if watch.endswith("retain"):
             layer = conv if watch == "conv retain" else pool
@@ -122,7 +122,7 @@ def test_watchers_see_the_plain_values(backend, watch):
     for handle in handles:
         handle.remove()
     models["watched"].layers[0].retain = models["watched"].layers[1].retain = False
-    assert models["watched"]._relu_movable(0)  # nobody watches any more: moved again
+    assert 0 in models["watched"].relu_moves()  # nobody watches any more: moved again
 
 
 def test_gradient_tracer_sees_the_plain_values(backend):

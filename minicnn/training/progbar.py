@@ -5,6 +5,8 @@
 
 verbose=1 redraws one line in place (at most every ``interval`` seconds),
 verbose=2 prints only the finished line of each epoch, verbose=0 nothing.
+When the stream is not a terminal (a log file, a pipe) verbose=1 writes as
+verbose=2 does: a file keeps every redraw, thousands of ``\r`` lines per epoch.
 """
 from __future__ import annotations
 
@@ -21,11 +23,21 @@ def format_duration_per_step(seconds: float) -> str:
     return f"{seconds * 1e6:.0f}us/step"
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
 class Progbar:
     def __init__(self, target: int, verbose: int = 1, width: int = 30, interval: float = 0.1,
                  stream: TextIO | None = None) -> None:
-        self.target, self.verbose, self.width, self.interval = target, verbose, width, interval
         self.stream = stream or sys.stdout
+        if verbose == 1 and not _is_terminal(self.stream):
+            verbose = 2
+        self.target, self.verbose, self.width, self.interval = target, verbose, width, interval
         self.start = time.perf_counter()
         self._last_draw = 0.0
 

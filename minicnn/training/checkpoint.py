@@ -45,21 +45,23 @@ def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
     serialization.refuse_hdf5(path, "checkpoint")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     optimizer = model.optimizer
+    state = optimizer.get_state()
     meta = {
         "format": FORMAT, "version": VERSION, "epoch": int(epoch),
         "input_shape": list(model.input_shape[1:]),
         "architecture": serialization.architecture(model),
         "history": {k: [float(v) for v in values] for k, values in history.as_dict().items()},
         "optimizer": {"type": type(optimizer).__name__, "config": optimizer.get_config(),
-                      "iterations": int(optimizer.iterations)},
+                      "iterations": int(state["iterations"])},
         "rng": {"fit": backend.rng_state(fit_rng) if fit_rng is not None else None,
                 "layers": {layer.name: backend.rng_state(layer.rng) for layer in model.layers
                            if getattr(layer, "rng", None) is not None}},
     }
     arrays = serialization.weight_arrays(model, prefix="weights/")
     arrays["__checkpoint__"] = np.array(json.dumps(meta))
-    for (index, key), value in optimizer.velocities.items():
-        arrays[f"optimizer/{model.layers[index].name}/{key}"] = backend.to_host(value)
+    for layer, weights in state["velocities"].items():
+        for key, value in weights.items():
+            arrays[f"optimizer/{layer}/{key}"] = backend.to_host(value)
     serialization.write_archive(path, arrays)
 
 
@@ -87,7 +89,7 @@ def load(path: str | os.PathLike, model: Any) -> Checkpoint:
                               f"the model is compiled with {type(model.optimizer).__name__}")
     # The file's own layer names find its entries, whatever this model calls its layers.
     position = {saved["name"]: i for i, saved in enumerate(meta["architecture"])}
-    velocities = {}
+    velocities: dict[str, dict] = {}
     for key, value in arrays.items():
         if key.startswith("optimizer/"):
             parts = key.split("/")
@@ -100,13 +102,11 @@ def load(path: str | os.PathLike, model: Any) -> Checkpoint:
             if target is None or value.shape != tuple(target.shape):
                 raise CheckpointError(f"checkpoint: {path} holds an optimizer buffer {key} "
                                       f"of shape {value.shape} that fits no parameter of the model")
-            velocities[(index, param)] = value
+            velocities.setdefault(model.layers[index].name, {})[param] = value
     # Everything is checked: only now does the model change.
     serialization.set_weights(model, arrays, meta["architecture"], path, "checkpoint",
                               prefix="weights/")
-    model.optimizer.iterations = int(opt["iterations"])
-    model.optimizer.velocities = {key: backend.to_device(value, dtype=backend.floatx())
-                                  for key, value in velocities.items()}
+    model.optimizer.set_state({"iterations": opt["iterations"], "velocities": velocities})
     for layer, saved in zip(model.layers, meta["architecture"]):
         state = meta["rng"]["layers"].get(saved["name"])
         if state is not None and getattr(layer, "rng", None) is not None:

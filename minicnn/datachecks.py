@@ -1,0 +1,90 @@
+"""The checks every entry point of a model runs on what it is given, in one place.
+
+x and y come from users, in every shape and type: each is checked before the
+first layer sees it, so a mistake is reported with what was expected and a
+hint, never as a shape error deep in a layer. x and y end on the backend, cast
+once to the model's float type (labels to int64).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from minicnn import backend
+from minicnn.backend import Array
+
+
+def samples(x: Any, input_shape: tuple | None, first_layer: Any, where: str) -> Array:
+    """x as a float batch on the backend, checked against ``input_shape`` (no batch axis)."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError(f"{where}: expected a batch of samples (N, ...), got a scalar")
+    if x.shape[0] == 0:
+        raise ValueError(f"{where}: x is empty (shape {tuple(x.shape)})")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        first_layer.check_input(x)  # raises with the layer's name and a hint
+        raise ValueError(f"{where}: expected x of shape (N, {', '.join(map(str, input_shape))}), "
+                         f"got {tuple(x.shape)}")
+    kind = np.dtype(x.dtype).kind
+    if kind not in "biuf":
+        raise TypeError(f"{where}: expected numeric x, got dtype {x.dtype}")
+    if kind in "iu" and x.size and float(x.max()) > 1:
+        warnings.warn(f"{where}: x holds integers up to {float(x.max()):.0f}; networks train "
+                      "on scaled inputs, e.g. x.astype('float32') / 255", stacklevel=4)
+    x = backend.to_device(x, dtype=backend.floatx())  # one cast, not one per batch
+    if kind == "f" and not bool(backend.get_array_module(x).isfinite(x).all()):
+        raise ValueError(f"{where}: x contains NaN or infinite values")
+    return x
+
+
+def targets(y: Any, n: int, classes: int, loss: Any, where: str) -> Array:
+    """y for ``n`` samples as ``loss`` wants it: labels (N,) for a sparse loss, else
+    (N, classes); on the backend."""
+    y = y if backend.is_device_array(y) else np.asarray(y)
+    if y.ndim == 0:
+        raise ValueError(f"{where}: x has {n} samples but y has none (a scalar)")
+    if y.shape[0] != n:
+        raise ValueError(f"{where}: x has {n} samples but y has {y.shape[0]}")
+    if np.dtype(y.dtype).kind not in "biuf":
+        raise TypeError(f"{where}: expected numeric y, got dtype {y.dtype}")
+    if np.dtype(y.dtype).kind == "f" and not bool(backend.get_array_module(y).isfinite(y).all()):
+        raise ValueError(f"{where}: y contains NaN or infinite values; the targets must be "
+                         "finite (check how the labels were made)")
+    if loss.sparse:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.reshape(-1)
+        if y.ndim != 1 or np.dtype(y.dtype).kind not in "iu":
+            raise ValueError(f"{where}: {loss.name} expects integer labels of shape (N,) "
+                             f"or (N, 1), got {y.dtype} of shape {tuple(y.shape)}")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise ValueError(f"{where}: labels must lie in [0, {classes - 1}] for a model "
+                             f"with {classes} outputs, got values from {low} to {high}")
+        return backend.to_device(y, dtype="int64")
+    if y.ndim != 2 or y.shape[1] != classes:
+        hint = ""
+        if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
+            hint = ("; these look like integer labels: one-hot them with "
+                    "minicnn.utils.to_categorical(y, num_classes) or use "
+                    "loss='sparse_categorical_crossentropy'")
+        raise ValueError(f"{where}: {loss.name} expects targets of shape (N, {classes}), "
+                         f"got {tuple(y.shape)}{hint}")
+    return backend.to_device(y, dtype=backend.floatx())
+
+
+def batch_size(value: Any, where: str) -> int:
+    if value is None:  # Keras's default
+        return 32
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{where}: batch_size must be a positive int, got {value!r}")
+    return int(value)
+
+
+def count(value: Any, name: str) -> int:
+    """A whole number >= 0 (NumPy integers welcome; 2.5 epochs or True are errors)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"fit: {name} must be a whole number >= 0, got {value!r}")
+    return int(value)

@@ -1,0 +1,8 @@
+"""The training loop and what runs around it: ``fit``'s epochs (``loop``), one
+step and its profile (``step``), callbacks, checkpoints, the progress bar,
+the gradient tracer and clean stops (``interrupts``).
+
+It sits on the layers, losses and optimizers and drives a model through the
+model's public step API (``loss_input``, ``backward``, ``loss_function``,
+``relu_moves``); it never imports ``minicnn.models``, which calls into it.
+"""

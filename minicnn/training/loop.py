@@ -1,0 +1,191 @@
+"""``fit``'s loop: epochs of shuffled batches, validation, callbacks, checkpoints.
+
+A ``Trainer`` holds one run's state (data, generator, progress bar, tracer,
+checkpoint path, stop flag) so each part of the loop reads it from one place.
+It works on any model with Sequential's step API and never imports it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from minicnn import backend
+from minicnn.backend import Array
+from minicnn.training import checkpoint as checkpoint_io
+from minicnn.training.callbacks import CallbackList
+from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
+from minicnn.training.progbar import Progbar
+from minicnn.training.step import train_step
+from minicnn.training.tracing import GradientTracer
+
+
+class History:
+    """Per-epoch logs of ``fit``: ``history.history["val_acc"][-1]`` and friends."""
+
+    def __init__(self) -> None:
+        self.epoch: list[int] = []
+        self.history: dict[str, list[float]] = {}
+        self.resumed_epochs = 0  # epochs that came from a checkpoint, not from this fit
+        self.traces: list[dict] = []  # fit(trace_gradients=N): one row per layer per traced step
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+            # Keras 2.3+ spells accuracy out; keep both names pointing at one list.
+            if key.endswith("acc"):
+                self.history[key + "uracy"] = self.history[key]
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """The logs without the accuracy aliases (what a checkpoint stores)."""
+        return {k: v for k, v in self.history.items() if not k.endswith("accuracy")}
+
+    def restore(self, logs: dict[str, list[float]]) -> None:
+        """Refill from ``as_dict()`` output, e.g. when resuming from a checkpoint."""
+        epochs = len(next(iter(logs.values()), []))
+        for epoch in range(epochs):
+            self.append(epoch, {key: values[epoch] for key, values in logs.items()})
+        self.resumed_epochs = epochs
+
+
+def finite_check_interval(model: Any, x: Array) -> int:
+    """Steps between divergence checks: each one reads a value back to the host,
+    free on the CPU but a stall on the GPU, so there it runs every 20 steps
+    (and always on an epoch's last step, before a checkpoint is written)."""
+    if model.check_finite_every:
+        return model.check_finite_every
+    return 20 if backend.is_device_array(x) else 1
+
+
+class Trainer:
+    """One ``fit`` run on checked data (see ``Sequential.fit`` for the arguments)."""
+
+    def __init__(self, model: Any, x: Array, y: Array, *, batch_size: int, epochs: int,
+                 verbose: int, callbacks: list | None, validation: tuple[Array, Array] | None,
+                 validation_batch_size: int, shuffle: bool, initial_epoch: int,
+                 checkpoint: str | os.PathLike | Callable | None, resume: bool,
+                 trace_gradients: int) -> None:
+        self.model, self.x, self.y, self.validation = model, x, y, validation
+        self.batch_size, self.epochs, self.verbose = batch_size, epochs, verbose
+        self.validation_batch_size, self.shuffle = validation_batch_size, shuffle
+        self.initial_epoch, self.resume = initial_epoch, resume
+        metrics = ["loss"] + (["acc"] if model.metrics else [])
+        self.callbacks = CallbackList(callbacks, model, {
+            "batch_size": batch_size, "epochs": epochs, "samples": int(x.shape[0]),
+            "verbose": verbose, "do_validation": validation is not None,
+            "metrics": metrics + (["val_" + m for m in metrics] if validation is not None
+                                  else [])})
+        self.rng = backend.device_rng()
+        self.history = History()
+        self.tracer = GradientTracer(trace_gradients) if trace_gradients else None
+        self.history.traces = self.tracer.rows if self.tracer is not None else []
+        self.checkpoint = checkpoint
+        self.path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
+        if resume and self.path is None:
+            raise ValueError("fit: resume=True needs checkpoint=PATH to resume from")
+        self.steps = -(-int(x.shape[0]) // batch_size)
+        self.check_every = finite_check_interval(model, x)
+        self.stop = None  # the signal flag, while run() is under way
+
+    def save(self, epochs_done: int) -> None:
+        if callable(self.checkpoint):
+            self.checkpoint(self.model, epochs_done, self.history)
+        elif self.checkpoint is not None:
+            checkpoint_io.save(self.checkpoint, self.model, epochs_done, self.history, self.rng)
+
+    def run(self) -> History:
+        model, history = self.model, self.history
+        model.stop_training = False
+        # Signals are caught from here on, so even one during the first save is handled.
+        with deferred_signals() as self.stop:
+            epoch = self.initial_epoch
+            if self.resume and os.path.exists(self.path):
+                state = checkpoint_io.load(self.path, model)
+                epoch = state.epoch
+                history.restore(state.history)
+                if state.fit_rng_state is not None:
+                    backend.set_rng_state(self.rng, state.fit_rng_state)
+                if self.verbose:
+                    print(f"Resuming from {self.path}: {state.epoch} epoch(s) done", flush=True)
+            elif self.path is not None:
+                self.save(epoch)  # so a stop in the first epoch can resume too
+            self.callbacks.call("on_train_begin", {})
+            for epoch in range(epoch, self.epochs):
+                self.callbacks.call("on_epoch_begin", epoch, {})
+                logs = self.run_epoch(epoch)
+                history.append(epoch, logs)
+                self.save(epoch + 1)
+                self.callbacks.call("on_epoch_end", epoch, logs)
+                if self.stop:  # the signal came during validation or the save
+                    raise TrainingInterrupted(self.interrupt_message(epoch + 1, 0))
+                if model.stop_training:  # a callback asked (Keras's EarlyStopping does)
+                    break
+            self.callbacks.call("on_train_end", {})
+        return history
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the shuffled data, then validation: the epoch's logs."""
+        model, x, y, n = self.model, self.x, self.y, int(self.x.shape[0])
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+        order = backend.permutation(self.rng, n) if self.shuffle else \
+            backend.get_array_module(x).arange(n)
+        bar = Progbar(n, verbose=self.verbose)
+        total_loss, total_correct = 0.0, 0
+        batch_hooks = self.callbacks.wants("on_batch_begin") or self.callbacks.wants("on_batch_end")
+        for step, start in enumerate(range(0, n, self.batch_size), start=1):
+            index = order[start:start + self.batch_size]
+            size = index.shape[0]
+            if batch_hooks:
+                self.callbacks.call("on_batch_begin", step - 1, {"batch": step - 1, "size": size})
+            traced = self.tracer if self.tracer is not None and \
+                self.tracer.wants(model.optimizer.iterations) else None
+            try:
+                loss_value, correct = train_step(
+                    model, x[index], y[index], traced, epoch, step,
+                    check_finite=step % self.check_every == 0 or step == self.steps)
+            except TrainingDiverged as exc:
+                bar.interrupt()
+                raise TrainingDiverged(f"training diverged in epoch {epoch + 1}, step {step}/"
+                                       f"{self.steps}: {exc}.{self.diverged_advice()}") from None
+            total_loss = total_loss + loss_value * size
+            if correct is not None:
+                total_correct = total_correct + correct
+            done = start + size
+            if batch_hooks:  # a host read per step, only for callbacks that asked
+                self.callbacks.call("on_batch_end", step - 1, {
+                    "batch": step - 1, "size": size, **model.logs(loss_value * size, correct, size)})
+            if self.stop:
+                bar.interrupt()
+                raise TrainingInterrupted(self.interrupt_message(epoch, step))
+            if model.stop_training:  # a batch callback asked: the epoch ends here, as in Keras
+                break
+            if done < n and bar.wants_values():  # the only host reads inside an epoch
+                bar.update(done, model.logs(total_loss, total_correct, done))
+        logs = model.logs(total_loss, total_correct, done)
+        if self.validation is not None and not model.stop_training:  # (Keras skips it too)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                val = model.evaluate_batches(*self.validation, self.validation_batch_size)
+            logs.update({"val_" + key: value for key, value in val.items()})
+        bar.update(n, logs, final=True)
+        if not np.isfinite(logs.get("val_loss", 0.0)):
+            raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: the validation loss "
+                                   f"became {logs['val_loss']}.{self.diverged_advice()}")
+        return logs
+
+    def diverged_advice(self) -> str:
+        kept = f" The last good checkpoint is {self.path}." if self.path else ""
+        return (f"{kept} Try a lower learning rate (it was "
+                f"{self.model.optimizer.current_learning_rate:.4g}).")
+
+    def interrupt_message(self, epoch: int, step: int) -> str:
+        stop, path = self.stop, self.path
+        where = (f"{stop.name} received in epoch {epoch + 1} after step {step}/{self.steps}; the "
+                 "partial epoch is dropped" if step else f"{stop.name} received after epoch {epoch}")
+        if path is None:
+            return f"{where}. No checkpoint file was asked for, so fit cannot resume this run."
+        return (f"{where}. The last completed state ({epoch} epoch(s)) is in {path}: resume "
+                f"with fit(..., checkpoint={path!r}, resume=True), or add --resume to the "
+                "example's command line.")
