@@ -36,7 +36,7 @@ from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD
 from minicnn.utils import to_categorical
-from minicnn import report
+from minicnn.viz import report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -115,13 +115,13 @@ def scale_pixels(images, dtype: str):
 
 def explain(model, images, truth, predicted, names, out: Path) -> None:
     """The learning-tool pictures: filters, feature maps, saliency, mistakes."""
-    from minicnn import visualize
+    from minicnn.viz import pictures
 
     scaled = images[:8].astype("float32") / 255
-    visualize.filters(model.layers[0].params["kernel"], out / "filters.png")
-    visualize.feature_maps(model, "conv2d_1", scaled[0], out / "feature_maps.png")
-    visualize.saliency(model, scaled, truth[:8], names, out / "saliency.png")
-    visualize.misclassified(images, truth, predicted, names, out / "misclassified.png")
+    pictures.filters(model.layers[0].params["kernel"], out / "filters.png")
+    pictures.feature_maps(model, "conv2d_1", scaled[0], out / "feature_maps.png")
+    pictures.saliency(model, scaled, truth[:8], names, out / "saliency.png")
+    pictures.misclassified(images, truth, predicted, names, out / "misclassified.png")
 
 
 def make_out_dir(out: str | None) -> tuple[Path, list[Path]]:
@@ -164,7 +164,7 @@ def main(argv=None) -> dict:
     print("First ten training labels:",
           ", ".join(f"{int(k)} ({names[int(k)]})" for k in y_train[:10, 0]))
     if not args.no_plots:
-        from minicnn import plots  # matplotlib only when pictures are wanted
+        from minicnn.viz import plots  # matplotlib only when pictures are wanted
         plots.sample_grid(x_train[:10], y_train[:10], names, out / "samples.png")
 
     # Scale on the device: one uint8 copy travels, the float copy is made there.

@@ -18,7 +18,7 @@ import numpy as np
 
 from minicnn import backend
 from minicnn.backend import Array
-from minicnn.plots import save_figure, subplots
+from minicnn.viz.plots import save_figure, subplots
 
 
 def _grid(count: int, columns: int) -> tuple[int, int]:
