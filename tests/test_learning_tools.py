@@ -139,7 +139,7 @@ def test_feature_maps_by_negative_index_runs_the_layers_before(tmp_path, monkeyp
                         Conv2D(5, 3, name="c2")])
     shown = {}
     monkeypatch.setattr(pictures, "save_figure", lambda fig, path, **kw: shown.update(
-        title=fig._suptitle.get_text(), images=[ax.images[0].get_array() for ax in fig.axes
+        title=fig.get_suptitle(), images=[ax.images[0].get_array() for ax in fig.axes
                                                 if ax.images]))
     x = np.random.default_rng(0).random((8, 8, 2), dtype=np.float32)
     pictures.feature_maps(model, -1, x, tmp_path / "m.png")
