@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 # Before NumPy loads OpenBLAS: its idle threads then sleep at once instead of
 # spinning on the cores minicnn's own threads need (see minicnn/__init__.py).
@@ -29,6 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd
 
 import minicnn
+from minicnn.backend import Array
 from minicnn.datasets import cifar10
 from minicnn.fileio import make_folders, remove_empty_folders, write_text_atomic
 from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted
@@ -36,41 +39,59 @@ from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD
 from minicnn.utils import to_categorical
-from minicnn import report
+from minicnn.viz import report
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--validation-batch-size", type=int, default=None,
-                   help="test images per pass when validating (no effect on the numbers); "
-                        "default: --batch-size, or 1000 with --backend cupy")
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--decay", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=None, help="seed weights, dropout and shuffling")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
-    p.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
-    p.add_argument("--data", default=None,
-                   help="cifar-10-python.tar.gz or cifar-10-batches-py/ (else $MINICNN_CIFAR10, "
-                        "the cache, or a download)")
-    p.add_argument("--out", default=None, help="output folder (default runs/<timestamp>)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG pictures")
-    p.add_argument("--trace-gradients", type=int, default=0, metavar="N",
-                   help="record per-layer activation and gradient statistics every N steps "
-                        "(gradient_stats.csv, gradient_traces.png)")
+                                epilog="examples:\n" + __doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
+                   help="numpy runs on the CPU, cupy on an NVIDIA GPU (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=20,
+                   help="passes over the training images (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per training step (default: %(default)s)")
+    p.add_argument("--validation-batch-size", type=int, default=None, metavar="N",
+                   help="test images per pass when validating; it does not change the numbers "
+                        "(default: --batch-size, or 1000 with --backend cupy)")
+    p.add_argument("--lr", type=float, default=0.05,
+                   help="SGD learning rate (default: %(default)s)")
+    p.add_argument("--decay", type=float, default=1e-4,
+                   help="Keras learning-rate decay: lr / (1 + decay * step) (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed the weights, dropout and shuffling for a repeatable run "
+                        "(default: a different run each time)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="floating-point type of the weights and images (default: %(default)s)")
+    p.add_argument("--train-limit", type=int, default=None, metavar="N",
+                   help="train on the first N training images (default: all 50000)")
+    p.add_argument("--test-limit", type=int, default=None, metavar="N",
+                   help="validate and test on the first N test images (default: all 10000)")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="cifar-10-python.tar.gz or the cifar-10-batches-py/ folder "
+                        "(default: $MINICNN_CIFAR10, else the cache ~/.minicnn/datasets, "
+                        "else a download)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder for the pictures, history, metrics and weights "
+                        "(default: a new runs/<timestamp>)")
+    p.add_argument("--no-plots", action="store_true",
+                   help="save no PNG pictures, only the history, metrics and weights")
+    p.add_argument("--trace-gradients", type=int, nargs="?", const=20, default=0, metavar="N",
+                   help="record each layer's activation and gradient statistics every N "
+                        "training steps into gradient_stats.csv and gradient_traces.png; "
+                        "the flag alone traces every 20 steps (default: off)")
     p.add_argument("--explain", action="store_true",
-                   help="also save filters.png, feature_maps.png, saliency.png, misclassified.png")
-    p.add_argument("--checkpoint-dir", default=None,
-                   help="save a checkpoint (weights, optimizer, history, random state) there "
-                        "after every epoch")
+                   help="also save filters.png, feature_maps.png, saliency.png and "
+                        "misclassified.png")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="save a checkpoint (weights, optimizer, history, random state) in DIR "
+                        "after every epoch (default: none)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint in --checkpoint-dir up to --epochs in total")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                   help="1: live progress bar, 2: one line per epoch")
+                   help="0: silent, 1: a live progress bar, 2: one line per epoch "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
     if args.resume and args.checkpoint_dir is None:
         p.error("--resume needs --checkpoint-dir DIR (where the checkpoint is)")
@@ -79,7 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.trace_gradients < 0:
         p.error("--trace-gradients must be 0 (off) or a positive number of steps")
-    for name in ("train_limit", "test_limit"):
+    for name in ("train_limit", "test_limit", "validation_batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -113,17 +134,6 @@ def scale_pixels(images, dtype: str):
     return images
 
 
-def explain(model, images, truth, predicted, names, out: Path) -> None:
-    """The learning-tool pictures: filters, feature maps, saliency, mistakes."""
-    from minicnn import visualize
-
-    scaled = images[:8].astype("float32") / 255
-    visualize.filters(model.layers[0].params["kernel"], out / "filters.png")
-    visualize.feature_maps(model, "conv2d_1", scaled[0], out / "feature_maps.png")
-    visualize.saliency(model, scaled, truth[:8], names, out / "saliency.png")
-    visualize.misclassified(images, truth, predicted, names, out / "misclassified.png")
-
-
 def make_out_dir(out: str | None) -> tuple[Path, list[Path]]:
     """The output folder, checked writable now (not after hours of training), and
     the folders this run created for it, innermost first."""
@@ -140,55 +150,70 @@ def make_out_dir(out: str | None) -> tuple[Path, list[Path]]:
     return path, created
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    try:
-        minicnn.set_backend(args.backend)
-    except RuntimeError as exc:
-        sys.exit(f"cifar10.py: {exc}")
-    minicnn.set_floatx(args.dtype)
-    if args.seed is not None:
-        minicnn.set_seed(args.seed)
-    out, created = make_out_dir(args.out)
-    names = cifar10.CLASS_NAMES
+class Data(NamedTuple):
+    """The run's images (uint8, on the host) and integer labels (N, 1)."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
 
+
+class Trained(NamedTuple):
+    """What the training step hands to the reporting step."""
+    model: Sequential
+    history: Any  # the History that model.fit returned
+    x_test: Array  # the scaled test images, already on the device
+    train_seconds: float
+
+
+def load(args: argparse.Namespace, out: Path, created: list[Path]) -> Data:
+    """Read CIFAR-10, cut it to the limits, print its shapes and save samples.png."""
     try:
         (x_train, y_train), (x_test, y_test) = cifar10.load_data(args.data)
     except (cifar10.DatasetError, FileNotFoundError) as exc:
         remove_empty_folders(created)  # no data, no run: leave no empty folders behind
         sys.exit(f"cifar10.py: {exc}")
-    x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
-    x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]
-    print(f"x_train shape: {x_train.shape}  y_train shape: {y_train.shape}")
-    print(f"{x_train.shape[0]} train samples, {x_test.shape[0]} test samples")
+    data = Data(x_train[:args.train_limit], y_train[:args.train_limit],
+                x_test[:args.test_limit], y_test[:args.test_limit])
+    names = cifar10.CLASS_NAMES
+    print(f"x_train shape: {data.x_train.shape}  y_train shape: {data.y_train.shape}")
+    print(f"{data.x_train.shape[0]} train samples, {data.x_test.shape[0]} test samples")
     print("First ten training labels:",
-          ", ".join(f"{int(k)} ({names[int(k)]})" for k in y_train[:10, 0]))
+          ", ".join(f"{int(k)} ({names[int(k)]})" for k in data.y_train[:10, 0]))
     if not args.no_plots:
-        from minicnn import plots  # matplotlib only when pictures are wanted
-        plots.sample_grid(x_train[:10], y_train[:10], names, out / "samples.png")
+        from minicnn.viz import plots  # matplotlib only when pictures are wanted
+        plots.sample_grid(data.x_train[:10], data.y_train[:10], names, out / "samples.png")
+    return data
 
+
+def checkpoint_path(args: argparse.Namespace) -> str | None:
+    """checkpoint.npz in --checkpoint-dir, saying whether it is resumed or overwritten."""
+    if args.checkpoint_dir is None:
+        return None
+    Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    checkpoint = os.path.join(args.checkpoint_dir, "checkpoint.npz")
+    if args.resume and not os.path.exists(checkpoint):
+        print(f"cifar10.py: no checkpoint in {args.checkpoint_dir} yet: starting at epoch 1")
+    elif not args.resume and os.path.exists(checkpoint):
+        print(f"cifar10.py: {checkpoint} will be overwritten by this run "
+              "(add --resume to continue from it instead)")
+    return checkpoint
+
+
+def train(args: argparse.Namespace, data: Data) -> Trained:
+    """The training step: scale the images on the device, build the network, fit it."""
     # Scale on the device: one uint8 copy travels, the float copy is made there.
-    test_images = x_test  # uint8 on the host, for the pictures
-    x_train = scale_pixels(minicnn.to_device(x_train), args.dtype)
-    x_test = scale_pixels(minicnn.to_device(x_test), args.dtype)
-    y_train_1h = minicnn.to_device(to_categorical(y_train, 10, dtype=args.dtype))
-    y_test_1h = minicnn.to_device(to_categorical(y_test, 10, dtype=args.dtype))
-
+    x_train = scale_pixels(minicnn.to_device(data.x_train), args.dtype)
+    x_test = scale_pixels(minicnn.to_device(data.x_test), args.dtype)
+    y_train = minicnn.to_device(to_categorical(data.y_train, 10, dtype=args.dtype))
+    y_test = minicnn.to_device(to_categorical(data.y_test, 10, dtype=args.dtype))
     model = build_model(args.lr, args.decay)
     model.summary()
-    checkpoint = None
-    if args.checkpoint_dir is not None:
-        Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        checkpoint = os.path.join(args.checkpoint_dir, "checkpoint.npz")
-        if args.resume and not os.path.exists(checkpoint):
-            print(f"cifar10.py: no checkpoint in {args.checkpoint_dir} yet: starting at epoch 1")
-        elif not args.resume and os.path.exists(checkpoint):
-            print(f"cifar10.py: {checkpoint} will be overwritten by this run "
-                  "(add --resume to continue from it instead)")
+    checkpoint = checkpoint_path(args)
     start = time.perf_counter()
     try:
-        history = model.fit(x_train, y_train_1h, batch_size=args.batch_size, epochs=args.epochs,
-                            verbose=args.verbose, validation_data=(x_test, y_test_1h),
+        history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+                            verbose=args.verbose, validation_data=(x_test, y_test),
                             shuffle=True, checkpoint=checkpoint, resume=args.resume,
                             trace_gradients=args.trace_gradients,
                             validation_batch_size=args.validation_batch_size or (
@@ -198,11 +223,31 @@ def main(argv=None) -> dict:
         sys.exit(130)
     except TrainingDiverged as exc:
         sys.exit(f"cifar10.py: {exc}")
-    train_seconds = time.perf_counter() - start
-    epochs_run = max(len(history.epoch) - history.resumed_epochs, 1)
+    return Trained(model, history, x_test, time.perf_counter() - start)
 
-    predicted = model.predict(x_test, batch_size=max(args.batch_size, 256)).argmax(axis=1)
-    truth = y_test[:, 0]
+
+def explain(model: Sequential, images: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
+            out: Path) -> None:
+    """The learning-tool pictures: filters, feature maps, saliency, mistakes."""
+    from minicnn.viz import pictures
+
+    names = cifar10.CLASS_NAMES
+    scaled = images[:8].astype("float32") / 255
+    pictures.filters(model.layers[0].params["kernel"], out / "filters.png")
+    pictures.feature_maps(model, "conv2d_1", scaled[0], out / "feature_maps.png",
+                          image_name=f"test image 0 ({names[truth[0]]})")
+    pictures.saliency(model, scaled, truth[:8], names, out / "saliency.png")
+    pictures.misclassified(images, truth, predicted, names, out / "misclassified.png")
+
+
+def report_run(args: argparse.Namespace, data: Data, run: Trained, out: Path) -> dict:
+    """The reporting step: print the predictions, confusion matrix and per-class
+    metrics; save the history, metrics, weights, gradient statistics and pictures.
+    Returns the metrics."""
+    names = cifar10.CLASS_NAMES
+    history = run.history
+    predicted = run.model.predict(run.x_test, batch_size=max(args.batch_size, 256)).argmax(axis=1)
+    truth = data.y_test[:, 0]
     print("\nFirst ten test images:")
     print(pd.DataFrame({"ground truth": [names[k] for k in truth[:10]],
                         "predicted": [names[k] for k in predicted[:10]]}).to_string())
@@ -218,28 +263,48 @@ def main(argv=None) -> dict:
     frame = pd.DataFrame({key: history.history[key] for key in ("loss", "acc", "val_loss", "val_acc")},
                          index=pd.Index(np.arange(1, len(history.epoch) + 1), name="epoch"))
     write_text_atomic(out / "history.csv", frame.to_csv())
+    epochs_run = max(len(history.epoch) - history.resumed_epochs, 1)
     metrics = {"test_accuracy": accuracy, "final": {k: float(v.iloc[-1]) for k, v in frame.items()},
-               "epochs": args.epochs, "train_samples": int(x_train.shape[0]),
-               "test_samples": int(x_test.shape[0]), "train_seconds": round(train_seconds, 2),
-               "seconds_per_epoch": round(train_seconds / epochs_run, 2),
+               "epochs": args.epochs, "train_samples": int(data.x_train.shape[0]),
+               "test_samples": int(data.x_test.shape[0]),
+               "train_seconds": round(run.train_seconds, 2),
+               "seconds_per_epoch": round(run.train_seconds / epochs_run, 2),
                "backend": args.backend, "dtype": args.dtype, "seed": args.seed,
                "batch_size": args.batch_size, "lr": args.lr, "decay": args.decay,
                "per_class": per_class.to_dict(orient="index")}
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
-    model.save_weights(out / "weights.npz")
+    run.model.save_weights(out / "weights.npz")
     if history.traces:
         write_text_atomic(out / "gradient_stats.csv", pd.DataFrame(history.traces).to_csv(index=False))
-    if not args.no_plots and history.traces:
-        plots.gradient_traces(history.traces, out / "gradient_traces.png")
-    if args.explain:
-        explain(model, test_images, truth, predicted, names, out)
     if not args.no_plots:
+        from minicnn.viz import plots
+
+        if history.traces:
+            steps_per_epoch = math.ceil(data.x_train.shape[0] / args.batch_size)
+            plots.gradient_traces(history.traces, out / "gradient_traces.png", steps_per_epoch)
         plots.learning_curve(history.history, "loss", out / "loss.png", "Model loss")
         plots.learning_curve(history.history, "acc", out / "accuracy.png", "Model accuracy")
         plots.confusion_heatmap(confusion, names, out / "confusion_matrix.png")
+    if args.explain:
+        explain(run.model, data.x_test, truth, predicted, out)
     saved = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
     print(f"\nSaved {', '.join(saved)} in {out}")
     return metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:
+        minicnn.set_backend(args.backend)
+    except RuntimeError as exc:
+        sys.exit(f"cifar10.py: {exc}")
+    minicnn.set_floatx(args.dtype)
+    if args.seed is not None:
+        minicnn.set_seed(args.seed)
+    out, created = make_out_dir(args.out)
+    data = load(args, out, created)
+    run = train(args, data)
+    return report_run(args, data, run, out)
 
 
 if __name__ == "__main__":

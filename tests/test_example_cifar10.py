@@ -44,13 +44,19 @@ def run_example(out: Path, data: Path, *extra: str) -> subprocess.CompletedProce
                           capture_output=True, text=True, env=env, timeout=600)
 
 
+def load_example():
+    """examples/cifar10.py as a module, without running main()."""
+    spec = importlib.util.spec_from_file_location("cifar10_example", ROOT / "examples" / "cifar10.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
 def example_test_outputs(out: Path, data: Path, test_limit: int | None) -> np.ndarray:
     """The saved network's outputs on the run's test images, computed here."""
     from minicnn.datasets import cifar10
 
-    spec = importlib.util.spec_from_file_location("cifar10_example", ROOT / "examples" / "cifar10.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example()
     (_, _), (x_test, _) = cifar10.load_data(str(data))
     model = example.build_model(0.05, 1e-4)
     model.load_weights(out / "weights.npz")
@@ -134,3 +140,28 @@ def test_example_checkpoint_messages_and_saved_files(tmp_path):
     again = run_example(out, data, "--epochs", "1", "--no-plots", "--checkpoint-dir", str(out / "ck"))
     assert again.returncode == 0, again.stderr[-2000:]
     assert "checkpoint.npz will be overwritten by this run (add --resume" in again.stdout
+
+
+def test_example_help_explains_every_flag_and_its_real_default():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    text = subprocess.run([sys.executable, str(ROOT / "examples" / "cifar10.py"), "--help"],
+                          capture_output=True, text=True, env=env, check=True).stdout
+    options = text[text.index("options:"):text.index("examples:")]
+    # One entry per flag: its first line starts with "  -", its help follows.
+    entries = re.split(r"\n(?=  -)", options.split("\n", 1)[1].rstrip())
+    assert len(entries) == 19  # -h and the 18 flags
+    for entry in entries:
+        flag, _, rest = entry.strip().partition("  ")
+        assert len(rest.split()) >= 4, f"{flag!r} has no sentence of help"
+        assert entry.count("default") <= 1, f"{flag!r} shows two defaults"
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for shown in ("(default: 20)", "(default: 32)", "(default: 0.05)", "(default: numpy)",
+                  "the flag alone traces every 20", "runs/<timestamp>"):
+        assert shown in " ".join(text.split()), shown
+
+
+def test_trace_gradients_alone_traces_every_20_steps():
+    example = load_example()
+    assert example.parse_args([]).trace_gradients == 0
+    assert example.parse_args(["--trace-gradients"]).trace_gradients == 20
+    assert example.parse_args(["--trace-gradients", "5"]).trace_gradients == 5

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import minicnn
-from minicnn import plots, visualize
+from minicnn.viz import pictures, plots
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD
@@ -116,40 +116,40 @@ def test_pictures_have_the_expected_pixel_sizes(tmp_path):
     model = small_model()
     x, y = batch()
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0, trace_gradients=1)
-    visualize.filters(model.layers[0].params["kernel"], tmp_path / "f.png", columns=4, dpi=50)
+    pictures.filters(model.layers[0].params["kernel"], tmp_path / "f.png", columns=4, dpi=50)
     assert png_size(tmp_path / "f.png") == (round(4 * 0.8 * 50), round((2 * 0.8 + 0.4) * 50))
-    visualize.feature_maps(model, "conv2d_1", x[0], tmp_path / "m.png", columns=3, dpi=50)
+    pictures.feature_maps(model, "conv2d_1", x[0], tmp_path / "m.png", columns=3, dpi=50)
     assert png_size(tmp_path / "m.png") == (round(3 * 1.2 * 50), round((2 * 1.2 + 0.4) * 50))
-    maps = visualize.saliency(model, x[:5], np.arange(5), NAMES, tmp_path / "s.png", dpi=50)
+    maps = pictures.saliency(model, x[:5], np.arange(5), NAMES, tmp_path / "s.png", dpi=50)
     assert png_size(tmp_path / "s.png") == (round(5 * 1.6 * 50), round(3.6 * 50))
     assert maps.shape == (5, 8, 8) and (maps >= 0).all() and maps.max() > 0
     images = (x * 255).astype(np.uint8)
-    shown = visualize.misclassified(images, np.arange(12) % 10, np.zeros(12, int), NAMES,
+    shown = pictures.misclassified(images, np.arange(12) % 10, np.zeros(12, int), NAMES,
                                     tmp_path / "w.png", max_images=6, columns=3, dpi=50)
     assert shown == 6  # 10 are wrong (labels 0 at indices 0 and 10 are right), 6 shown
     assert png_size(tmp_path / "w.png") == (round(3 * 1.4 * 50), round((2 * 1.6 + 0.4) * 50))
     plots.gradient_traces(history.traces, tmp_path / "g.png")
     assert png_size(tmp_path / "g.png")[0] > 500
     with pytest.raises(ValueError, match="not \\(H, W, C\\) feature maps"):
-        visualize.feature_maps(model, "dense_1", x[0], tmp_path / "bad.png")
+        pictures.feature_maps(model, "dense_1", x[0], tmp_path / "bad.png")
 
 
 def test_feature_maps_by_negative_index_runs_the_layers_before(tmp_path, monkeypatch):
     model = Sequential([Conv2D(3, 3, input_shape=(8, 8, 2), name="c1"),
                         Conv2D(5, 3, name="c2")])
     shown = {}
-    monkeypatch.setattr(visualize, "save_figure", lambda fig, path, **kw: shown.update(
-        title=fig._suptitle.get_text(), images=[ax.images[0].get_array() for ax in fig.axes
+    monkeypatch.setattr(pictures, "save_figure", lambda fig, path, **kw: shown.update(
+        title=fig.get_suptitle(), images=[ax.images[0].get_array() for ax in fig.axes
                                                 if ax.images]))
     x = np.random.default_rng(0).random((8, 8, 2), dtype=np.float32)
-    visualize.feature_maps(model, -1, x, tmp_path / "m.png")
+    pictures.feature_maps(model, -1, x, tmp_path / "m.png")
     assert shown["title"].startswith("c2: first 5 of 5 feature maps (4x4)")
     expected = model.predict(x[None])[0]
     np.testing.assert_allclose(np.asarray(shown["images"][4]), expected[:, :, 4], rtol=1e-6)
     for bad in (2, -3):
         with pytest.raises(ValueError, match=rf"feature_maps: layer index {bad} is out of range; "
                                              r"the model has 2 layers"):
-            visualize.feature_maps(model, bad, x, tmp_path / "bad.png")
+            pictures.feature_maps(model, bad, x, tmp_path / "bad.png")
 
 
 def test_input_gradient_matches_finite_differences():
@@ -204,9 +204,9 @@ def test_plotting_leaves_the_users_matplotlib_backend_alone(tmp_path):
 import matplotlib
 matplotlib.use("svg")
 import numpy as np
-from minicnn import plots, visualize
+from minicnn.viz import pictures, plots
 plots.confusion_heatmap(np.eye(3, dtype=int), ["a", "b", "c"], {str(tmp_path / "c.png")!r})
-visualize.filters(np.ones((3, 3, 1, 2), np.float32), {str(tmp_path / "f.png")!r})
+pictures.filters(np.ones((3, 3, 1, 2), np.float32), {str(tmp_path / "f.png")!r})
 print(matplotlib.get_backend())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

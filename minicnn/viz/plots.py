@@ -1,4 +1,5 @@
-"""Pictures of a run: sample images, learning curves, confusion heatmap.
+"""Pictures of a run: sample images, learning curves, confusion heatmap and the
+per-layer gradient statistics against the training step.
 
 Headless: each figure is drawn by its own Agg canvas straight into a file, no
 display needed, and pyplot's figure manager is never used, so this module
@@ -22,11 +23,12 @@ from minicnn.fileio import write_atomic
 
 
 def subplots(rows: int = 1, cols: int = 1, figsize: tuple[float, float] | None = None,
-             squeeze: bool = True) -> tuple[Figure, Any]:
+             squeeze: bool = True, sharex: bool = False, layout: str | None = None
+             ) -> tuple[Figure, Any]:
     """(figure, axes) like pyplot.subplots, but a figure of its own on an Agg canvas."""
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout=layout)
     FigureCanvasAgg(fig)
-    return fig, fig.subplots(rows, cols, squeeze=squeeze)
+    return fig, fig.subplots(rows, cols, squeeze=squeeze, sharex=sharex)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120, tight: bool = True
@@ -65,9 +67,11 @@ def learning_curve(history: dict, metric: str, path: str | os.PathLike,
     ax.set_xlabel("epoch")
     ax.set_ylabel(label)
     ax.set_title(title or f"Model {label}")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    # Whole epochs only: a single epoch would otherwise get ticks at 0.96, 0.98, ...
+    ax.set_xlim(0.5, len(train) + 0.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, clear of the curves
     save_figure(fig, path)
 
 
@@ -86,36 +90,64 @@ def confusion_heatmap(confusion: np.ndarray, class_names: Sequence[str], path: s
     save_figure(fig, path)
 
 
+def trace_steps(rows: Sequence[dict], steps_per_epoch: int | None = None) -> np.ndarray:
+    """The training step of each trace row, counted from 1 over the whole run:
+    (epoch - 1) * steps_per_epoch + step. Rows of a single epoch need no
+    ``steps_per_epoch``: their step is already the run's step."""
+    epochs = np.array([int(r["epoch"]) for r in rows])
+    steps = np.array([int(r["step"]) for r in rows])
+    if steps_per_epoch is None:
+        if len(epochs) and epochs.min() != epochs.max():
+            raise ValueError(f"gradient_traces: the rows span epochs {epochs.min()} to {epochs.max()}; "
+                             "give steps_per_epoch (batches per epoch) to place them on one axis")
+        return steps
+    return (epochs - 1) * steps_per_epoch + steps
+
+
 def gradient_traces(rows: Sequence[dict], path: str | os.PathLike,
+                    steps_per_epoch: int | None = None,
                     title: str = "Gradient statistics per layer") -> None:
-    """Per-layer curves over training steps from ``history.traces``: gradient norm,
-    update/weight ratio, activation spread and dead-ReLU fraction."""
+    """Per-layer curves from ``history.traces`` against the training step: gradient
+    norm, update/weight ratio, activation spread and dead-ReLU fraction. One legend
+    of layers beside the panels keeps the curves clear."""
     import pandas as pd  # only this picture needs it
 
     frame = pd.DataFrame(list(rows))
     if frame.empty:
         raise ValueError("gradient_traces: no rows to plot (train with trace_gradients=N)")
-    steps = frame.groupby(["epoch", "step"], sort=False).ngroup()
-    frame = frame.assign(traced_step=steps)
-    panels = [("grad_norm", "gradient norm ||dL/dW||", True),
-              ("update_ratio", "update / weight ratio", True),
-              ("act_std", "activation std", False),
-              ("dead_relu", "dead ReLU fraction", False)]
-    fig, axes = subplots(2, 2, figsize=(12, 8))
-    for ax, (column, label, log) in zip(np.ravel(axes), panels):
+    frame = frame.assign(run_step=trace_steps(rows, steps_per_epoch))
+    weighted = set(frame.dropna(subset=["grad_norm"])["layer"])
+    # Colours go only to the layers that get a curve, so no two share one.
+    drawn = frame.dropna(subset=["grad_norm", "update_ratio", "dead_relu"], how="all")
+    layers = list(dict.fromkeys(drawn["layer"]))
+    colours = {layer: f"C{k % 10}" for k, layer in enumerate(layers)}
+    panels = [("grad_norm", "gradient norm", "||dL/dW||", True),
+              ("update_ratio", "update / weight ratio", "||W_after - W_before|| / ||W_before||", True),
+              ("act_std", "activation spread (layers with weights)", "std of the layer's output", False),
+              ("dead_relu", "dead ReLU units", "fraction silent on the whole batch", False)]
+    # Constrained layout makes room for the layer legend outside the panels.
+    fig, axes = subplots(2, 2, figsize=(12, 8), sharex=True, layout="constrained")
+    handles = {}
+    for ax, (column, title_text, y_label, log) in zip(np.ravel(axes), panels):
         shown = frame.dropna(subset=[column])
         if column == "act_std":  # only the layers with weights, or the panel is a tangle
-            shown = shown[shown["layer"].isin(frame.dropna(subset=["grad_norm"])["layer"])]
+            shown = shown[shown["layer"].isin(weighted)]
         for layer, part in shown.groupby("layer", sort=False):
-            ax.plot(part["traced_step"], part[column], label=layer)
+            handles[layer], = ax.plot(part["run_step"], part[column], color=colours[layer],
+                                      marker="." if len(part) < 30 else None, label=layer)
         if log and (shown[column] > 0).any():
             ax.set_yscale("log")
-        ax.set_title(label)
-        ax.set_xlabel("traced step")
+        ax.set_title(title_text)
+        ax.set_ylabel(y_label)
         ax.grid(alpha=0.3)
         if column == "update_ratio":
-            ax.axhline(1e-3, color="gray", linestyle="--", linewidth=1, label="1e-3 (rule of thumb)")
-        ax.legend(fontsize=7)
+            rule = ax.axhline(1e-3, color="gray", linestyle="--", linewidth=1)
+            ax.legend([rule], ["1e-3 (rule of thumb)"], loc="best", fontsize=8)
+    for ax in axes[1]:
+        ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ordered = [layer for layer in layers if layer in handles]
+    fig.legend([handles[layer] for layer in ordered], ordered, loc="outside right upper",
+               title="layer", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
     save_figure(fig, path)

@@ -1,12 +1,14 @@
 """Pictures that explain a trained CNN: filters, feature maps, saliency, mistakes.
 
     filters          first-layer kernels (kh, kw, 3, F) as little RGB images
-    feature_maps     one conv layer's output channels for one input image
+    feature_maps     one conv layer's output channels for one input image,
+                     on one colour scale
     saliency         |d score_class / d pixel|, the max over colour channels,
-                     next to the image (Simonyan et al., 2014)
+                     under the image, on one colour scale (Simonyan et al., 2014)
     misclassified    test images with their true and predicted labels
 
-Each function writes one PNG whose pixel size is exactly figsize * dpi.
+Each function writes one PNG whose pixel size is exactly figsize * dpi. Images
+are titled with their index, so a picture can be traced back to its data.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from minicnn import backend
 from minicnn.backend import Array
-from minicnn.plots import save_figure, subplots
+from minicnn.viz.plots import save_figure, subplots
 
 
 def _grid(count: int, columns: int) -> tuple[int, int]:
@@ -51,8 +53,11 @@ def filters(kernel: Array, path: str | os.PathLike, columns: int = 16, dpi: int 
 
 
 def feature_maps(model: Any, layer: int | str, image: Array, path: str | os.PathLike,
-                 max_maps: int = 32, columns: int = 8, dpi: int = 100) -> None:
-    """The output channels of ``model.layers[layer]`` (index or name) for one image (H, W, C)."""
+                 max_maps: int = 32, columns: int = 8, dpi: int = 100,
+                 image_name: str | None = None) -> None:
+    """The output channels of ``model.layers[layer]`` (index or name) for one image
+    (H, W, C), all on one colour scale so that channels compare. ``image_name``
+    (e.g. "test image 0 (cat)") goes into the title."""
     names = [l.name for l in model.layers]
     if isinstance(layer, int):
         if not -len(names) <= layer < len(names):
@@ -73,12 +78,17 @@ def feature_maps(model: Any, layer: int | str, image: Array, path: str | os.Path
     count = min(max_maps, maps.shape[2])
     rows, cols = _grid(count, columns)
     fig, axes = subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2 + 0.4), squeeze=False)
+    low, high = float(maps[:, :, :count].min()), float(maps[:, :, :count].max())
     for k, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if k < count:
-            ax.imshow(maps[:, :, k], cmap="viridis", interpolation="nearest")
+            shown = ax.imshow(maps[:, :, k], cmap="viridis", vmin=low, vmax=high,
+                              interpolation="nearest")
+            ax.set_title(str(k), fontsize=7, pad=2)
+    fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.9, label="activation")
+    of = f" of {image_name}" if image_name else ""
     fig.suptitle(f"{model.layers[index].name}: first {count} of {maps.shape[2]} feature maps "
-                 f"({maps.shape[0]}x{maps.shape[1]})")
+                 f"({maps.shape[0]}x{maps.shape[1]}){of}")
     save_figure(fig, path, dpi=dpi, tight=False)
 
 
@@ -90,21 +100,34 @@ def _model_dtype(model) -> str:
 
 
 def saliency(model: Any, images: Array, labels: Array, class_names: Sequence[str],
-             path: str | os.PathLike, dpi: int = 100) -> np.ndarray:
-    """Each image (float, model scale) above its saliency map for its true class."""
+             path: str | os.PathLike, dpi: int = 100,
+             indices: Sequence[int] | None = None) -> np.ndarray:
+    """Each image (float, model scale) above its saliency map: the gradient of the
+    score (pre-softmax) of its class ``labels[k]``. ``indices`` are the images'
+    positions in their data set, for the titles (default 0, 1, ...). Returns the maps."""
     images = backend.to_host(images)
     labels = backend.to_host(labels).reshape(-1)
     grad = backend.to_host(model.input_gradient(images, labels))
     maps = np.abs(grad).max(axis=3)
     count = len(images)
+    indices = range(count) if indices is None else indices
     fig, axes = subplots(2, count, figsize=(count * 1.6, 3.6), squeeze=False)
-    for k in range(count):
+    for k, index in zip(range(count), indices):
+        name = class_names[int(labels[k])]
         axes[0, k].imshow(np.clip(images[k], 0, 1), interpolation="nearest")
-        axes[0, k].set_title(class_names[int(labels[k])], fontsize=9)
-        axes[1, k].imshow(maps[k], cmap="hot", interpolation="nearest")
+        axes[0, k].set_title(f"image {index}\ntrue: {name}", fontsize=8)
+        # One scale for all maps: a brighter map means a more sensitive score.
+        shown = axes[1, k].imshow(maps[k], cmap="hot", vmin=0, vmax=float(maps.max()),
+                                  interpolation="nearest")
+        axes[1, k].set_title(f"gradient of the\n{name} score", fontsize=7)
         axes[0, k].axis("off")
         axes[1, k].axis("off")
-    fig.suptitle("Saliency: |d class score / d pixel|")
+    # A colour bar beside the maps' row alone, so images and maps stay aligned.
+    fig.subplots_adjust(left=0.02, right=0.9, top=0.8, bottom=0.02, hspace=0.45)
+    row = axes[1, -1].get_position()
+    bar = fig.add_axes((0.92, row.y0, 0.012, row.height))
+    fig.colorbar(shown, cax=bar, label="|d score / d pixel|")
+    fig.suptitle("Saliency: |gradient of the true class's score| per pixel (max over RGB)")
     save_figure(fig, path, dpi=dpi, tight=False)
     return maps
 
@@ -112,7 +135,8 @@ def saliency(model: Any, images: Array, labels: Array, class_names: Sequence[str
 def misclassified(images: Array, y_true: Array, y_pred: Array, class_names: Sequence[str],
                   path: str | os.PathLike, max_images: int = 20, columns: int = 10,
                   dpi: int = 100) -> int:
-    """A grid of wrongly classified images titled 'true -> predicted'; returns how many shown."""
+    """A grid of wrongly classified images titled 'index: true -> predicted'; returns
+    how many are shown."""
     y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
     wrong = np.flatnonzero(y_true != y_pred)[:max_images]
     rows, cols = _grid(max(len(wrong), 1), columns)
@@ -122,8 +146,8 @@ def misclassified(images: Array, y_true: Array, y_pred: Array, class_names: Sequ
         if k < len(wrong):
             i = wrong[k]
             ax.imshow(np.asarray(images[i]), interpolation="nearest")
-            ax.set_title(f"{class_names[y_true[i]]}\n-> {class_names[y_pred[i]]}", fontsize=7,
+            ax.set_title(f"{i}: {class_names[y_true[i]]}\n-> {class_names[y_pred[i]]}", fontsize=7,
                          color="firebrick")
-    fig.suptitle(f"Misclassified test images (true -> predicted), {len(wrong)} shown")
+    fig.suptitle(f"Misclassified test images (index: true -> predicted), {len(wrong)} shown")
     save_figure(fig, path, dpi=dpi, tight=False)
     return len(wrong)
