@@ -24,9 +24,8 @@ from minicnn.backend import (floatx, get_array_module, get_backend, set_backend,
 
 # The subpackages as attributes, so Keras-style code works after renaming the import
 # alone: ``import minicnn; minicnn.layers.Dense(10)`` as ``keras.layers.Dense(10)``.
-from minicnn import (activations, datasets, initializers, layers, losses, models,  # noqa: E402
-                     optimizers, utils)
-from minicnn.training import callbacks  # noqa: E402  (Keras's keras.callbacks)
+from minicnn import (activations, callbacks, datasets, initializers, layers,  # noqa: E402
+                     losses, models, optimizers, utils)
 
 __version__ = "0.1.0"
 

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 import minicnn
-from minicnn.training.callbacks import Callback
+from minicnn.callbacks import Callback
 from minicnn.training.interrupts import TrainingDiverged
 from minicnn.layers import Activation, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from minicnn.models import Sequential

@@ -14,7 +14,7 @@ import numpy as np
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.training import checkpoint as checkpoint_io
-from minicnn.training.callbacks import CallbackList
+from minicnn.callbacks import CallbackList
 from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
 from minicnn.training.progbar import Progbar
 from minicnn.training.step import train_step
