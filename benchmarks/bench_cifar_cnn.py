@@ -364,8 +364,7 @@ def conv_products(layer, batch: int) -> dict:
     are not products and not timed here). FLOPs count the convolution proper (2 M K F),
     not the bias column, so the rates are the useful work done.
     """
-    col = layer._cache[0]
-    matrix = layer._matrix()
+    col, matrix = layer.im2col_operands()
     f = layer.filters
     m = col.shape[0]
     k = layer.params["kernel"].size // f
@@ -420,8 +419,8 @@ def main() -> dict:
     blas_line = ", ".join(f"{k}={v}" for k, v in blas.items())
     print(f"BLAS: {blas_line}")
     reused = False if args.release_freed_memory else keep_freed_memory()
-    print(f"minicnn host threads for the memory-bound passes (backend.over_batch): "
-          f"{minicnn.backend.host_threads()}; OPENBLAS_THREAD_TIMEOUT="
+    print(f"minicnn host threads for the memory-bound passes (ops.threads.over_batch): "
+          f"{minicnn.ops.host_threads()}; OPENBLAS_THREAD_TIMEOUT="
           f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT')}; malloc keeps freed memory "
           f"(off with --release-freed-memory): {reused}")
     print(f"Memory: {memory_info()}")

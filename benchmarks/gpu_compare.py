@@ -63,7 +63,7 @@ def compare(batch: int) -> float:
     for kernels in (True, False):
         print(f"-- cupy {'with the GPU kernels' if kernels else 'running the NumPy twins'} "
               "vs numpy")
-        with minicnn.backend.use_kernels(kernels):
+        with minicnn.ops.use_kernels(kernels):
             worst = max(worst, compare_once(batch))
     return worst
 
@@ -119,7 +119,7 @@ def minicnn_timing(epoch_images: int, steps: int) -> dict:
     x = rng.random((epoch_images, 32, 32, 3), dtype=cupy.float32)
     y = cupy.asarray(to_categorical(np.random.default_rng(1).integers(0, 10, epoch_images), 10))
     xv, yv = x[:10000], y[:10000]
-    with minicnn.backend.use_kernels(False):
+    with minicnn.ops.use_kernels(False):
         twins = step_time(model, x, y, steps)
     per_step = step_time(model, x, y, steps)
     print(f"training step at batch 32: {per_step * 1e3:.2f} ms with the GPU kernels, "

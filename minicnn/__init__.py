@@ -2,11 +2,14 @@
 
 ``minicnn.set_backend("cupy")`` runs the same code on the GPU through CuPy.
 The package reads bottom-up; each module imports only from the levels below it:
-``backend`` (and ``initializers``, ``fileio``) -> ``activations``, ``optimizers``,
-``gradcheck``, ``layers.im2col`` -> ``losses``, ``layers.base`` -> the layers ->
-``inspection``, ``plan``, ``datachecks``, ``serialization`` -> ``training`` (fit's
-loop, checkpoints, callbacks, tracing) -> ``models``. ``plots``, ``visualize`` and
-``report`` draw and count beside them; ``datasets`` reads CIFAR-10.
+``backend`` (with ``strict``, the test backend; and ``initializers``, ``fileio``)
+-> ``ops`` (the computations, fast and plain: ``minicnn.set_ops("reference")``
+runs the textbook versions) -> ``activations``, ``gradcheck`` -> ``losses``,
+``optimizers``, ``layers.base`` -> the layers -> ``inspection``, ``plan``
+(the fusions), ``datachecks``, ``serialization``, ``callbacks`` -> ``training``
+(fit's loop, one step, checkpoints, tracing, the progress bar) -> ``models``
+(``Sequential``, which runs fit through ``training``) -> ``datasets`` (CIFAR-10)
+-> ``viz`` (plots, pictures, the report).
 """
 from __future__ import annotations
 
@@ -21,14 +24,16 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from minicnn.backend import (floatx, get_array_module, get_backend, set_backend,  # noqa: E402
                              set_floatx, set_seed, to_device, to_host, use_backend, use_floatx)
+from minicnn.ops import get_ops, set_ops, use_ops  # noqa: E402
 
 # The subpackages as attributes, so Keras-style code works after renaming the import
 # alone: ``import minicnn; minicnn.layers.Dense(10)`` as ``keras.layers.Dense(10)``.
 from minicnn import (activations, callbacks, datasets, initializers, layers,  # noqa: E402
-                     losses, models, optimizers, utils)
+                     losses, models, ops, optimizers, utils)
 
 __version__ = "0.1.0"
 
 __all__ = ["activations", "callbacks", "datasets", "initializers", "layers", "losses", "models",
-           "optimizers", "utils", "floatx", "get_array_module", "get_backend", "set_backend", "set_floatx", "set_seed",
-           "to_device", "to_host", "use_backend", "use_floatx", "__version__"]
+           "ops", "optimizers", "utils", "floatx", "get_array_module", "get_backend", "get_ops",
+           "set_backend", "set_floatx", "set_ops", "set_seed", "to_device", "to_host",
+           "use_backend", "use_floatx", "use_ops", "__version__"]

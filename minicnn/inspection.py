@@ -17,7 +17,6 @@ import numpy as np
 
 from minicnn import activations, backend
 from minicnn.backend import Array
-from minicnn.layers.dropout import Dropout
 
 
 def input_gradient(layers: list, x: Array, classes: Array) -> Array:
@@ -25,16 +24,17 @@ def input_gradient(layers: list, x: Array, classes: Array) -> Array:
     backend, the layers built for it), for the network as it predicts (Dropout off).
 
     The score is the logit (before a final softmax), as in saliency maps. The
-    layers run with training=True only so that they keep what backward needs;
-    Dropout runs with training=False and stays the identity it is at inference.
+    layers run as at inference (training=False: Dropout is the identity) but keep
+    what backward needs (keep_cache=True).
     """
     xp = backend.get_array_module(x)
     head = layers[-1]
     before_softmax = head.separable_activation and isinstance(head.activation, activations.Softmax)
     scores = x
     for layer in layers[:-1]:
-        scores = layer.run_forward(scores, training=not isinstance(layer, Dropout))
-    scores = head.run_forward(scores, training=True, activate=not before_softmax)
+        scores = layer.run_forward(scores, training=False, keep_cache=True)
+    scores = head.run_forward(scores, training=False, activate=not before_softmax,
+                              keep_cache=True)
     grad = xp.zeros_like(scores)
     grad[xp.arange(x.shape[0]), backend.to_device(np.asarray(classes).reshape(-1))] = 1
     first = layers[0]
@@ -64,8 +64,7 @@ def trace_shapes(layers: list, run: Callable[[], object],
     back to the layer before, and, for convolutions, the im2col product.
     Random generators are left as they were.
     """
-    states = [(layer, backend.rng_state(layer.rng)) for layer in layers
-              if getattr(layer, "rng", None) is not None]
+    states = [(layer, layer.get_rng_state()) for layer in layers]
     rows = {layer.name: {"layer": f"{layer.name} ({layer.kind})"} for layer in layers}
 
     def on_forward(layer, inputs, outputs):
@@ -88,8 +87,7 @@ def trace_shapes(layers: list, run: Callable[[], object],
         for handle in handles:
             handle.remove()
         for layer, state in states:
-            if state is not None:
-                backend.set_rng_state(layer.rng, state)
+            layer.set_rng_state(state)
     table = list(rows.values())
     widths = (32, 20, 26, 24)
     print_fn("".join(f"{h:<{w}}" for h, w in zip(

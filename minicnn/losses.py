@@ -11,7 +11,7 @@ Sparse variants take integer labels (N,) or (N, 1) instead of one-hot rows.
 """
 from __future__ import annotations
 
-from minicnn import activations, backend
+from minicnn import activations, backend, ops
 from minicnn.backend import Array
 
 EPSILON = 1e-7  # Keras's clip for probabilities
@@ -63,29 +63,6 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     sparse = True
 
 
-# One thread per row n of the logits (K classes): the row's loss and its softmax,
-# in the same steps as the NumPy twin (SoftmaxCrossEntropy.forward).
-SOFTMAX_CROSS_ENTROPY = backend.Kernel(
-    name="minicnn_softmax_cross_entropy",
-    in_params="raw T z, raw T t, int32 K",
-    out_params="T loss, raw T p",
-    operation="""
-const ptrdiff_t row = i * K;
-T m = z[row];
-for (int k = 1; k < K; ++k) m = z[row + k] > m ? z[row + k] : m;
-T sum = 0;
-for (int k = 0; k < K; ++k) sum += exp(z[row + k] - m);
-const T log_sum = log(sum);
-T l = 0;
-for (int k = 0; k < K; ++k) {
-  const T log_p = z[row + k] - m - log_sum;
-  p[row + k] = exp(log_p);
-  l -= t[row + k] * log_p;
-}
-loss = l;
-""")
-
-
 class SoftmaxCrossEntropy(Loss):
     """Softmax and cross-entropy in one step, from the logits z.
 
@@ -99,27 +76,15 @@ class SoftmaxCrossEntropy(Loss):
         self.sparse = sparse
 
     def forward(self, logits: Array, y_true: Array) -> Array:
-        xp = backend.get_array_module(logits)
         if self.sparse:
             y_true = one_hot_like(y_true, logits)
         if y_true.shape != logits.shape:  # the kernel would read past the end of y_true
             raise ValueError(f"{self.name}: targets of shape {tuple(y_true.shape)} do not match "
                              f"the logits' {tuple(logits.shape)}; give one-hot rows, or use "
                              "the sparse loss for integer labels")
-        gpu = backend.kernel(SOFTMAX_CROSS_ENTROPY, logits)
-        if gpu is not None:  # one launch instead of about ten
-            n, k = logits.shape
-            rows, p = xp.empty(n, dtype=logits.dtype), xp.empty((n, k), dtype=logits.dtype)
-            gpu(xp.ascontiguousarray(logits), xp.ascontiguousarray(y_true, dtype=logits.dtype),
-                k, rows, p)
-            self._cache = (p, y_true)
-            return rows.sum() / n
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        e = xp.exp(shifted)
-        sums = e.sum(axis=1, keepdims=True)
-        log_p = shifted - xp.log(sums)
-        self._cache = (e / sums, y_true)
-        return -(y_true * log_p).sum() / logits.shape[0]
+        loss, p = ops.softmax_cross_entropy(logits, y_true)
+        self._cache = (p, y_true)
+        return loss
 
     def backward(self) -> Array:
         p, t = self._cache

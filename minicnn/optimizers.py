@@ -17,19 +17,12 @@ The state that must survive a restart (``t`` and every ``v``) comes out of
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, Iterable
 
-from minicnn import backend
-
-
-# w -= lr * g in one pass (the plain update; its twin is the two NumPy steps in apply).
-SGD_UPDATE = backend.Kernel(
-    name="minicnn_sgd_update",
-    in_params="T g, T lr",
-    out_params="T w",
-    operation="w -= lr * g;")
+from minicnn import backend, ops
 
 
 def _number(value: Any, name: str, low: float, high: float = math.inf,
@@ -114,24 +107,24 @@ class SGD:
                      for key, p, g in items]
         return items
 
+    def _step(self, key: tuple[int, str], param: Any) -> Any:
+        """A scratch array for lr*g, kept per parameter: NumPy has no fused axpy, and
+        w -= lr*g would allocate lr*g every step."""
+        step = self._scratch.get(key)
+        if step is None or step.shape != param.shape or step.dtype != param.dtype:
+            step = self._scratch[key] = backend.get_array_module(param).empty_like(param)
+        return step
+
     def apply(self, layers: Iterable[Any]) -> None:
         """One update of every trainable parameter of ``layers`` from its gradient."""
         lr = self.current_learning_rate
         for key, param, grad in self.gradients(layers):
             xp = backend.get_array_module(param)
-            gpu = backend.kernel(SGD_UPDATE, param) if self.momentum == 0.0 else None
-            if gpu is not None:  # one launch per parameter instead of two
-                gpu(grad, param.dtype.type(lr), param)
-                continue
-            # NumPy has no fused axpy (w -= lr*g would allocate lr*g every step):
-            # scale g into a scratch array kept per parameter, then subtract in place.
-            step = self._scratch.get(key)
-            if step is None or step.shape != param.shape or step.dtype != param.dtype:
-                step = self._scratch[key] = xp.empty_like(param)
-            xp.multiply(grad, lr, out=step)  # lr*g; a Python float keeps float32
             if self.momentum == 0.0:
-                param -= step
+                ops.sgd_update(param, grad, lr, functools.partial(self._step, key, param))
                 continue
+            step = self._step(key, param)
+            xp.multiply(grad, lr, out=step)  # lr*g; a Python float keeps float32
             if key not in self.velocities:
                 self.velocities[key] = xp.zeros_like(param)
             v = self.velocities[key]

@@ -10,7 +10,7 @@
 * an autouse fixture puts floatx back to "float32" and seeds minicnn with 0
   before every test, so tests neither leak state nor depend on their order.
   It also makes the host split every pass over the batch into 3 threaded parts
-  (backend.over_batch), however small, so every NumPy test checks that path.
+  (ops.threads.over_batch), however small, so every NumPy test checks that path.
 * ``assert_close``, ``near_ties`` and ``assert_same_accuracy`` compare results of two
   computation paths (other summation orders) with a tolerance, so the suite holds on
   any CPU, BLAS kernel and thread count.
@@ -22,11 +22,10 @@ import pytest
 
 import minicnn
 from minicnn import backend as _backend
+from minicnn.ops import kernels as _kernels
+from minicnn.ops import threads as _threads
 
 import kernel_emulator as kernel_emulator_module
-
-_DEFAULT_MIN_BYTES = _backend._state["min_bytes"]
-
 
 def _cupy_reason() -> str:
     try:
@@ -41,11 +40,13 @@ def _fresh_state():
     minicnn.set_backend("numpy")
     minicnn.set_floatx("float32")
     minicnn.set_seed(0)
-    _backend.set_host_threads(3, min_bytes=0)
+    minicnn.set_ops("fast")
+    _threads.set_host_threads(3, min_bytes=0)
     yield
     minicnn.set_backend("numpy")
     minicnn.set_floatx("float32")
-    _backend.set_host_threads(None, min_bytes=_DEFAULT_MIN_BYTES)
+    minicnn.set_ops("fast")
+    _threads.set_host_threads(None, min_bytes=_threads.DEFAULT_MIN_BYTES)
 
 
 @pytest.fixture(scope="session")
@@ -66,13 +67,13 @@ def backend(request):
         print(reason)
         pytest.skip(reason)
     if name == "kernels":
-        _backend.set_kernel_emulator(request.getfixturevalue("kernel_emulator"))
+        _kernels.set_kernel_emulator(request.getfixturevalue("kernel_emulator"))
     minicnn.set_backend("strict" if name == "kernels" else name)
     try:
         yield name
     finally:
         minicnn.set_backend("numpy")
-        _backend.set_kernel_emulator(None)
+        _kernels.set_kernel_emulator(None)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Runs minicnn's GPU kernels on the CPU: the CUDA source, compiled by g++.
 
-A ``backend.Kernel`` is the body of a ``cupy.ElementwiseKernel``: C++ that runs
+A ``kernels.Kernel`` is the body of a ``cupy.ElementwiseKernel``: C++ that runs
 once per element ``i``. This module wraps that same text in a plain loop,
 
     for (ptrdiff_t i = 0; i < n; ++i) { <non-raw arguments bound to element i>; <operation> }
@@ -9,7 +9,7 @@ compiles it into a shared library and calls it through ctypes, with CuPy's
 calling rules: non-raw arguments are broadcast to one shape and seen one
 element at a time, raw ones are whole C-contiguous arrays, a type that is not a
 dtype name (T) takes the dtype of the arrays given for it, inputs come first
-and then the caller's outputs. Installed with ``backend.set_kernel_emulator``,
+and then the caller's outputs. Installed with ``kernels.set_kernel_emulator``,
 it lets the strict backend run every kernel code path of the layers without a
 GPU, and the tests compare the result with the NumPy twin.
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minicnn import backend
+from minicnn.ops import kernels
 from minicnn.fileio import write_text_atomic
 
 C_TYPES = {"float32": "float", "float64": "double", "int8": "signed char", "int16": "short",
@@ -66,7 +67,7 @@ def parse(params: str, output: bool) -> list[Param]:
 
 
 class EmulatedKernel:
-    def __init__(self, spec: backend.Kernel, build_dir: str) -> None:
+    def __init__(self, spec: kernels.Kernel, build_dir: str) -> None:
         self.spec = spec
         self.params = parse(spec.in_params, False) + parse(spec.out_params, True)
         self.build_dir = build_dir
@@ -174,14 +175,14 @@ class EmulatedKernel:
 
 
 class Emulator:
-    """``emulator(spec)`` -> a callable kernel; what backend.set_kernel_emulator takes."""
+    """``emulator(spec)`` -> a callable kernel; what kernels.set_kernel_emulator takes."""
 
     def __init__(self, build_dir: str | None = None) -> None:
         self.build_dir = build_dir or tempfile.mkdtemp(prefix="minicnn-kernels-")
-        self._kernels: dict[backend.Kernel, EmulatedKernel] = {}
+        self._kernels: dict[kernels.Kernel, EmulatedKernel] = {}
         self.calls: dict[str, int] = {}  # kernel name -> times run (tests check the path was taken)
 
-    def __call__(self, spec: backend.Kernel):
+    def __call__(self, spec: kernels.Kernel):
         kernel = self._kernels.get(spec)
         if kernel is None:
             kernel = self._kernels[spec] = EmulatedKernel(spec, self.build_dir)

@@ -6,6 +6,7 @@ import pytest
 
 import minicnn
 from minicnn import backend as B
+from minicnn.ops import threads as T
 from minicnn.layers import Dense, Layer
 
 
@@ -179,43 +180,43 @@ def test_permutation_is_a_permutation(backend):
 
 @pytest.mark.parametrize("n,threads", [(1, 3), (2, 3), (7, 3), (32, 2), (5, 1)])
 def test_over_batch_covers_each_image_once(n, threads):
-    B.set_host_threads(threads, min_bytes=0)
+    T.set_host_threads(threads, min_bytes=0)
     x = np.zeros((n, 4))
     seen = []
-    B.over_batch(lambda part: (seen.append(part), x.__setitem__(part, x[part] + 1)), x)
+    T.over_batch(lambda part: (seen.append(part), x.__setitem__(part, x[part] + 1)), x)
     assert (x == 1).all()  # every image touched exactly once
     assert len(seen) == min(threads, n)
 
 
 def test_over_batch_runs_once_for_small_work_and_on_a_device(backend):
-    B.set_host_threads(4, min_bytes=1 << 20)
+    T.set_host_threads(4, min_bytes=1 << 20)
     calls = []
-    B.over_batch(calls.append, minicnn.to_device(np.zeros((8, 4))))  # 256 bytes: not worth it
+    T.over_batch(calls.append, minicnn.to_device(np.zeros((8, 4))))  # 256 bytes: not worth it
     assert calls == [slice(0, 8)]
-    B.set_host_threads(4, min_bytes=0)
+    T.set_host_threads(4, min_bytes=0)
     calls.clear()
-    B.over_batch(calls.append, minicnn.to_device(np.zeros((8, 4))))
+    T.over_batch(calls.append, minicnn.to_device(np.zeros((8, 4))))
     assert len(calls) == (4 if backend == "numpy" else 1)  # a device wants one launch
 
 
 def test_over_batch_reraises_a_parts_error():
-    B.set_host_threads(2, min_bytes=0)
+    T.set_host_threads(2, min_bytes=0)
 
     def fail_second_half(part):
         if part.start > 0:
             raise ValueError("part failed")
     with pytest.raises(ValueError, match="part failed"):
-        B.over_batch(fail_second_half, np.zeros((4, 2)))
+        T.over_batch(fail_second_half, np.zeros((4, 2)))
 
 
 def test_host_threads_come_from_the_environment(monkeypatch):
-    B.set_host_threads(None)
+    T.set_host_threads(None)
     monkeypatch.setenv("MINICNN_NUM_THREADS", "5")
-    assert B.host_threads() == 5
+    assert T.host_threads() == 5
     monkeypatch.delenv("MINICNN_NUM_THREADS")
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert B.host_threads() == 5  # read once, not on every pass
-    B.set_host_threads(None)      # read again
-    assert B.host_threads() == 3
+    assert T.host_threads() == 5  # read once, not on every pass
+    T.set_host_threads(None)      # read again
+    assert T.host_threads() == 3
     with pytest.raises(ValueError, match="positive integer, got 0"):
-        B.set_host_threads(0)
+        T.set_host_threads(0)

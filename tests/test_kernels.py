@@ -1,6 +1,6 @@
 """The GPU kernels against their NumPy twins, on the CPU.
 
-Each ``backend.Kernel`` (im2col, col2im, max-pool forward and backward, fused
+Each ``ops.kernels.Kernel`` (im2col, col2im, max-pool forward and backward, fused
 softmax-cross-entropy, dropout) is compiled for the CPU from its own CUDA
 source by tests/kernel_emulator.py and run through the layer code on the strict
 backend; the same call on the numpy backend runs the twin. The whole suite's
@@ -23,12 +23,13 @@ import pytest
 
 import minicnn
 from minicnn import backend as B
-from minicnn import optimizers as optimizers_module
 from minicnn.layers import Conv2D, Dense, Dropout, MaxPooling2D
-from minicnn.layers import dropout as dropout_module
-from minicnn.layers import im2col as win
-from minicnn.layers import pooling as pooling_module
-from minicnn.losses import SOFTMAX_CROSS_ENTROPY, SoftmaxCrossEntropy
+from minicnn.losses import SoftmaxCrossEntropy
+from minicnn.ops import elementwise
+from minicnn.ops import kernels as K
+from minicnn.ops import pooling as pooling_ops
+from minicnn.ops import windows as win
+from minicnn.ops.elementwise import SOFTMAX_CROSS_ENTROPY
 from minicnn.optimizers import SGD
 
 from conftest import assert_close, distinct
@@ -53,13 +54,13 @@ class KernelRunner:
     def __call__(self, fn, *host_arrays):
         self._before = dict(self.emulator.calls) if self.emulator else {}
         if self.emulator:
-            B.set_kernel_emulator(self.emulator)
+            K.set_kernel_emulator(self.emulator)
         try:
             with minicnn.use_backend("strict" if self.emulator else "cupy"):
                 out = fn(*(B.to_device(a) for a in host_arrays))
                 out = tuple(B.to_host(o) for o in out) if isinstance(out, tuple) else B.to_host(out)
         finally:
-            B.set_kernel_emulator(None)
+            K.set_kernel_emulator(None)
         return out
 
     def ran(self, *names: str) -> bool:
@@ -278,13 +279,13 @@ def test_tutorial_like_model_trains_the_same_on_kernels(kernel_emulator):
         history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=True)
         return history.history["loss"], B.to_host(model.layers[0].params["kernel"])
     loss_ref, w_ref = run()
-    B.set_kernel_emulator(kernel_emulator)
+    K.set_kernel_emulator(kernel_emulator)
     calls = dict(kernel_emulator.calls)
     try:
         with minicnn.use_backend("strict"):
             loss, w = run()
     finally:
-        B.set_kernel_emulator(None)
+        K.set_kernel_emulator(None)
     used = {k for k, v in kernel_emulator.calls.items() if v > calls.get(k, 0)}
     assert used == {"minicnn_im2col", "minicnn_col2im", "minicnn_max_pool",
                     "minicnn_max_pool_backward", "minicnn_dropout",
@@ -298,9 +299,9 @@ def test_tutorial_like_model_trains_the_same_on_kernels(kernel_emulator):
     (win, "COL2IM", "window_holding(py, ky, SH, OH)",
      "window_holding(py, ky, 1, OH)"),                            # forgets the stride
     (win, "IM2COL", "oy * SH + ky", "oy + ky"),                  # wrong row
-    (pooling_module, "MAX_POOL", "v > best", "v >= best"),       # last winner on ties
-    (dropout_module, "DROPOUT", "u >= rate", "u < rate"),         # keeps the dropped
-    (optimizers_module, "SGD_UPDATE", "w -= lr", "w += lr"),      # climbs the loss
+    (pooling_ops, "MAX_POOL", "v > best", "v >= best"),       # last winner on ties
+    (elementwise, "DROPOUT", "u >= rate", "u < rate"),         # keeps the dropped
+    (elementwise, "SGD_UPDATE", "w -= lr", "w += lr"),      # climbs the loss
 ])
 def test_a_wrong_kernel_is_caught(monkeypatch, on_kernels, module, name, old, new):
     spec = getattr(module, name)
@@ -331,9 +332,8 @@ def test_a_wrong_kernel_is_caught(monkeypatch, on_kernels, module, name, old, ne
 
 
 def test_a_wrong_softmax_kernel_is_caught(monkeypatch, on_kernels):
-    import minicnn.losses as losses
     spec = SOFTMAX_CROSS_ENTROPY
-    monkeypatch.setattr(losses, "SOFTMAX_CROSS_ENTROPY", dataclasses.replace(
+    monkeypatch.setattr(elementwise, "SOFTMAX_CROSS_ENTROPY", dataclasses.replace(
         spec, operation=spec.operation.replace("for (int k = 1; k < K", "for (int k = K; k < K")))
     z = np.array([[1.0, 800.0, 2.0]])  # the wrong kernel takes z[0] as the max: exp() overflows
     t = np.array([[0.0, 1.0, 0.0]])
@@ -359,16 +359,16 @@ def test_emulator_refuses_arguments_cupy_would_refuse(kernel_emulator):
 
 def test_use_kernels_false_runs_the_twins_on_the_device(kernel_emulator):
     x = distinct((2, 6, 6, 3))
-    B.set_kernel_emulator(kernel_emulator)
+    K.set_kernel_emulator(kernel_emulator)
     try:
         with minicnn.use_backend("strict"):
             xd = B.to_device(x)
             before = dict(kernel_emulator.calls)
-            with B.use_kernels(False):
+            with K.use_kernels(False):
                 off = B.to_host(win.im2col(xd, (3, 3), (1, 1), (4, 4)))
             assert kernel_emulator.calls == before  # nothing ran on the "device" kernels
             on = B.to_host(win.im2col(xd, (3, 3), (1, 1), (4, 4)))
             assert kernel_emulator.calls["minicnn_im2col"] == before.get("minicnn_im2col", 0) + 1
     finally:
-        B.set_kernel_emulator(None)
+        K.set_kernel_emulator(None)
     np.testing.assert_array_equal(on, off)

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import minicnn
 from minicnn import activations
 from minicnn.layers import Activation, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
-from minicnn.layers import im2col as win
+from minicnn.ops import conv as conv_ops
+from minicnn.ops import windows as win
 
 from conftest import assert_close, distinct
 
@@ -161,7 +162,7 @@ def test_conv2d_matches_naive_loops(backend, h, w, c, filters, kernel, strides, 
 def test_conv2d_inference_blocks_match_the_training_forward(backend, use_bias):
     # Inference runs IMAGES_PER_BLOCK images at a time through one small col; 37 images
     # are two full blocks and a short one, and must give what one big training col gives.
-    n = 2 * Conv2D.IMAGES_PER_BLOCK + 5
+    n = 2 * conv_ops.IMAGES_PER_BLOCK + 5
     x = np.random.default_rng(7).standard_normal((n, 6, 7, 3))
     layer = Conv2D(4, 3, padding="same", strides=(1, 2), activation="relu", use_bias=use_bias)
     layer.build((None, 6, 7, 3))

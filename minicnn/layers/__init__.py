@@ -1,6 +1,7 @@
-"""Layers, one per module, each a forward/backward pair over ``base.Layer``.
+"""The layers tier: one layer per module, each a forward/backward pair over
+``base.Layer`` whose maths are calls into ``minicnn.ops``.
 
-``im2col`` holds the window maths that Conv2D and MaxPooling2D share.
+Imports ``backend``, ``activations``, ``initializers`` and ``ops`` below it.
 """
 from __future__ import annotations
 

@@ -20,11 +20,18 @@ gradient) and name the layer when something is off, keep copies when asked
 (``retain``) and call the inspection hooks. So a custom layer gets all of that
 without writing any of it.
 
-The built-in layers write their own maths as ``_forward``/``_backward`` and
-let this class's ``forward``/``backward`` add their ``activation``:
-y = activation(_forward(x)). Keeping the two apart is what lets the model hand
-a final softmax's logits z to the fused softmax-cross-entropy loss, and run a
-ReLU after the max-pooling that follows it (see models.py).
+The built-in layers write their own maths as ``_forward``/``_backward``, calls
+into ``minicnn.ops``, and let this class's ``forward``/``backward`` add their
+``activation``: y = activation(_forward(x)). Keeping the two apart is what lets
+the model hand a final softmax's logits z to the fused softmax-cross-entropy
+loss, and run a ReLU after the max-pooling that follows it (see models.py).
+
+Two flags reach them: ``training`` turns on what only training does (Dropout's
+masks), ``self.keep_cache`` says whether to keep what backward needs. The model
+sets both alike; a saliency map wants a backward through the network as it
+predicts (``run_forward(x, training=False, keep_cache=True)``). A custom layer's
+``forward(x, training)`` has the one flag, and gets training=True whenever a
+backward will follow.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from minicnn import activations, backend, initializers
 from minicnn.backend import Array
-from minicnn.layers.im2col import PADDINGS
+from minicnn.ops.windows import PADDINGS
 
 # The keyword arguments every Keras 2.2.4 layer takes (keras/engine/base_layer.py).
 LAYER_KEYWORDS = ("input_shape", "batch_input_shape", "batch_size", "dtype", "name",
@@ -75,6 +82,8 @@ class Layer:
         self.built = False
         # The model switches this off for its first layer: nobody needs dL/dinput there.
         self.input_grad = True
+        # Must this forward keep what backward needs? Set by forward/run_forward.
+        self.keep_cache = False
         # Inspection: set retain = True to keep copies of the last input, output and
         # gradients (last_input, last_output, last_grad_output, last_grad_input).
         # Off by default, so training keeps no copies nobody asked for.
@@ -208,6 +217,7 @@ class Layer:
         this with its own maths."""
         self.check_input(x)  # the same clear errors when a built-in layer is tried on its own
         self.maybe_build(x.shape)
+        self.keep_cache = training
         y = self._forward(x, training)
         self._x_shape = tuple(x.shape)
         return y if self.activation is None else self.activation.forward(y)
@@ -233,16 +243,22 @@ class Layer:
                 and type(self).backward is Layer.backward)
 
     # ----------------------------------------------------------- checked entry points
-    def run_forward(self, x: Array, training: bool = False, activate: bool = True) -> Array:
+    def run_forward(self, x: Array, training: bool = False, activate: bool = True,
+                    keep_cache: bool | None = None) -> Array:
         """``forward`` as the model calls it: builds on first use, checks x and y against
         the layer's shapes, keeps copies (``retain``) and calls the forward hooks.
-        ``activate=False`` stops before a separable activation (see the module docstring)."""
+        ``activate=False`` stops before a separable activation; ``keep_cache`` (None:
+        the same as ``training``) keeps what backward needs (see the module docstring)."""
         self.check_input(x)
         self.maybe_build(x.shape)
-        if activate or not self.separable_activation:
-            y = self.forward(x, training)
+        keep_cache = training if keep_cache is None else keep_cache
+        if type(self).forward is not Layer.forward:  # a custom layer: one flag for both
+            y = self.forward(x, training or keep_cache)
         else:
+            self.keep_cache = keep_cache
             y = self._forward(x, training)
+            if self.activation is not None and (activate or not self.separable_activation):
+                y = self.activation.forward(y)
         if tuple(y.shape[1:]) != tuple(self.output_shape[1:]) or y.shape[0] != x.shape[0]:
             raise ValueError(f"{self.describe()}: forward returned shape {tuple(y.shape)} for an "
                              f"input of shape {tuple(x.shape)}, but compute_output_shape gives "
@@ -310,6 +326,15 @@ class Layer:
                     "channels-last, use x.transpose(0, 2, 3, 1)")
         raise ValueError(f"{self.describe()}: expected input of shape {shown}, "
                          f"got {tuple(x.shape)}{hint}")
+
+    # ----------------------------------------------------------- random state
+    def get_rng_state(self) -> dict | None:
+        """The state of the layer's random generator as plain data, or None when it has
+        none (or its state cannot be read: CuPy's)."""
+        return None
+
+    def set_rng_state(self, state: dict | None) -> None:
+        """Put the layer's random generator back into a state from ``get_rng_state``."""
 
     # ----------------------------------------------------------- inspection
     @property

@@ -1,4 +1,4 @@
-"""Window maths shared by Conv2D and MaxPooling2D, channels-last (N, H, W, C).
+"""Window maths shared by convolution and max-pooling, channels-last (N, H, W, C).
 
 ``im2col`` lays every kh x kw x C window of the input out as one row, so a
 convolution becomes a single matrix product::
@@ -28,6 +28,9 @@ import math
 
 from minicnn import backend
 from minicnn.backend import Array
+from minicnn.ops import kernels
+from minicnn.ops.kernels import Kernel
+from minicnn.ops.threads import over_batch
 
 PADDINGS = ("valid", "same")
 
@@ -55,6 +58,12 @@ def pad(x: Array, pads: tuple[tuple[int, int], tuple[int, int]], value: float = 
         return x
     xp = backend.get_array_module(x)
     return xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value)
+
+
+def crop(x: Array, pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
+    """Undo ``pad``: the view of x without its padding."""
+    (top, bottom), (left, right) = pads
+    return x[:, top:x.shape[1] - bottom, left:x.shape[2] - right, :]
 
 
 def window(x: Array, i: int, j: int, strides: tuple[int, int], out_hw: tuple[int, int]
@@ -95,7 +104,7 @@ __device__ inline int window_holding(int p, int k, int stride, int count) {
 
 # One thread per element col[r, q]: r = (n, oy, ox) is the output pixel and
 # q = (ky, kx, c) the place in its window, so the value is x[n, oy*SH+ky, ox*SW+kx, c].
-IM2COL = backend.Kernel(
+IM2COL = Kernel(
     name="minicnn_im2col",
     in_params="raw T x, int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 KH, int32 KW, "
               "int32 SH, int32 SW",
@@ -111,7 +120,7 @@ col = x[((img * H + oy * SH + ky) * W + ox * SW + kx) * C + c];
 # One thread per element dx[n, py, px, c]: the sum over the kernel offsets (ky, kx)
 # whose window covers the pixel, of the column that offset wrote. Gathering
 # (not scattering) means no two threads write one element: no atomics.
-COL2IM = backend.Kernel(
+COL2IM = Kernel(
     name="minicnn_col2im",
     in_params="raw T col, int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 KH, int32 KW, "
               "int32 SH, int32 SW",
@@ -146,7 +155,7 @@ def im2col(x: Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: 
     """
     n, h, w, c = x.shape
     (kh, kw), (oh, ow) = kernel, out_hw
-    gpu = backend.kernel(IM2COL, x)
+    gpu = kernels.kernel(IM2COL, x)
     if gpu is not None:
         xp = backend.get_array_module(x)
         if out is None:
@@ -159,7 +168,7 @@ def im2col(x: Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: 
     # Splitting out's axes is always a view, so copyto writes into out itself;
     # over_batch lets the host's threads copy different images at the same time.
     xp, rows = backend.get_array_module(x), out.reshape(n, oh, ow, kh, kw, c)
-    backend.over_batch(lambda part: xp.copyto(rows[part], view[part]), x)
+    over_batch(lambda part: xp.copyto(rows[part], view[part]), x)
     return out
 
 
@@ -169,7 +178,7 @@ def col2im(col: Array, x_shape: tuple[int, ...], kernel: tuple[int, int],
     n, h, w, c = x_shape
     (kh, kw), (oh, ow) = kernel, out_hw
     xp = backend.get_array_module(col)
-    gpu = backend.kernel(COL2IM, col)
+    gpu = kernels.kernel(COL2IM, col)
     if gpu is not None:
         x = xp.empty((n, h, w, c), dtype=col.dtype)
         gpu(xp.ascontiguousarray(col), h, w, c, oh, ow, kh, kw, *strides, x)
@@ -186,7 +195,7 @@ def add_into(target: Array, source: Array) -> None:
     """target += source (NHWC arrays of one shape), the images split over the host's threads."""
     def add(images: slice) -> None:
         target[images] += source[images]
-    backend.over_batch(add, target)
+    over_batch(add, target)
 
 
 def tiles(x: Array, pool: tuple[int, int]) -> Array:

@@ -1,0 +1,108 @@
+"""The ops tier: the computations the layers, the loss and the optimizer call.
+
+Each op exists twice, with one signature: fast (``windows``, ``conv``,
+``pooling``, ``elementwise``: buffers kept from step to step, host threads, GPU
+kernels) and plain (``reference``: the textbook's array code). The functions
+below are the one dispatch point: ``set_ops("reference")`` or
+``with use_ops("reference"):`` switches the whole library, so a learner can step
+through the plain code while a real model trains. Switch between steps, not
+between a forward and its backward (each keeps its own cache).
+
+Imports only ``backend`` (and ``strict``) below it; ``kernels`` compiles the
+GPU kernels, ``threads`` splits host passes over the batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Callable, Iterator
+
+from minicnn.backend import Array
+from minicnn.ops import conv, elementwise, pooling, reference
+from minicnn.ops.conv import ConvCache, Workspace
+from minicnn.ops.kernels import use_kernels
+from minicnn.ops.pooling import PoolCache
+from minicnn.ops.threads import host_threads, set_host_threads
+
+FAST = types.SimpleNamespace(
+    conv2d_forward=conv.conv2d_forward, conv2d_backward=conv.conv2d_backward,
+    max_pool_forward=pooling.max_pool_forward, max_pool_backward=pooling.max_pool_backward,
+    dropout_forward=elementwise.dropout_forward, dropout_backward=elementwise.dropout_backward,
+    sgd_update=elementwise.sgd_update, softmax_cross_entropy=elementwise.softmax_cross_entropy)
+IMPLEMENTATIONS = {"fast": FAST, "reference": reference}
+
+_state = {"name": "fast", "impl": FAST}
+
+
+def set_ops(name: str) -> None:
+    """Run every op ``"fast"`` (the default) or as the plain ``"reference"`` code."""
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown ops {name!r}: expected one of {', '.join(IMPLEMENTATIONS)}")
+    _state["name"], _state["impl"] = name, IMPLEMENTATIONS[name]
+
+
+def get_ops() -> str:
+    return _state["name"]
+
+
+@contextlib.contextmanager
+def use_ops(name: str) -> Iterator[None]:
+    """``with use_ops("reference"): ...`` switches the ops for a block."""
+    previous = get_ops()
+    set_ops(name)
+    try:
+        yield
+    finally:
+        set_ops(previous)
+
+
+def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[int, int],
+                   padding: str, keep_cache: bool, workspace: Workspace
+                   ) -> tuple[Array, ConvCache | None]:
+    """y = im2col(pad(x)) @ W + b, and the cache backward needs (if ``keep_cache``)."""
+    return _state["impl"].conv2d_forward(x, kernel, bias, strides, padding, keep_cache,
+                                         workspace)
+
+
+def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
+                    input_grad: bool, workspace: Workspace
+                    ) -> tuple[Array | None, Array, Array | None]:
+    """(dx, dW, db): dW = col^T @ dy, db = sum of dy, dx = col2im(dy @ W^T) if asked."""
+    return _state["impl"].conv2d_backward(dy, kernel, has_bias, cache, input_grad, workspace)
+
+
+def max_pool_forward(x: Array, pool_size: tuple[int, int], strides: tuple[int, int],
+                     padding: str, keep_cache: bool) -> tuple[Array, PoolCache | None]:
+    """y = the max of each window, and its winners (if ``keep_cache``)."""
+    return _state["impl"].max_pool_forward(x, pool_size, strides, padding, keep_cache)
+
+
+def max_pool_backward(dy: Array, cache: PoolCache) -> Array:
+    """dx = dy at each window's winner, zero elsewhere."""
+    return _state["impl"].max_pool_backward(dy, cache)
+
+
+def dropout_forward(x: Array, u: Array, rate: float) -> tuple[Array, Array]:
+    """(y, m): m = (u >= rate) / (1 - rate), y = x * m."""
+    return _state["impl"].dropout_forward(x, u, rate)
+
+
+def dropout_backward(dy: Array, mask: Array) -> Array:
+    """dx = dy * m."""
+    return _state["impl"].dropout_backward(dy, mask)
+
+
+def sgd_update(param: Array, grad: Array, lr: float, scratch: Callable[[], Array]) -> None:
+    """w -= lr * g, in place (``scratch()``: a work array of w's shape, if one is needed)."""
+    _state["impl"].sgd_update(param, grad, lr, scratch)
+
+
+def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[Array, Array]:
+    """(loss, p): p = softmax(z) per row, loss = -sum(t * log p) / N."""
+    return _state["impl"].softmax_cross_entropy(logits, targets)
+
+
+__all__ = ["ConvCache", "PoolCache", "Workspace", "conv2d_backward", "conv2d_forward",
+           "dropout_backward", "dropout_forward", "get_ops", "host_threads", "max_pool_backward",
+           "max_pool_forward", "set_host_threads", "set_ops", "sgd_update",
+           "softmax_cross_entropy", "use_kernels", "use_ops"]

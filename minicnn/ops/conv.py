@@ -1,0 +1,137 @@
+"""The convolution's products, fast: one matrix product over im2col each way.
+
+    y  = [col 1] @ [W; b]                  [dW; db] = [col 1]^T @ dy
+    dx = col2im(dy @ W^T)
+
+The bias rides along in the products: col gets a last column of ones and W a
+last row holding b, so each line is one BLAS call and no extra pass over the
+output adds b or sums dy (for the first layer's 29 MB output such a pass costs
+about as much as the product itself).
+
+col2im adds each kernel offset's columns back onto its window, so on the host
+dx is made one offset at a time, dy @ W[i, j]^T, added as soon as it is made;
+on a GPU all of dcol is one product and ``windows.col2im`` one kernel.
+
+col lives in a ``Workspace`` the layer keeps from step to step: a fresh 50 MB
+col every step would cost page faults each time.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from minicnn import backend
+from minicnn.backend import Array
+from minicnn.ops import windows as win
+
+IMAGES_PER_BLOCK = 16  # images per im2col block at inference (see conv2d_forward)
+
+
+class ConvCache(NamedTuple):
+    """What backward needs from forward."""
+    col: Array                      # im2col(x_padded), with a ones column when there is a bias
+    matrix: Array                   # [W; b], the forward product's right operand
+    padded_shape: tuple[int, ...]   # x's shape after padding
+    strides: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    out_hw: tuple[int, int]
+
+
+class Workspace:
+    """Work arrays kept from step to step, one per name and shape (training and
+    inference batches differ); the oldest are dropped beyond a few."""
+
+    SIZE = 6
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple, Array] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: Array,
+            ones_column: bool = False) -> Array:
+        """An uninitialised array of ``shape`` and like's dtype and device (with its
+        last column set to 1 once, when it is made, if ``ones_column``)."""
+        key = (name, shape, like.dtype, type(like), ones_column)
+        buf = self._arrays.pop(key, None)
+        if buf is None:
+            buf = backend.get_array_module(like).empty(shape, dtype=like.dtype)
+            if ones_column:
+                buf[:, -1] = 1  # im2col never writes that column
+        self._arrays[key] = buf  # now the most recently used
+        while len(self._arrays) > self.SIZE:
+            del self._arrays[next(iter(self._arrays))]
+        return buf
+
+
+def weight_matrix(kernel: Array, bias: Array | None) -> Array:
+    """[W; b]: the kernel as a (kh*kw*c_in, filters) matrix, the bias as an extra last row."""
+    w = kernel.reshape(-1, kernel.shape[-1])
+    if bias is None:
+        return w
+    return backend.get_array_module(w).concatenate([w, bias.reshape(1, -1)])
+
+
+def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[int, int],
+                   padding: str, keep_cache: bool, workspace: Workspace
+                   ) -> tuple[Array, ConvCache | None]:
+    """y = [col 1] @ [W; b], reshaped to (N, OH, OW, filters); the cache if asked."""
+    xp = backend.get_array_module(x)
+    n, h, w, c = x.shape
+    kh, kw, _, f = kernel.shape
+    pads = (win.padding_amounts(h, kh, strides[0], padding),
+            win.padding_amounts(w, kw, strides[1], padding))
+    oh, ow = (win.output_length(h, kh, strides[0], padding),
+              win.output_length(w, kw, strides[1], padding))
+    x_padded = win.pad(x, pads)
+    k, rows = kh * kw * c, oh * ow  # col's columns (before the ones), col's rows per image
+    matrix = weight_matrix(kernel, bias)
+    y = xp.empty((n * rows, f), dtype=x.dtype)
+    # Backward needs all of col: one block. Inference on the host goes a few images
+    # at a time through one small col (a batch of 256 would otherwise need 400 MB),
+    # and each block is still in cache when the product reads it. A GPU has the
+    # memory and wants few, large launches: one block there too.
+    block = n if keep_cache or backend.is_device_array(x) else min(n, IMAGES_PER_BLOCK)
+    col = workspace.get("col", (block * rows, k + int(bias is not None)), x,
+                        ones_column=bias is not None)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        part = col[:(stop - start) * rows]
+        win.im2col(x_padded[start:stop], (kh, kw), strides, (oh, ow), out=part[:, :k])
+        xp.matmul(part, matrix, out=y[start * rows:stop * rows])
+    cache = ConvCache(col, matrix, x_padded.shape, strides, pads, (oh, ow)) if keep_cache else None
+    return y.reshape(n, oh, ow, f), cache
+
+
+def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
+                    input_grad: bool, workspace: Workspace
+                    ) -> tuple[Array | None, Array, Array | None]:
+    """(dx, dW, db): [dW; db] = [col 1]^T @ dy and dx = col2im(dy @ W^T) (None unless
+    ``input_grad``); db is None without a bias."""
+    xp = backend.get_array_module(dy)
+    kh, kw, c_in, f = kernel.shape
+    n, oh, ow, _ = dy.shape
+    dy = dy.reshape(-1, f)
+    k = kh * kw * c_in
+    # (dy^T col)^T, not col^T dy: the same numbers, but BLAS is far faster when
+    # the long axis (N*OH*OW) is the inner one of both operands.
+    d_matrix = (dy.T @ cache.col).T  # [dW; db], a transposed view: copy into the params' layout
+    d_kernel = xp.ascontiguousarray(d_matrix[:k]).reshape(kernel.shape)
+    d_bias = xp.ascontiguousarray(d_matrix[k]) if has_bias else None
+    if not input_grad:
+        return None, d_kernel, d_bias
+    if backend.is_device_array(dy):
+        # On a GPU the whole dcol is cheap to hold, and one product plus one
+        # col2im kernel beat 2*kh*kw small launches.
+        dx = win.col2im(dy @ kernel.reshape(k, f).T, cache.padded_shape, (kh, kw),
+                        cache.strides, cache.out_hw)
+    else:
+        # On the host, one kernel offset (i, j) at a time: dcol's columns for (i, j)
+        # are dy @ W[i, j]^T, added onto the window at (i, j) right away. The same
+        # sums as col2im, but the whole dcol (N*OH*OW, kh*kw*c_in), 50 MB for the
+        # tutorial's second layer, is never written and read back.
+        dx = xp.zeros(cache.padded_shape, dtype=dy.dtype)
+        part = workspace.get("dcol part", (dy.shape[0], c_in), dy)
+        for i in range(kh):
+            for j in range(kw):
+                xp.matmul(dy, kernel[i, j].T, out=part)
+                win.add_into(win.window(dx, i, j, cache.strides, cache.out_hw),
+                             part.reshape(n, oh, ow, c_in))
+    return win.crop(dx, cache.pads), d_kernel, d_bias

@@ -1,0 +1,82 @@
+"""Host threads for the memory-bound passes BLAS does not do for us.
+
+im2col's copy, pooling, dropout and col2im's adds are split over the batch
+across a few threads with ``over_batch``: NumPy lets go of the GIL inside its
+loops, so the parts run at the same time, each on its own images (the same
+numbers, bit for bit, as one pass).
+
+The state here: the thread count, the size below which a pass runs unsplit,
+and the pool.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from minicnn import backend
+from minicnn.backend import Array
+
+DEFAULT_MIN_BYTES = 1 << 21  # smaller passes are not worth splitting
+
+_state: dict[str, Any] = {
+    "threads": None,               # None: read from the environment on first use
+    "min_bytes": DEFAULT_MIN_BYTES,
+    "pool": None,                  # (ThreadPoolExecutor, its size)
+}
+
+
+def host_threads() -> int:
+    """Threads over_batch uses: set_host_threads's choice, else $MINICNN_NUM_THREADS,
+    else $OMP_NUM_THREADS (what BLAS is told too), else the CPUs this process may use."""
+    if _state["threads"] is None:  # read once: over_batch asks on every pass
+        _state["threads"] = _threads_from_environment()
+    return _state["threads"]
+
+
+def _threads_from_environment() -> int:
+    for var in ("MINICNN_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").strip().isdigit():
+            return max(1, int(os.environ[var]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_host_threads(count: int | None = None, min_bytes: int | None = None) -> None:
+    """Threads for the host's memory-bound passes (None: read the environment again),
+    and the size below which a pass is not worth splitting (tests set 0;
+    DEFAULT_MIN_BYTES is the default)."""
+    if count is not None and (not isinstance(count, int) or count < 1):
+        raise ValueError(f"set_host_threads: count must be a positive integer, got {count!r}")
+    _state["threads"] = count
+    if min_bytes is not None:
+        _state["min_bytes"] = int(min_bytes)
+
+
+def over_batch(fn: Callable[[slice], Any], x: Array) -> None:
+    """Call ``fn(part)`` for slices ``part`` that cover x's batch axis, each image once.
+
+    On a device, or for a small x, one call covers everything (one kernel launch
+    is what a GPU wants). On the host the batch is cut into one part per thread and
+    the parts run at the same time; fn must touch only its own images.
+    """
+    n = x.shape[0]
+    if backend.is_device_array(x) or n < 2 or x.nbytes < _state["min_bytes"] \
+            or host_threads() == 1:
+        fn(slice(0, n))
+        return
+    threads = host_threads()
+    parts = min(threads, n)
+    bounds = [n * k // parts for k in range(parts + 1)]
+    pool, size = _state["pool"] or (None, 0)
+    if size < parts - 1:  # the caller's thread takes one part itself
+        if pool is not None:
+            pool.shutdown(wait=False)  # too small now: its idle threads end
+        pool = ThreadPoolExecutor(parts - 1, thread_name_prefix="minicnn")
+        _state["pool"] = (pool, parts - 1)
+    futures = [pool.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
+    fn(slice(bounds[0], bounds[1]))  # this thread does the first part
+    for future in futures:
+        future.result()  # re-raises a part's exception here
