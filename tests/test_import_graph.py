@@ -2,9 +2,12 @@
 
 The tiers, bottom up (a module may import its own tier and those below it):
 backend (with strict and the dependency-free helpers) -> ops -> activations and
-gradcheck -> layers -> losses and optimizers -> the model and its training
-loop -> data and pictures. A module not named here counts as top tier: it may
-import anything, and nothing named here may import it.
+gradcheck -> layers -> losses and optimizers -> what the model is made of
+(inspection, the fusion plan, data checks, weight files, callbacks) -> the
+training loop -> the model (``Sequential.fit`` runs the loop; the loop drives
+the model through its public step API and never imports it) -> data and
+pictures. A module not named here counts as top tier: it may import anything,
+and nothing named here may import it.
 """
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ TIERS = [
     ("minicnn.activations", "minicnn.gradcheck"),
     ("minicnn.layers",),
     ("minicnn.losses", "minicnn.optimizers"),
-    ("minicnn.models", "minicnn.inspection", "minicnn.tracing", "minicnn.serialization",
-     "minicnn.checkpoint", "minicnn.callbacks", "minicnn.interrupts", "minicnn.progbar"),
-    ("minicnn.datasets", "minicnn.plots", "minicnn.visualize", "minicnn.report"),
+    ("minicnn.inspection", "minicnn.plan", "minicnn.datachecks", "minicnn.serialization",
+     "minicnn.callbacks"),
+    ("minicnn.training",),
+    ("minicnn.models",),
+    ("minicnn.datasets", "minicnn.viz"),
 ]
 
 

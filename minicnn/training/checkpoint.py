@@ -54,8 +54,8 @@ def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
         "optimizer": {"type": type(optimizer).__name__, "config": optimizer.get_config(),
                       "iterations": int(state["iterations"])},
         "rng": {"fit": backend.rng_state(fit_rng) if fit_rng is not None else None,
-                "layers": {layer.name: backend.rng_state(layer.rng) for layer in model.layers
-                           if getattr(layer, "rng", None) is not None}},
+                "layers": {layer.name: layer.get_rng_state() for layer in model.layers
+                           if layer.get_rng_state() is not None}},
     }
     arrays = serialization.weight_arrays(model, prefix="weights/")
     arrays["__checkpoint__"] = np.array(json.dumps(meta))
@@ -109,8 +109,8 @@ def load(path: str | os.PathLike, model: Any) -> Checkpoint:
     model.optimizer.set_state({"iterations": opt["iterations"], "velocities": velocities})
     for layer, saved in zip(model.layers, meta["architecture"]):
         state = meta["rng"]["layers"].get(saved["name"])
-        if state is not None and getattr(layer, "rng", None) is not None:
-            backend.set_rng_state(layer.rng, state)
+        if state is not None:
+            layer.set_rng_state(state)
     return Checkpoint(epoch=int(meta["epoch"]), history=meta["history"],
                       fit_rng_state=meta["rng"]["fit"])
 
