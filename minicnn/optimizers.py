@@ -1,9 +1,29 @@
-"""Stochastic gradient descent with Keras 2's time-based decay and momentum.
+"""Keras 2.2.4's optimizers: SGD, RMSprop, Adagrad, Adadelta, Adam, Adamax, Nadam.
 
-    lr_t = lr / (1 + decay * t)        t = updates (batches) done so far
-    v    = momentum * v - lr_t * g
-    w   += v                           (plain)
-    w   += momentum * v - lr_t * g     (Nesterov)
+Every optimizer (but Nadam, which Keras gives no ``decay``) uses Keras 2's
+time-based decay, t = updates (batches) done so far:
+
+    lr_t = lr / (1 + decay * t)
+
+and then, per weight w with gradient g (eps = ``epsilon``, 1e-7 by default,
+Keras's K.epsilon(); every slot starts at zero; n = t + 1 counts this update):
+
+    SGD       v = momentum * v - lr_t * g;  w += v
+              (Nesterov: w += momentum * v - lr_t * g;  no momentum: w -= lr_t * g)
+    RMSprop   a = rho * a + (1 - rho) * g^2;  w -= lr_t * g / (sqrt(a) + eps)
+    Adagrad   a = a + g^2;                    w -= lr_t * g / (sqrt(a) + eps)
+    Adadelta  a = rho * a + (1 - rho) * g^2
+              u = g * sqrt(d + eps) / sqrt(a + eps);  w -= lr_t * u
+              d = rho * d + (1 - rho) * u^2
+    Adam      m = beta_1 * m + (1 - beta_1) * g;  v = beta_2 * v + (1 - beta_2) * g^2
+              w -= lr_t * sqrt(1 - beta_2^n) / (1 - beta_1^n) * m / (sqrt(v) + eps)
+              (amsgrad: v_hat = max(v_hat, v) replaces v in the last line)
+    Adamax    m = beta_1 * m + (1 - beta_1) * g;  u = max(beta_2 * u, |g|)
+              w -= lr_t / (1 - beta_1^n) * m / (u + eps)
+    Nadam     mu_n = beta_1 * (1 - 0.5 * 0.96^(n * schedule_decay)),  P_n = mu_1 ... mu_n
+              m = beta_1 * m + (1 - beta_1) * g;  v = beta_2 * v + (1 - beta_2) * g^2
+              m_bar = (1 - mu_n) * g / (1 - P_n) + mu_{n+1} * m / (1 - P_n * mu_{n+1})
+              w -= lr * m_bar / (sqrt(v / (1 - beta_2^n)) + eps)
 
 With ``clipnorm`` every gradient is first scaled by clipnorm / ||g|| when the
 norm of all gradients together exceeds it (Keras 2.2's rule); with
@@ -12,8 +32,9 @@ norm of all gradients together exceeds it (Keras 2.2's rule); with
 is left alone.
 
 Updates are in place, so arrays held elsewhere (``layer.params``) see them.
-The state that must survive a restart (``t`` and every ``v``) comes out of
-``get_state()`` and goes back with ``set_state``, keyed by layer and weight name.
+The state that must survive a restart (``iterations`` and every slot: SGD's
+``velocities``, Adam's ``ms`` and ``vs``, ...) comes out of ``get_state()`` and
+goes back with ``set_state``, keyed by layer and weight name.
 """
 from __future__ import annotations
 
@@ -24,51 +45,77 @@ from typing import Any, Iterable
 
 from minicnn import backend, ops
 
+EPSILON = 1e-7  # Keras's K.epsilon(): what epsilon=None means
 
-def _number(value: Any, name: str, low: float, high: float = math.inf,
-            high_open: bool = False) -> float:
-    """A finite real in [low, high] (or [low, high)), else a ValueError naming it."""
+Key = tuple[str, str]  # (layer name, weight name)
+
+
+def _number(value: Any, owner: str, name: str, low: float, high: float = math.inf,
+            high_open: bool = False, low_open: bool = False) -> float:
+    """A finite real in the given range, else a ValueError naming optimizer and argument."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = low <= value and (value < high if high_open else value <= high)
+        ok = (low < value if low_open else low <= value) and \
+            (value < high if high_open else value <= high)
     if not ok:
-        bound = f"[{low:g}, {high:g})" if high_open else \
-            (f">= {low:g}" if math.isinf(high) else f"[{low:g}, {high:g}]")
-        raise ValueError(f"SGD: {name} must be a finite number {bound}, got {value!r}")
+        if math.isinf(high):
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+        else:
+            bound = f"[{low:g}, {high:g}" + (")" if high_open else "]")
+        raise ValueError(f"{owner}: {name} must be a finite number {bound}, got {value!r}")
     return float(value)
 
 
-class SGD:
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, decay: float = 0.0,
-                 nesterov: bool = False, clipnorm: float | None = None,
+class Optimizer:
+    """What every optimizer shares: lr and its decay, clipping, iterations, the slots
+    (per-weight state arrays, each a dict keyed (layer, weight) in an attribute of the
+    slot's name) and their get_state/set_state. A subclass sets ``slots`` and writes
+    ``_update``; Keras's Optimizer plays the same part."""
+
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, lr: float, decay: float = 0.0, clipnorm: float | None = None,
                  clipvalue: float | None = None, learning_rate: float | None = None) -> None:
         if learning_rate is not None:  # the name Keras 2.3+ and PyTorch users type
             lr = learning_rate
-        self.learning_rate = _number(lr, "lr", 0.0)
-        self.momentum = _number(momentum, "momentum", 0.0, 1.0, high_open=True)
-        self.decay = _number(decay, "decay", 0.0)
-        if not isinstance(nesterov, (bool, numbers.Integral)):
-            raise ValueError(f"SGD: nesterov must be True or False, got {nesterov!r}")
-        self.nesterov = bool(nesterov)
+        self.learning_rate = self._check(lr, "lr", 0.0)
+        self.decay = self._check(decay, "decay", 0.0)
         # Keras's default for both is "no clipping"; 0 means the same there.
-        self.clipnorm = None if clipnorm is None else _number(clipnorm, "clipnorm", 0.0)
-        self.clipvalue = None if clipvalue is None else _number(clipvalue, "clipvalue", 0.0)
+        self.clipnorm = None if clipnorm is None else self._check(clipnorm, "clipnorm", 0.0)
+        self.clipvalue = None if clipvalue is None else self._check(clipvalue, "clipvalue", 0.0)
         self.iterations = 0
-        # v per weight, keyed (layer name, weight name) so the state outlives layer order
-        self.velocities: dict[tuple[str, str], object] = {}
-        self._scratch: dict[tuple[str, str], object] = {}  # work arrays, not state
+        for slot in self.slots:
+            setattr(self, slot, {})
+
+    def _check(self, value: Any, name: str, low: float, high: float = math.inf,
+               **bounds: bool) -> float:
+        return _number(value, type(self).__name__, name, low, high, **bounds)
+
+    def _epsilon(self, epsilon: float | None) -> float:
+        return EPSILON if epsilon is None else self._check(epsilon, "epsilon", 0.0, low_open=True)
+
+    def _unit(self, value: Any, name: str) -> float:
+        """A rate in [0, 1): rho, beta_1, beta_2, momentum (1 would freeze the average)."""
+        return self._check(value, name, 0.0, 1.0, high_open=True)
+
+    def _config(self) -> dict:
+        """The optimizer's own Keras 2.2.4 config keys after lr, in Keras's order."""
+        return {}
 
     def get_config(self) -> dict:
-        config = {"lr": self.learning_rate, "momentum": self.momentum,  # Keras 2.2.4's keys
-                  "decay": self.decay, "nesterov": self.nesterov}
+        config = {"lr": self.learning_rate, **self._config()}
         for name in ("clipnorm", "clipvalue"):
             if getattr(self, name):
                 config[name] = getattr(self, name)
         return config
 
+    @classmethod
+    def from_config(cls, config: dict) -> "Optimizer":
+        return cls(**config)
+
     @property
     def current_learning_rate(self) -> float:
-        """The rate the next update will use."""
+        """The rate the next update will use (before Adam's and Adamax's bias correction)."""
         return self.learning_rate / (1.0 + self.decay * self.iterations)
 
     @property
@@ -77,22 +124,33 @@ class SGD:
         return self.learning_rate
 
     def get_state(self) -> dict:
-        """What a restart needs: ``{"iterations": t, "velocities": {layer: {weight: v}}}``
-        (the live arrays, on the backend: copy them to keep a snapshot)."""
-        velocities: dict[str, dict[str, Any]] = {}
-        for (layer, weight), value in self.velocities.items():
-            velocities.setdefault(layer, {})[weight] = value
-        return {"iterations": self.iterations, "velocities": velocities}
+        """What a restart needs: ``{"iterations": t, slot: {layer: {weight: array}}}`` for
+        every slot (the live arrays, on the backend: copy them to keep a snapshot)."""
+        state: dict[str, Any] = {"iterations": self.iterations}
+        for slot in self.slots:
+            arrays: dict[str, dict[str, Any]] = {}
+            for (layer, weight), value in getattr(self, slot).items():
+                arrays.setdefault(layer, {})[weight] = value
+            state[slot] = arrays
+        return state
 
     def set_state(self, state: dict) -> None:
         """Continue from ``get_state()`` output: copies of its arrays, on the backend in
-        floatx (so two optimizers never share a buffer)."""
+        floatx (so two optimizers never share a buffer); a slot it lacks starts empty."""
         self.iterations = int(state["iterations"])
-        self.velocities = {(layer, weight): backend.to_device(value, dtype=backend.floatx()).copy()
-                           for layer, weights in state.get("velocities", {}).items()
-                           for weight, value in weights.items()}
+        for slot in self.slots:
+            setattr(self, slot, {(layer, weight): backend.to_device(value, dtype=backend.floatx()).copy()
+                                 for layer, weights in state.get(slot, {}).items()
+                                 for weight, value in weights.items()})
 
-    def gradients(self, layers: Iterable[Any]) -> list[tuple[tuple[str, str], Any, Any]]:
+    def _slot(self, slot: str, key: Key, param: Any) -> Any:
+        """The slot's array for this weight, zeros (as Keras starts them) the first time."""
+        arrays = getattr(self, slot)
+        if key not in arrays:
+            arrays[key] = backend.get_array_module(param).zeros_like(param)
+        return arrays[key]
+
+    def gradients(self, layers: Iterable[Any]) -> list[tuple[Key, Any, Any]]:
         """((layer name, weight name), parameter, gradient) for every weight to update,
         with Keras's clipping applied (to copies: the layers keep their raw gradients)."""
         items = [((layer.name, name), layer.params[name], layer.grads[name])
@@ -107,7 +165,38 @@ class SGD:
                      for key, p, g in items]
         return items
 
-    def _step(self, key: tuple[int, str], param: Any) -> Any:
+    def _begin(self, n: int) -> None:
+        """Work shared by all weights of update number n (1 for the first)."""
+
+    def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define _update")
+
+    def apply(self, layers: Iterable[Any]) -> None:
+        """One update of every trainable parameter of ``layers`` from its gradient."""
+        lr, n = self.current_learning_rate, self.iterations + 1
+        self._begin(n)
+        for key, param, grad in self.gradients(layers):
+            self._update(key, param, grad, lr, n)
+        self.iterations += 1
+
+
+class SGD(Optimizer):
+    slots = ("velocities",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, decay: float = 0.0,
+                 nesterov: bool = False, clipnorm: float | None = None,
+                 clipvalue: float | None = None, learning_rate: float | None = None) -> None:
+        super().__init__(lr, decay, clipnorm, clipvalue, learning_rate)
+        self.momentum = self._unit(momentum, "momentum")
+        if not isinstance(nesterov, (bool, numbers.Integral)):
+            raise ValueError(f"SGD: nesterov must be True or False, got {nesterov!r}")
+        self.nesterov = bool(nesterov)
+        self._scratch: dict[Key, Any] = {}  # work arrays, not state
+
+    def _config(self) -> dict:
+        return {"momentum": self.momentum, "decay": self.decay, "nesterov": self.nesterov}
+
+    def _step(self, key: Key, param: Any) -> Any:
         """A scratch array for lr*g, kept per parameter: NumPy has no fused axpy, and
         w -= lr*g would allocate lr*g every step."""
         step = self._scratch.get(key)
@@ -115,37 +204,208 @@ class SGD:
             step = self._scratch[key] = backend.get_array_module(param).empty_like(param)
         return step
 
-    def apply(self, layers: Iterable[Any]) -> None:
-        """One update of every trainable parameter of ``layers`` from its gradient."""
-        lr = self.current_learning_rate
-        for key, param, grad in self.gradients(layers):
-            xp = backend.get_array_module(param)
-            if self.momentum == 0.0:
-                ops.sgd_update(param, grad, lr, functools.partial(self._step, key, param))
-                continue
-            step = self._step(key, param)
-            xp.multiply(grad, lr, out=step)  # lr*g; a Python float keeps float32
-            if key not in self.velocities:
-                self.velocities[key] = xp.zeros_like(param)
-            v = self.velocities[key]
-            v *= self.momentum
-            v -= step
-            if self.nesterov:  # w += momentum*v - lr*g
-                param -= step
-                xp.multiply(v, self.momentum, out=step)
-                param += step
-            else:
-                param += v
-        self.iterations += 1
+    def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
+        xp = backend.get_array_module(param)
+        if self.momentum == 0.0:
+            ops.sgd_update(param, grad, lr, functools.partial(self._step, key, param))
+            return
+        step = self._step(key, param)
+        xp.multiply(grad, lr, out=step)  # lr*g; a Python float keeps float32
+        v = self._slot("velocities", key, param)
+        v *= self.momentum
+        v -= step
+        if self.nesterov:  # w += momentum*v - lr*g
+            param -= step
+            xp.multiply(v, self.momentum, out=step)
+            param += step
+        else:
+            param += v
 
 
-OPTIMIZERS = {"sgd": SGD}
+class RMSprop(Optimizer):
+    slots = ("accumulators",)
+
+    def __init__(self, lr: float = 0.001, rho: float = 0.9, epsilon: float | None = None,
+                 decay: float = 0.0, clipnorm: float | None = None,
+                 clipvalue: float | None = None, learning_rate: float | None = None) -> None:
+        super().__init__(lr, decay, clipnorm, clipvalue, learning_rate)
+        self.rho = self._unit(rho, "rho")
+        self.epsilon = self._epsilon(epsilon)
+
+    def _config(self) -> dict:
+        return {"rho": self.rho, "decay": self.decay, "epsilon": self.epsilon}
+
+    def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
+        xp = backend.get_array_module(param)
+        a = self._slot("accumulators", key, param)
+        a *= self.rho
+        a += (1.0 - self.rho) * grad * grad
+        param -= lr * grad / (xp.sqrt(a) + self.epsilon)
 
 
-def get(identifier: str | SGD) -> SGD:
-    if isinstance(identifier, SGD):
+class Adagrad(Optimizer):
+    slots = ("accumulators",)
+
+    def __init__(self, lr: float = 0.01, epsilon: float | None = None, decay: float = 0.0,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 learning_rate: float | None = None) -> None:
+        super().__init__(lr, decay, clipnorm, clipvalue, learning_rate)
+        self.epsilon = self._epsilon(epsilon)
+
+    def _config(self) -> dict:
+        return {"decay": self.decay, "epsilon": self.epsilon}
+
+    def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
+        xp = backend.get_array_module(param)
+        a = self._slot("accumulators", key, param)
+        a += grad * grad
+        param -= lr * grad / (xp.sqrt(a) + self.epsilon)
+
+
+class Adadelta(Optimizer):
+    slots = ("accumulators", "delta_accumulators")
+
+    def __init__(self, lr: float = 1.0, rho: float = 0.95, epsilon: float | None = None,
+                 decay: float = 0.0, clipnorm: float | None = None,
+                 clipvalue: float | None = None, learning_rate: float | None = None) -> None:
+        super().__init__(lr, decay, clipnorm, clipvalue, learning_rate)
+        self.rho = self._unit(rho, "rho")
+        self.epsilon = self._epsilon(epsilon)
+
+    def _config(self) -> dict:
+        return {"rho": self.rho, "decay": self.decay, "epsilon": self.epsilon}
+
+    def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
+        xp = backend.get_array_module(param)
+        a = self._slot("accumulators", key, param)
+        d = self._slot("delta_accumulators", key, param)
+        a *= self.rho
+        a += (1.0 - self.rho) * grad * grad
+        update = grad * xp.sqrt(d + self.epsilon) / xp.sqrt(a + self.epsilon)
+        param -= lr * update
+        d *= self.rho
+        d += (1.0 - self.rho) * update * update
+
+
+class Adam(Optimizer):
+    def __init__(self, lr: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float | None = None, decay: float = 0.0, amsgrad: bool = False,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 learning_rate: float | None = None) -> None:
+        if not isinstance(amsgrad, (bool, numbers.Integral)):
+            raise ValueError(f"Adam: amsgrad must be True or False, got {amsgrad!r}")
+        self.amsgrad = bool(amsgrad)
+        self.slots = ("ms", "vs", "vhats") if self.amsgrad else ("ms", "vs")
+        super().__init__(lr, decay, clipnorm, clipvalue, learning_rate)
+        self.beta_1 = self._unit(beta_1, "beta_1")
+        self.beta_2 = self._unit(beta_2, "beta_2")
+        self.epsilon = self._epsilon(epsilon)
+
+    def _config(self) -> dict:
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "decay": self.decay,
+                "epsilon": self.epsilon, "amsgrad": self.amsgrad}
+
+    def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
+        xp = backend.get_array_module(param)
+        lr_t = lr * math.sqrt(1.0 - self.beta_2 ** n) / (1.0 - self.beta_1 ** n)
+        m = self._slot("ms", key, param)
+        v = self._slot("vs", key, param)
+        m *= self.beta_1
+        m += (1.0 - self.beta_1) * grad
+        v *= self.beta_2
+        v += (1.0 - self.beta_2) * grad * grad
+        if self.amsgrad:
+            vhat = self._slot("vhats", key, param)
+            xp.maximum(vhat, v, out=vhat)
+            v = vhat
+        param -= lr_t * m / (xp.sqrt(v) + self.epsilon)
+
+
+class Adamax(Optimizer):
+    slots = ("ms", "us")
+
+    def __init__(self, lr: float = 0.002, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float | None = None, decay: float = 0.0,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 learning_rate: float | None = None) -> None:
+        super().__init__(lr, decay, clipnorm, clipvalue, learning_rate)
+        self.beta_1 = self._unit(beta_1, "beta_1")
+        self.beta_2 = self._unit(beta_2, "beta_2")
+        self.epsilon = self._epsilon(epsilon)
+
+    def _config(self) -> dict:
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "decay": self.decay,
+                "epsilon": self.epsilon}
+
+    def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
+        xp = backend.get_array_module(param)
+        lr_t = lr / (1.0 - self.beta_1 ** n)
+        m = self._slot("ms", key, param)
+        u = self._slot("us", key, param)
+        m *= self.beta_1
+        m += (1.0 - self.beta_1) * grad
+        u *= self.beta_2
+        xp.maximum(u, xp.abs(grad), out=u)
+        param -= lr_t * m / (u + self.epsilon)
+
+
+class Nadam(Optimizer):
+    slots = ("ms", "vs")
+
+    def __init__(self, lr: float = 0.002, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float | None = None, schedule_decay: float = 0.004,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 learning_rate: float | None = None) -> None:
+        super().__init__(lr, 0.0, clipnorm, clipvalue, learning_rate)
+        self.beta_1 = self._unit(beta_1, "beta_1")
+        self.beta_2 = self._unit(beta_2, "beta_2")
+        self.epsilon = self._epsilon(epsilon)
+        self.schedule_decay = self._check(schedule_decay, "schedule_decay", 0.0)
+        self.m_schedule = 1.0  # P_t, the product of the momentum caches so far
+        self._step_constants = (0.0, 0.0, 0.0, 0.0)
+
+    def _config(self) -> dict:
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                "schedule_decay": self.schedule_decay}
+
+    def _momentum_cache(self, n: int) -> float:
+        return self.beta_1 * (1.0 - 0.5 * 0.96 ** (n * self.schedule_decay))
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        # P_t follows from t: rebuilt by the same products, in the same order, as the run did.
+        self.m_schedule = 1.0
+        for n in range(1, self.iterations + 1):
+            self.m_schedule = self.m_schedule * self._momentum_cache(n)
+
+    def _begin(self, n: int) -> None:
+        mu, mu_next = self._momentum_cache(n), self._momentum_cache(n + 1)
+        self.m_schedule = self.m_schedule * mu
+        self._step_constants = (mu, mu_next, self.m_schedule, self.m_schedule * mu_next)
+
+    def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
+        xp = backend.get_array_module(param)
+        mu, mu_next, schedule, schedule_next = self._step_constants
+        m = self._slot("ms", key, param)
+        v = self._slot("vs", key, param)
+        m *= self.beta_1
+        m += (1.0 - self.beta_1) * grad
+        v *= self.beta_2
+        v += (1.0 - self.beta_2) * grad * grad
+        m_bar = (1.0 - mu) * (grad / (1.0 - schedule)) + mu_next * (m / (1.0 - schedule_next))
+        param -= lr * m_bar / (xp.sqrt(v / (1.0 - self.beta_2 ** n)) + self.epsilon)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad, "adadelta": Adadelta,
+    "adam": Adam, "adamax": Adamax, "nadam": Nadam}
+
+
+def get(identifier: str | Optimizer) -> Optimizer:
+    """An optimizer by Keras's string name (with its defaults), or the instance itself."""
+    if isinstance(identifier, Optimizer):
         return identifier
-    if identifier not in OPTIMIZERS:
+    if not isinstance(identifier, str) or identifier not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {identifier!r}: expected one of "
                          f"{', '.join(OPTIMIZERS)} or an optimizer instance")
     return OPTIMIZERS[identifier]()

@@ -263,8 +263,9 @@ def test_add_non_layer_and_duplicate_names():
     (lambda: initializers.get("he_uniform"), r"unknown initializer 'he_uniform'"),
     (lambda: Conv2D(2, 3, padding="full"), r"Conv2D: unknown padding 'full': expected 'valid' or 'same'"),
     (lambda: MaxPooling2D(2, padding="causal"), r"MaxPooling2D: unknown padding 'causal'"),
-    (lambda: optimizers.get("adam"), r"unknown optimizer 'adam': expected one of sgd"),
-    (lambda: cnn().compile(optimizer="rmsprop"), r"unknown optimizer 'rmsprop'"),
+    (lambda: optimizers.get("adamw"), r"unknown optimizer 'adamw': expected one of sgd, rmsprop, "
+                                       r"adagrad, adadelta, adam, adamax, nadam"),
+    (lambda: cnn().compile(optimizer="lbfgs"), r"unknown optimizer 'lbfgs'"),
     (lambda: cnn().compile(optimizer="sgd", metrics=["mae"]), r"Sequential.compile: unknown metric 'mae': expected 'accuracy'"),
     (lambda: minicnn.set_backend("jax"), r"unknown backend 'jax': expected one of numpy, cupy, strict"),
     (lambda: minicnn.set_floatx("half"), r"unknown floatx 'half'"),

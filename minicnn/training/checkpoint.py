@@ -7,7 +7,9 @@ A checkpoint is one ``.npz`` file (format ``minicnn-checkpoint``, version 1):
                               history so far, optimizer (type, config, iterations),
                               random-generator states (fit's shuffling, each layer's)
     weights/<layer>/<param>   every parameter, as saved by save_weights
-    optimizer/<layer>/<param> the optimizer's momentum buffers, if any
+    optimizer/<layer>/<param> SGD's momentum buffers, if any
+    optimizer/<layer>/<param>/<slot>
+                              the other optimizers' slots (Adam's ms and vs, ...)
 
 It is written to a temporary file and renamed, so a crash mid-write leaves the
 previous checkpoint intact. Loading checks format, version and architecture
@@ -38,6 +40,12 @@ class Checkpoint:
     fit_rng_state: dict | None = None
 
 
+def _entry(slot: str, layer: str, param: str) -> str:
+    """SGD's velocities keep the short name that checkpoints have always used."""
+    return f"optimizer/{layer}/{param}" if slot == "velocities" else \
+        f"optimizer/{layer}/{param}/{slot}"
+
+
 def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
          fit_rng: Any = None) -> None:
     """Write model weights, optimizer state, history and generator states to ``path``
@@ -59,9 +67,10 @@ def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
     }
     arrays = serialization.weight_arrays(model, prefix="weights/")
     arrays["__checkpoint__"] = np.array(json.dumps(meta))
-    for layer, weights in state["velocities"].items():
-        for key, value in weights.items():
-            arrays[f"optimizer/{layer}/{key}"] = backend.to_host(value)
+    for slot in optimizer.slots:
+        for layer, weights in state[slot].items():
+            for key, value in weights.items():
+                arrays[_entry(slot, layer, key)] = backend.to_host(value)
     serialization.write_archive(path, arrays)
 
 
@@ -89,24 +98,28 @@ def load(path: str | os.PathLike, model: Any) -> Checkpoint:
                               f"the model is compiled with {type(model.optimizer).__name__}")
     # The file's own layer names find its entries, whatever this model calls its layers.
     position = {saved["name"]: i for i, saved in enumerate(meta["architecture"])}
-    velocities: dict[str, dict] = {}
+    slots = model.optimizer.slots
+    state: dict[str, dict] = {slot: {} for slot in slots}
     for key, value in arrays.items():
         if key.startswith("optimizer/"):
             parts = key.split("/")
-            if len(parts) != 3:
-                raise CheckpointError(f"checkpoint: {path} holds an entry {key!r}; optimizer "
-                                      "entries are named optimizer/<layer>/<parameter>")
-            _, saved_name, param = parts
+            slot = "velocities" if len(parts) == 3 else parts[3] if len(parts) == 4 else None
+            if slot not in slots or key != _entry(slot, *parts[1:3]):
+                raise CheckpointError(
+                    f"checkpoint: {path} holds an entry {key!r}; optimizer entries are named "
+                    f"optimizer/<layer>/<parameter> (SGD) or optimizer/<layer>/<parameter>/<slot>, "
+                    f"and {type(model.optimizer).__name__}'s slots are {', '.join(slots) or 'none'}")
+            saved_name, param = parts[1:3]
             index = position.get(saved_name)
             target = model.layers[index].params.get(param) if index is not None else None
             if target is None or value.shape != tuple(target.shape):
                 raise CheckpointError(f"checkpoint: {path} holds an optimizer buffer {key} "
                                       f"of shape {value.shape} that fits no parameter of the model")
-            velocities.setdefault(model.layers[index].name, {})[param] = value
+            state[slot].setdefault(model.layers[index].name, {})[param] = value
     # Everything is checked: only now does the model change.
     serialization.set_weights(model, arrays, meta["architecture"], path, "checkpoint",
                               prefix="weights/")
-    model.optimizer.set_state({"iterations": opt["iterations"], "velocities": velocities})
+    model.optimizer.set_state({"iterations": opt["iterations"], **state})
     for layer, saved in zip(model.layers, meta["architecture"]):
         state = meta["rng"]["layers"].get(saved["name"])
         if state is not None:
