@@ -2,7 +2,8 @@
 
 Each channel c (the entries along ``axis``; the last axis by default) is
 normalized over the other axes, m values per channel (m = N for (N, F),
-N*H*W for (N, H, W, C)):
+N*H*W for (N, H, W, C)). ``axis`` may name any axis but the batch axis; a
+training batch needs m >= 2 (one value has no variance):
 
 Forward, training:   mu = mean(x)   var = mean((x - mu)^2)   (the biased variance)
                      x_hat = (x - mu) / sqrt(var + eps)   y = gamma * x_hat + beta
@@ -25,7 +26,8 @@ in the denominator included (keras/layers/normalization.py, BatchNormalization.c
 average is the TensorFlow backend's ``moving_average_update``. A training
 forward's output never reads the moving statistics, so calling it again (a
 gradient check, ``compute_loss(training=True)``) changes no output; a training
-step runs one training forward, so ``train_on_batch`` updates them exactly once.
+step runs one training forward, so ``train_on_batch`` updates them exactly once
+(before its divergence check: a step that raises ``TrainingDiverged`` has moved them).
 They are weights made with ``trainable=False``: saved, loaded and counted as
 non-trainable, never touched by an optimizer. Their gradient is still filled
 in (zero after a training forward, which does not read them), so a gradient
