@@ -81,6 +81,68 @@ class Sequential:
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
 
+    # ------------------------------------------------------------ Keras's model API
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """The layer at ``index`` (counted from 0), or else the layer named ``name``."""
+        if index is not None:
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise TypeError(f"Sequential.get_layer: index must be an int, got {index!r}")
+            if not -len(self.layers) <= index < len(self.layers):
+                raise ValueError(f"Sequential.get_layer: asked for the layer at index {index}, "
+                                 f"but the model has {len(self.layers)} layers")
+            return self.layers[index]
+        if name is None:
+            raise ValueError("Sequential.get_layer: give a layer name or an index")
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        names = ", ".join(repr(layer.name) for layer in self.layers) or "none"
+        raise ValueError(f"Sequential.get_layer: no layer named {name!r}; the layers are {names}")
+
+    def pop(self) -> None:
+        """Remove the last layer; the model's output is then the layer before it."""
+        if not self.layers:
+            raise TypeError("Sequential.pop: there are no layers in the model")
+        self.layers.pop()
+        # The old head's softmax may have been folded into the loss: plan again.
+        self._plan = plan.Plan(self.layers, self.loss)
+
+    @property
+    def weights(self) -> list[Array]:
+        """Every layer's weights, layer by layer in creation order (the arrays themselves)."""
+        return [w for layer in self.layers for w in layer.weights]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Host copies of ``weights``."""
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights: list) -> None:
+        """Copy ``weights`` (in ``get_weights`` order) into the layers; every count and
+        shape is checked before anything is written."""
+        weights = list(weights)
+        expected = sum(len(layer.params) for layer in self.layers)
+        if len(weights) != expected:
+            raise ValueError(f"Sequential.set_weights: the model has {expected} weight arrays, "
+                             f"got {len(weights)}")
+        parts, start = [], 0
+        for layer in self.layers:
+            part = weights[start:start + len(layer.params)]
+            for (name, param), value in zip(layer.params.items(), part):
+                if tuple(getattr(value, "shape", ())) != tuple(param.shape):
+                    raise ValueError(f"Sequential.set_weights: {layer.describe()} {name} has "
+                                     f"shape {tuple(param.shape)}, got "
+                                     f"{getattr(value, 'shape', value)!r}")
+            parts.append(part)
+            start += len(layer.params)
+        for layer, part in zip(self.layers, parts):
+            layer.set_weights(part)
+
+    @property
+    def metrics_names(self) -> list[str]:
+        """The names of what ``evaluate`` and ``train_on_batch`` return: ['loss'] or
+        ['loss', 'acc']."""
+        return ["loss", *self.metrics]
+
     # ------------------------------------------------------------ compile
     def compile(self, optimizer: str | optimizers.SGD = "sgd",
                 loss: str | list[str] | tuple[str, ...] | losses.Loss = "categorical_crossentropy",
@@ -333,6 +395,23 @@ class Sequential:
         outputs = [self.forward(x[start:start + batch_size], training=False)
                    for start in range(0, x.shape[0], batch_size)]
         return backend.to_host(xp.concatenate(outputs))
+
+    def predict_classes(self, x: Array, batch_size: int | None = None,
+                        verbose: int = 0) -> np.ndarray:
+        """Class indices: the argmax of each output, or (output > 0.5) for one output unit."""
+        proba = self.predict(x, batch_size=batch_size, verbose=verbose)
+        if proba.shape[-1] > 1:
+            return proba.argmax(axis=-1)
+        return (proba > 0.5).astype("int32")
+
+    def predict_proba(self, x: Array, batch_size: int | None = None,
+                      verbose: int = 0) -> np.ndarray:
+        """``predict``'s outputs, with a warning when they are not probabilities."""
+        proba = self.predict(x, batch_size=batch_size, verbose=verbose)
+        if proba.size and (proba.min() < 0 or proba.max() > 1):
+            warnings.warn("predict_proba: the network returns values outside [0, 1]; "
+                          "its outputs are not probabilities", stacklevel=2)
+        return proba
 
     # ------------------------------------------------------------ reporting
     def summary(self, print_fn: Callable[[str], None] = print) -> None:

@@ -11,6 +11,7 @@ from minicnn.layers.conv2d import Conv2D
 from minicnn.layers.dense import Dense
 from minicnn.layers.dropout import Dropout
 from minicnn.layers.flatten import Flatten
+from minicnn.layers.normalization import BatchNormalization
 from minicnn.layers.pooling import MaxPooling2D
 
 __all__ = ["Activation", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPooling2D"]
