@@ -183,7 +183,7 @@ class HardSigmoid(ActivationFunction):
         return self.y
 
     def backward(self, grad: Array) -> Array:
-        return grad * (0.2 * ((self.y > 0) & (self.y < 1)))
+        return grad * ((self.y > 0) & (self.y < 1)) * 0.2  # the mask keeps grad's dtype
 
 
 class Exponential(ActivationFunction):
@@ -234,8 +234,8 @@ class LeakyRelu(ActivationFunction):
         return self.y
 
     def backward(self, grad: Array) -> Array:
-        xp = backend.get_array_module(grad)
-        return grad * xp.where(self.positive, 1.0, self.alpha)
+        # where(mask, 1.0, alpha) would be float64 whatever grad's dtype.
+        return backend.get_array_module(grad).where(self.positive, grad, self.alpha * grad)
 
 
 def positive_number(value: float, what: str, where: str, zero: bool = False) -> float:

@@ -344,7 +344,7 @@ def test_a_wrong_backward_fails(kind, f64):
 
 # ---------------------------------------------------------------- every backend
 def all_layers():
-    return [LeakyReLU(0.2), ELU(), PReLU(alpha_initializer="random_uniform", shared_axes=[1, 2]),
+    return [LeakyReLU(0.2), ELU(), Activation("hard_sigmoid"), Activation("selu"), PReLU(alpha_initializer="random_uniform", shared_axes=[1, 2]),
             AveragePooling2D(3, 2, "same"), ZeroPadding2D(((1, 0), (0, 2))), Cropping2D(1),
             Activation("gelu"), GlobalMaxPooling2D(), Reshape((3, -1)), Reshape((-1,)),
             Dense(6, activation="selu"), Reshape((2, 3)), Flatten()]
@@ -359,10 +359,12 @@ def test_every_backend_matches_numpy(backend):
         h = minicnn.to_device(x)
         for layer in layers:
             h = layer.run_forward(h, training=True)
+            assert h.dtype == np.float32, f"{layer.describe()} gives y as {h.dtype}"
         g = minicnn.to_device(np.ones(h.shape, dtype=np.float32))
         for layer in reversed(layers):
             g = layer.run_backward(g)
-        return minicnn.to_host(h), minicnn.to_host(g), minicnn.to_host(layers[2].grads["alpha"])
+            assert g.dtype == np.float32, f"{layer.describe()} gives dx as {g.dtype}"
+        return minicnn.to_host(h), minicnn.to_host(g), minicnn.to_host(layers[4].grads["alpha"])
 
     got = run()
     minicnn.set_backend("numpy")
@@ -448,7 +450,7 @@ def test_clear_errors(make, pattern):
 
 
 def test_backward_without_a_cache_is_named():
-    for layer in (AveragePooling2D(2), GlobalMaxPooling2D(), GlobalAveragePooling2D()):
+    for layer in (AveragePooling2D(2), GlobalMaxPooling2D(), GlobalAveragePooling2D(), PReLU()):
         x = np.ones((1, 4, 4, 1), dtype=np.float32)
         layer.forward(x, training=False)
         with pytest.raises(RuntimeError, match="backward needs a forward with training=True"):

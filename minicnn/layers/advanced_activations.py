@@ -75,6 +75,7 @@ class PReLU(Layer):
             raise ValueError(f"PReLU: shared_axes must be None, an int or a list of ints >= 1 "
                              f"(axis 0 is the batch), got {shared_axes!r}")
         self.shared_axes = tuple(sorted({int(a) for a in axes}))
+        self._x = self._negative = None
 
     def build(self, input_shape: tuple) -> None:
         rank = len(input_shape)
@@ -91,11 +92,12 @@ class PReLU(Layer):
     def _forward(self, x, training):
         xp = backend.get_array_module(x)
         negative = xp.minimum(x, 0)
-        if self.keep_cache:
-            self._x, self._negative = x, negative
+        self._x, self._negative = (x, negative) if self.keep_cache else (None, None)
         return xp.maximum(x, 0) + self.params["alpha"] * negative
 
     def _backward(self, grad):
+        if self._x is None:
+            raise RuntimeError(f"{self.describe()}: backward needs a forward with training=True")
         xp = backend.get_array_module(grad)
         axes = (0, *self.shared_axes)
         self.grads["alpha"] = (grad * self._negative).sum(axis=axes, keepdims=True)[0]
