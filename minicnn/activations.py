@@ -114,8 +114,8 @@ class Elu(ActivationFunction):
     """Keras's elu; ``alpha`` (> 0) scales the negative side."""
     name = "elu"
 
-    def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = positive_number(alpha, "alpha", "elu")
+    def __init__(self, alpha: float = 1.0, where: str = "elu") -> None:
+        self.alpha = positive_number(alpha, "alpha", where)  # where: the caller, for errors
 
     def clone(self) -> "Elu":
         return Elu(self.alpha)

@@ -417,8 +417,9 @@ def test_configs_record_the_arguments():
 @pytest.mark.parametrize("make,pattern", [
     (lambda: LeakyReLU(-0.1), r"LeakyReLU: alpha must be a finite number >= 0, got -0.1"),
     (lambda: LeakyReLU("0.3"), r"LeakyReLU: alpha must be"),
-    (lambda: ELU(0), r"elu: alpha must be a finite number > 0, got 0"),
-    (lambda: ELU(float("nan")), r"elu: alpha must be"),
+    (lambda: ELU(0), r"ELU: alpha must be a finite number > 0, got 0"),
+    (lambda: ELU(float("nan")), r"ELU: alpha must be"),
+    (lambda: activations.Elu(-1.0), r"elu: alpha must be a finite number > 0, got -1.0"),
     (lambda: PReLU(shared_axes=[0]), r"PReLU: shared_axes must be .* >= 1 \(axis 0 is the batch\)"),
     (lambda: PReLU(shared_axes=[3]).maybe_build((None, 4, 4)), r"PReLU: shared_axes \[3\] name axis 3"),
     (lambda: PReLU(alpha_regularizer="l2"), r"PReLU: alpha_regularizer='l2' is not supported"),

@@ -41,7 +41,7 @@ class LeakyReLU(Layer):
 class ELU(Layer):
     def __init__(self, alpha: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._function = activations.Elu(alpha)
+        self._function = activations.Elu(alpha, "ELU")
         self.alpha = self._function.alpha
 
     def _forward(self, x, training):
