@@ -183,6 +183,14 @@ def test_average_pooling_same_leaves_the_padding_out_of_the_count():
     assert y[0, 1, 1, 0] == pytest.approx(4.0)
 
 
+def test_average_pooling_same_matches_tensorflow_printed_values():
+    """tf.nn.avg_pool(1..25 as 5x5, ksize 5, stride 1, 'SAME'), as printed in
+    apache/mxnet issue #10194: the first row starts 7, 7.5, 8, 8.5."""
+    x = np.arange(1.0, 26.0).reshape(1, 5, 5, 1)
+    y = AveragePooling2D(5, strides=1, padding="same").forward(x)
+    assert y[0, 0, :4, 0].tolist() == [7.0, 7.5, 8.0, 8.5]
+
+
 @pytest.mark.parametrize("pool,strides,padding,shape", [
     ((2, 2), None, "valid", (2, 4, 4, 3)), ((3, 3), (2, 2), "same", (2, 5, 5, 2)),
     ((2, 3), (1, 2), "same", (1, 4, 7, 1)), ((3, 2), (2, 1), "valid", (2, 7, 5, 2)),
