@@ -5,12 +5,32 @@
     tanh     y = tanh(z)                dz = dy * (1 - y^2)
     softmax  y_k = e^z_k / sum_j e^z_j  dz = y * (dy - sum_k dy_k y_k)
     linear   y = z                      dz = dy
+    elu      y = z (z > 0), a (e^z - 1)    dz = dy * [1 if y > 0 else y + a]   (a = alpha = 1)
+    selu     y = s * elu_a(z)              dz = dy * [s if y > 0 else y + s a]
+             (a = 1.6732632423543772, s = 1.0507009873554805: Keras's constants)
+    softplus y = log(1 + e^z)              dz = dy * (1 - e^-y)          (= sigmoid(z))
+    softsign y = z / (1 + |z|)             dz = dy * (1 - |y|)^2         (= 1 / (1 + |z|)^2)
+    hard_sigmoid y = clip(0.2 z + 0.5, 0, 1)   dz = dy * 0.2 [0 < y < 1]
+    exponential  y = e^z                   dz = dy * y
+    gelu     y = z/2 (1 + tanh(u)), u = c (z + 0.044715 z^3), c = sqrt(2/pi)
+             dz = dy * (1/2 (1 + t) + z/2 (1 - t^2) c (1 + 3 * 0.044715 z^2)),  t = tanh(u)
+    leaky_relu  y = z (z > 0), a z         dz = dy * [1 if y > 0 else a]     (a = alpha = 0.3)
 
-Each keeps only its output y, which is all its gradient needs. A layer whose
+gelu is the tanh approximation (Hendrycks and Gimpel; BERT's and GPT-2's
+form, TensorFlow's ``gelu(approximate=True)``), not the erf form z Phi(z):
+NumPy has no erf, and the approximation needs only the backend's own
+functions on every backend. The two differ by less than 5e-4 everywhere.
+Keras 2.2.4 has no gelu; the others follow keras/activations.py.
+
+Each keeps only its output y, which is all its gradient needs (gelu keeps z,
+since y does not give z back). A layer whose
 output z is a new array that nobody else holds (Conv2D, Dense) sets
 ``overwrite_input``; ReLU then writes y over z instead of allocating a copy.
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 from minicnn import backend
 from minicnn.backend import Array
@@ -28,6 +48,10 @@ class ActivationFunction:
 
     def __repr__(self) -> str:
         return self.name
+
+    def clone(self) -> "ActivationFunction":
+        """A fresh instance with the same parameters and no cache."""
+        return type(self)()
 
 
 class Linear(ActivationFunction):
@@ -86,6 +110,144 @@ class Softmax(ActivationFunction):
         return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
 
 
+class Elu(ActivationFunction):
+    """Keras's elu; ``alpha`` (> 0) scales the negative side."""
+    name = "elu"
+
+    def __init__(self, alpha: float = 1.0, where: str = "elu") -> None:
+        self.alpha = positive_number(alpha, "alpha", where)  # where: the caller, for errors
+
+    def clone(self) -> "Elu":
+        return Elu(self.alpha)
+
+    def forward(self, z: Array) -> Array:
+        xp = backend.get_array_module(z)
+        # expm1 of min(z, 0): exact near 0, and no overflow from the positive side.
+        self.y = xp.where(z > 0, z, self.alpha * xp.expm1(xp.minimum(z, 0)))
+        return self.y
+
+    def backward(self, grad: Array) -> Array:
+        xp = backend.get_array_module(grad)
+        # y > 0 exactly where z > 0 (alpha > 0), and d(a(e^z - 1))/dz = a e^z = y + a.
+        return grad * xp.where(self.y > 0, 1.0, self.y + self.alpha)
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+class Selu(ActivationFunction):
+    name = "selu"
+
+    def forward(self, z: Array) -> Array:
+        xp = backend.get_array_module(z)
+        self.y = SELU_SCALE * xp.where(z > 0, z, SELU_ALPHA * xp.expm1(xp.minimum(z, 0)))
+        return self.y
+
+    def backward(self, grad: Array) -> Array:
+        xp = backend.get_array_module(grad)
+        return grad * xp.where(self.y > 0, SELU_SCALE, self.y + SELU_SCALE * SELU_ALPHA)
+
+
+class Softplus(ActivationFunction):
+    name = "softplus"
+
+    def forward(self, z: Array) -> Array:
+        xp = backend.get_array_module(z)
+        # max(z, 0) + log(1 + e^-|z|): e^-|z| <= 1 never overflows.
+        self.y = xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))
+        return self.y
+
+    def backward(self, grad: Array) -> Array:
+        # sigmoid(z) = 1 - e^-y; expm1 keeps it exact where y is tiny (z very negative).
+        return grad * -backend.get_array_module(grad).expm1(-self.y)
+
+
+class Softsign(ActivationFunction):
+    name = "softsign"
+
+    def forward(self, z: Array) -> Array:
+        self.y = z / (1 + backend.get_array_module(z).abs(z))
+        return self.y
+
+    def backward(self, grad: Array) -> Array:
+        s = 1 - backend.get_array_module(grad).abs(self.y)  # = 1 / (1 + |z|)
+        return grad * s * s
+
+
+class HardSigmoid(ActivationFunction):
+    name = "hard_sigmoid"
+
+    def forward(self, z: Array) -> Array:
+        self.y = backend.get_array_module(z).clip(0.2 * z + 0.5, 0.0, 1.0)
+        return self.y
+
+    def backward(self, grad: Array) -> Array:
+        return grad * ((self.y > 0) & (self.y < 1)) * 0.2  # the mask keeps grad's dtype
+
+
+class Exponential(ActivationFunction):
+    name = "exponential"
+
+    def forward(self, z: Array) -> Array:
+        self.y = backend.get_array_module(z).exp(z)
+        return self.y
+
+    def backward(self, grad: Array) -> Array:
+        return grad * self.y
+
+
+GELU_C = math.sqrt(2.0 / math.pi)
+GELU_K = 0.044715
+
+
+class Gelu(ActivationFunction):
+    """The tanh approximation of GELU (see the module docstring for why not erf)."""
+    name = "gelu"
+
+    def forward(self, z: Array) -> Array:
+        xp = backend.get_array_module(z)
+        self.z = z
+        self.t = xp.tanh(GELU_C * (z + GELU_K * z * z * z))
+        return 0.5 * z * (1 + self.t)
+
+    def backward(self, grad: Array) -> Array:
+        z, t = self.z, self.t
+        du = GELU_C * (1 + 3 * GELU_K * z * z)
+        return grad * (0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du)
+
+
+class LeakyRelu(ActivationFunction):
+    """max(z, 0) + alpha min(z, 0), Keras's LeakyReLU layer (alpha >= 0)."""
+    name = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.3) -> None:
+        self.alpha = positive_number(alpha, "alpha", "LeakyReLU", zero=True)
+
+    def clone(self) -> "LeakyRelu":
+        return LeakyRelu(self.alpha)
+
+    def forward(self, z: Array) -> Array:
+        xp = backend.get_array_module(z)
+        self.positive = z > 0
+        self.y = xp.where(self.positive, z, self.alpha * z)
+        return self.y
+
+    def backward(self, grad: Array) -> Array:
+        # where(mask, 1.0, alpha) would be float64 whatever grad's dtype.
+        return backend.get_array_module(grad).where(self.positive, grad, self.alpha * grad)
+
+
+def positive_number(value: float, what: str, where: str, zero: bool = False) -> float:
+    """A finite real > 0 (>= 0 when ``zero``), else a ValueError naming ``where``."""
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value) and (value >= 0 if zero else value > 0))
+    if not ok:
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"{where}: {what} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
 def softmax(z: Array) -> Array:
     """Numerically stable softmax over the last axis."""
     xp = backend.get_array_module(z)
@@ -93,7 +255,8 @@ def softmax(z: Array) -> Array:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-ACTIVATIONS = {cls.name: cls for cls in (Linear, ReLU, Sigmoid, Tanh, Softmax)}
+ACTIVATIONS = {cls.name: cls for cls in (Linear, ReLU, Sigmoid, Tanh, Softmax, Elu, Selu,
+                                          Softplus, Softsign, HardSigmoid, Exponential, Gelu)}
 
 
 def get(identifier: str | ActivationFunction | None, where: str = "activations.get"
@@ -103,7 +266,7 @@ def get(identifier: str | ActivationFunction | None, where: str = "activations.g
     if identifier is None:
         return Linear()
     if isinstance(identifier, ActivationFunction):
-        return type(identifier)()
+        return identifier.clone()
     if not isinstance(identifier, str) or identifier not in ACTIVATIONS:
         raise ValueError(f"{where}: unknown activation {identifier!r}: expected one of "
                          f"{', '.join(sorted(ACTIVATIONS))}")

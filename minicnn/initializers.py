@@ -1,9 +1,29 @@
-"""Weight initializers with Keras's defaults, drawn on the host.
+"""Weight initializers with Keras 2.2.4's names, parameters and defaults, drawn on the host.
 
-    glorot_uniform  W ~ U(-l, l),  l = sqrt(6 / (fan_in + fan_out))
-    he_normal       W ~ N(0, s^2) truncated at 2s, with s chosen so that the truncated
-                    values have variance 2 / fan_in (Keras's variance scaling)
-    zeros, ones     W = 0, W = 1
+An initializer is any callable ``f(shape, rng) -> np.ndarray``; the names below
+are functions with Keras's defaults, the classes take Keras's parameters
+(``RandomNormal(stddev=0.01)``; ``seed=`` draws from a generator of that seed
+instead of minicnn's).
+
+    zeros, ones, Constant(value=0)        W = 0, 1, value
+    RandomNormal(mean=0, stddev=0.05)     W ~ N(mean, stddev^2)
+    RandomUniform(minval=-0.05, maxval=0.05)
+    TruncatedNormal(mean=0, stddev=0.05)  N(mean, stddev^2), values beyond 2 stddev redrawn
+    VarianceScaling(scale=1, mode='fan_in', distribution='normal')
+        n = fan_in, fan_out or their mean (mode); v = scale / max(1, n)
+        'normal':  truncated normal at 2s, s = sqrt(v) / 0.87962566 so that the
+                   truncated values have variance v (0.8796... is the std of a
+                   standard normal truncated at +-2)
+        'uniform': U(-l, l), l = sqrt(3 v)
+    Orthogonal(gain=1)                    the Q of a (prod(shape[:-1]), shape[-1])
+                                          Gaussian matrix's SVD, times gain
+
+    glorot_uniform  VarianceScaling(1, 'fan_avg', 'uniform')   l = sqrt(6 / (fan_in + fan_out))
+    glorot_normal   VarianceScaling(1, 'fan_avg', 'normal')
+    he_normal       VarianceScaling(2, 'fan_in', 'normal')     variance 2 / fan_in
+    he_uniform      VarianceScaling(2, 'fan_in', 'uniform')
+    lecun_normal    VarianceScaling(1, 'fan_in', 'normal')
+    lecun_uniform   VarianceScaling(1, 'fan_in', 'uniform')
 
 For a conv kernel (kh, kw, c_in, filters): fan_in = kh*kw*c_in and
 fan_out = kh*kw*filters; for a dense kernel (in, units): fan_in = in, fan_out = units.
@@ -13,35 +33,155 @@ network on the CPU and on the GPU.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import numpy as np
 
+TRUNCATED_STD = 0.87962566103423978  # std of a standard normal truncated at +-2
+
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """(fan_in, fan_out) of a kernel shape, Keras's convention."""
+    if len(shape) == 0:
+        return 1, 1
     if len(shape) == 1:
         return shape[0], shape[0]
     receptive_field = math.prod(shape[:-2])
     return shape[-2] * receptive_field, shape[-1] * receptive_field
 
 
-def glorot_uniform(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    fan_in, fan_out = fans(shape)
-    limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, size=shape)
+def _number(value: float, what: str, where: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or (positive and value <= 0):
+        kind = "a finite number > 0" if positive else "a finite number"
+        raise ValueError(f"{where}: {what} must be {kind}, got {value!r}")
+    return float(value)
 
 
-def he_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    fan_in, _ = fans(shape)
-    # Keras draws from a truncated normal whose std is sqrt(2/fan_in) after truncation.
-    std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+def _truncated_standard_normal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     values = rng.standard_normal(size=shape)
     outside = np.abs(values) > 2
     while outside.any():  # redraw the tails: a normal truncated at +-2 std
         values[outside] = rng.standard_normal(size=int(outside.sum()))
         outside = np.abs(values) > 2
-    return values * std
+    return values
+
+
+class Initializer:
+    """Keras's initializer classes: ``init(shape, rng)``; ``seed`` replaces ``rng``."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ValueError(f"{type(self).__name__}: seed must be an int or None, got {seed!r}")
+        self.seed = seed
+
+    def _rng(self, rng: np.random.Generator) -> np.random.Generator:
+        return rng if self.seed is None else np.random.default_rng(self.seed)
+
+    def get_config(self) -> dict:
+        return {"seed": self.seed}
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+class Constant(Initializer):
+    def __init__(self, value: float = 0.0) -> None:
+        super().__init__()
+        self.value = _number(value, "value", "Constant")
+
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return np.full(shape, self.value)
+
+    def get_config(self) -> dict:
+        return {"value": self.value}
+
+
+class RandomNormal(Initializer):
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.mean = _number(mean, "mean", "RandomNormal")
+        self.stddev = _number(stddev, "stddev", "RandomNormal", positive=True)
+
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return self.mean + self.stddev * self._rng(rng).standard_normal(size=shape)
+
+    def get_config(self) -> dict:
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class TruncatedNormal(RandomNormal):
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return self.mean + self.stddev * _truncated_standard_normal(shape, self._rng(rng))
+
+
+class RandomUniform(Initializer):
+    def __init__(self, minval: float = -0.05, maxval: float = 0.05,
+                 seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.minval = _number(minval, "minval", "RandomUniform")
+        self.maxval = _number(maxval, "maxval", "RandomUniform")
+        if self.maxval < self.minval:
+            raise ValueError(f"RandomUniform: minval {minval!r} must not exceed "
+                             f"maxval {maxval!r}")
+
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return self._rng(rng).uniform(self.minval, self.maxval, size=shape)
+
+    def get_config(self) -> dict:
+        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+
+
+MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("normal", "uniform")
+
+
+class VarianceScaling(Initializer):
+    def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "normal",
+                 seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.scale = _number(scale, "scale", "VarianceScaling", positive=True)
+        if mode not in MODES:
+            raise ValueError(f"VarianceScaling: mode must be one of {', '.join(MODES)}, "
+                             f"got {mode!r}")
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"VarianceScaling: distribution must be 'normal' or 'uniform', "
+                             f"got {distribution!r}")
+        self.mode, self.distribution = mode, distribution
+
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        fan_in, fan_out = fans(shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[self.mode]
+        variance = self.scale / max(1.0, n)
+        rng = self._rng(rng)
+        if self.distribution == "normal":
+            return _truncated_standard_normal(shape, rng) * (math.sqrt(variance) / TRUNCATED_STD)
+        limit = math.sqrt(3.0 * variance)
+        return rng.uniform(-limit, limit, size=shape)
+
+    def get_config(self) -> dict:
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution,
+                "seed": self.seed}
+
+
+class Orthogonal(Initializer):
+    def __init__(self, gain: float = 1.0, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.gain = _number(gain, "gain", "Orthogonal")
+
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        if len(shape) < 2:
+            raise ValueError(f"Orthogonal: needs a shape of rank 2 or more, got {tuple(shape)}")
+        rows, columns = math.prod(shape[:-1]), shape[-1]
+        a = self._rng(rng).standard_normal(size=(rows, columns))
+        u, _, v = np.linalg.svd(a, full_matrices=False)
+        q = u if u.shape == (rows, columns) else v  # orthonormal columns, or rows
+        return self.gain * q.reshape(shape)
+
+    def get_config(self) -> dict:
+        return {"gain": self.gain, "seed": self.seed}
 
 
 def zeros(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -52,8 +192,30 @@ def ones(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return np.ones(shape)
 
 
-INITIALIZERS: dict[str, Callable] = {f.__name__: f for f in (glorot_uniform, he_normal, zeros,
-                                                              ones)}
+def _scaling(name: str, scale: float, mode: str, distribution: str) -> Callable:
+    def init(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return VarianceScaling(scale, mode, distribution)(shape, rng)
+    init.__name__ = init.__qualname__ = name
+    init.__doc__ = f"VarianceScaling({scale}, {mode!r}, {distribution!r}), Keras's {name}."
+    return init
+
+
+glorot_uniform = _scaling("glorot_uniform", 1.0, "fan_avg", "uniform")
+glorot_normal = _scaling("glorot_normal", 1.0, "fan_avg", "normal")
+he_normal = _scaling("he_normal", 2.0, "fan_in", "normal")
+he_uniform = _scaling("he_uniform", 2.0, "fan_in", "uniform")
+lecun_normal = _scaling("lecun_normal", 1.0, "fan_in", "normal")
+lecun_uniform = _scaling("lecun_uniform", 1.0, "fan_in", "uniform")
+
+INITIALIZERS: dict[str, Callable] = {
+    f.__name__: f for f in (glorot_uniform, glorot_normal, he_normal, he_uniform, lecun_normal,
+                            lecun_uniform, zeros, ones)}
+# Keras's other names for its classes with their defaults (keras/initializers.py).
+INITIALIZERS.update({
+    "zero": zeros, "one": ones, "constant": Constant(), "random_normal": RandomNormal(),
+    "normal": RandomNormal(), "random_uniform": RandomUniform(), "uniform": RandomUniform(),
+    "truncated_normal": TruncatedNormal(), "variance_scaling": VarianceScaling(),
+    "orthogonal": Orthogonal()})
 
 
 def get(identifier: str | Callable, where: str = "initializers.get") -> Callable:
