@@ -38,6 +38,7 @@ from minicnn.backend import Array
 
 class ActivationFunction:
     name = "linear"
+    kink: str | None = None  # where it has no derivative, in words (gradcheck names it)
     overwrite_input = False  # may forward() reuse z's memory for y?
 
     def forward(self, z: Array) -> Array:
@@ -60,6 +61,7 @@ class Linear(ActivationFunction):
 
 class ReLU(ActivationFunction):
     name = "relu"
+    kink = "a ReLU at 0"
 
     def forward(self, z: Array) -> Array:
         xp = backend.get_array_module(z)
@@ -113,6 +115,7 @@ class Softmax(ActivationFunction):
 class Elu(ActivationFunction):
     """Keras's elu; ``alpha`` (> 0) scales the negative side."""
     name = "elu"
+    kink = "an ELU at 0"  # unless alpha = 1
 
     def __init__(self, alpha: float = 1.0, where: str = "elu") -> None:
         self.alpha = positive_number(alpha, "alpha", where)  # where: the caller, for errors
@@ -138,6 +141,7 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 class Selu(ActivationFunction):
     name = "selu"
+    kink = "selu at 0"
 
     def forward(self, z: Array) -> Array:
         xp = backend.get_array_module(z)
@@ -177,6 +181,7 @@ class Softsign(ActivationFunction):
 
 class HardSigmoid(ActivationFunction):
     name = "hard_sigmoid"
+    kink = "hard_sigmoid at ±2.5"
 
     def forward(self, z: Array) -> Array:
         self.y = backend.get_array_module(z).clip(0.2 * z + 0.5, 0.0, 1.0)
@@ -220,6 +225,7 @@ class Gelu(ActivationFunction):
 class LeakyRelu(ActivationFunction):
     """max(z, 0) + alpha min(z, 0), Keras's LeakyReLU layer (alpha >= 0)."""
     name = "leaky_relu"
+    kink = "a leaky ReLU at 0"
 
     def __init__(self, alpha: float = 0.3) -> None:
         self.alpha = positive_number(alpha, "alpha", "LeakyReLU", zero=True)

@@ -209,14 +209,14 @@ def numerical_gradient(f: Callable[[], float], array: Array, eps: float | None,
 
 
 def _kink_name(layers) -> str:
-    """The non-differentiable points these layers have, in words."""
+    """The non-differentiable points these layers have, in words: each layer and
+    activation that has some says so in its ``kink`` attribute."""
     names = []
     for layer in layers:
-        if type(layer).__name__ == "MaxPooling2D" and "a max-pool tie" not in names:
-            names.append("a max-pool tie")
-        if type(getattr(layer, "activation", None)).__name__ == "ReLU" \
-                and "a ReLU at 0" not in names:
-            names.append("a ReLU at 0")
+        for kink in (getattr(layer, "kink", None),
+                     getattr(getattr(layer, "activation", None), "kink", None)):
+            if kink and kink not in names:
+                names.append(kink)
     return " or ".join(names) if names else "a kink"
 
 

@@ -144,7 +144,7 @@ class Sequential:
         return ["loss", *self.metrics]
 
     # ------------------------------------------------------------ compile
-    def compile(self, optimizer: str | optimizers.SGD = "sgd",
+    def compile(self, optimizer: str | optimizers.Optimizer = "sgd",
                 loss: str | list[str] | tuple[str, ...] | losses.Loss = "categorical_crossentropy",
                 metrics: list[str] | None = None) -> None:
         if not self.layers:

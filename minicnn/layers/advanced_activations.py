@@ -23,6 +23,7 @@ from minicnn.layers.base import Layer, unsupported
 
 
 class LeakyReLU(Layer):
+    kink = "a leaky ReLU at 0"
     def __init__(self, alpha: float = 0.3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._function = activations.LeakyRelu(alpha)
@@ -39,6 +40,7 @@ class LeakyReLU(Layer):
 
 
 class ELU(Layer):
+    kink = "an ELU at 0"  # unless alpha = 1
     def __init__(self, alpha: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._function = activations.Elu(alpha, "ELU")
@@ -55,6 +57,7 @@ class ELU(Layer):
 
 
 class PReLU(Layer):
+    kink = "a PReLU at 0"
     def __init__(self, alpha_initializer: str | Callable = "zeros", alpha_regularizer: Any = None,
                  alpha_constraint: Any = None, shared_axes: int | Sequence[int] | None = None,
                  **kwargs: Any) -> None:

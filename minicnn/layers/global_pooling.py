@@ -47,6 +47,7 @@ class GlobalAveragePooling2D(_GlobalPooling2D):
 
 
 class GlobalMaxPooling2D(_GlobalPooling2D):
+    kink = "a max-pool tie"
     def _forward(self, x, training):
         n, h, w, c = x.shape
         flat = x.reshape(n, h * w, c)

@@ -18,6 +18,7 @@ from minicnn.ops import windows as win
 
 
 class MaxPooling2D(Layer):
+    kink = "a max-pool tie"  # two inputs sharing a window's maximum (gradcheck names it)
     input_ndim = 4
     commutes_with_relu = True  # max(relu(z)) == relu(max(z)): see minicnn.plan
 
