@@ -21,9 +21,10 @@ def test_get_and_set_weights_round_trip(backend):
     assert [w.shape for w in weights] == [(4, 5), (5,), (5,), (5,), (5,), (5,), (5, 3), (3,)]
     assert all(isinstance(w, np.ndarray) for w in weights)
     other.set_weights(weights)
-    for a, b in zip(other.get_weights(), weights):
+    for a, b in zip(other.get_weights(), weights):  # copies: exact on every CPU
         np.testing.assert_array_equal(a, b)
     x = np.random.default_rng(0).standard_normal((4, 2, 2, 1)).astype(np.float32)
+    # the same weights through the same code and batch: the same arithmetic, exact
     np.testing.assert_array_equal(other.predict(x), model.predict(x))
     weights[0][...] = 0  # a copy: changing it leaves the model alone
     assert np.any(model.get_weights()[0] != 0)
