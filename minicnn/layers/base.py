@@ -72,6 +72,9 @@ class Layer:
                              f"float type {backend.floatx()!r}; every layer computes in that "
                              f"one type: call minicnn.set_floatx({str(dtype)!r}) first")
         self._initial_weights = kwargs.get("weights")
+        # Drawn once per build and shared by its weights, so a seed gives the same
+        # network whatever weights a layer has (a bias draws nothing but its turn).
+        self._weight_rng = None
         # Shapes include the batch axis as None, as in Keras; both are set by build().
         self.input_shape: tuple | None = self.batch_input_shape
         self.output_shape: tuple | None = None
@@ -115,6 +118,7 @@ class Layer:
         self.input_shape = tuple(input_shape)
         self.output_shape = tuple(self.compute_output_shape(self.input_shape))
         self.built = True
+        self._weight_rng = None  # the next build draws a fresh one
 
     def maybe_build(self, input_shape: Sequence[int | None]) -> None:
         """Build for ``input_shape`` (batch axis included) unless built already.
@@ -162,7 +166,9 @@ class Layer:
         shape = tuple(positive_int(d, f"add_weight({name!r}) shape entries", self.describe())
                       for d in shape)
         init = initializers.get(initializer, f"{self.describe()} {name} initializer")
-        self.params[name] = backend.to_device(init(shape, backend.host_rng()),
+        if self._weight_rng is None:  # one generator for all of a build's weights
+            self._weight_rng = backend.host_rng()
+        self.params[name] = backend.to_device(init(shape, self._weight_rng),
                                               dtype=backend.floatx())
         self.grads[name] = None
         if not trainable:
