@@ -6,6 +6,7 @@ import pytest
 
 import minicnn
 from minicnn import backend as B
+from minicnn import initializers
 from minicnn.ops import threads as T
 from minicnn.layers import Dense, Layer
 
@@ -220,3 +221,17 @@ def test_host_threads_come_from_the_environment(monkeypatch):
     assert T.host_threads() == 3
     with pytest.raises(ValueError, match="positive integer, got 0"):
         T.set_host_threads(0)
+
+
+def test_a_build_draws_all_its_weights_from_one_generator():
+    # One host generator per build, as before layers made weights with add_weight: a
+    # bias (zeros) must not use up a seed, or every later layer's weights would move.
+    minicnn.set_seed(5)
+    first, second = Dense(3), Dense(2)
+    first.build((None, 4))
+    second.build((None, 3))
+    minicnn.set_seed(5)
+    expected = [initializers.glorot_uniform(shape, B.host_rng()).astype(np.float32)
+                for shape in ((4, 3), (3, 2))]
+    np.testing.assert_array_equal(minicnn.to_host(first.params["kernel"]), expected[0])  # same draws
+    np.testing.assert_array_equal(minicnn.to_host(second.params["kernel"]), expected[1])
