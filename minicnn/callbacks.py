@@ -11,10 +11,23 @@ Keras 2's shape: subclass ``Callback`` and override any of
 ``f(epoch, logs)`` also works: it is called at the end of every epoch.
 ``fit`` checks every callback before the first step, so a wrong one never
 costs an epoch of training.
+
+Keras 2.2.4's own callbacks, with its arguments, defaults and semantics:
+``EarlyStopping``, ``ModelCheckpoint`` (weights only, ``.npz``),
+``LearningRateScheduler``, ``ReduceLROnPlateau`` (both set ``optimizer.lr``),
+``TerminateOnNaN``, ``LambdaCallback`` and ``CSVLogger``.
 """
 from __future__ import annotations
 
+import csv
+import inspect
+import math
+import numbers
+import os
+import warnings
 from typing import Any, Callable, Iterable
+
+from minicnn.serialization import refuse_hdf5
 
 HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
          "on_batch_begin", "on_batch_end")
@@ -79,7 +92,8 @@ class CallbackList:
     def wants(self, hook: str) -> bool:
         """Does any callback define ``hook``? (batch hooks cost a host read per step)"""
         return any(callable(getattr(c, hook, None)) and
-                   getattr(type(c), hook, None) is not getattr(Callback, hook, None)
+                   (getattr(type(c), hook, None) is not getattr(Callback, hook, None)
+                    or hook in vars(c))  # LambdaCallback's functions live on the instance
                    for c in self.callbacks)
 
     def call(self, hook: str, *args: Any) -> None:
@@ -87,3 +101,366 @@ class CallbackList:
             method = getattr(callback, hook, None)
             if callable(method):
                 method(*args)
+
+
+# ------------------------------------------------------------ Keras 2.2.4's callbacks
+def _count(value: Any, owner: str, name: str) -> int:
+    """A non-negative int (patience, period, cooldown), else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{owner}: {name} must be an int >= 0, got {value!r}")
+    return int(value)
+
+
+def _improves_upwards(monitor: str, mode: str, owner: str, extra_max: tuple = ()) -> bool:
+    """Keras's mode: 'max' (bigger is better), 'min', or 'auto' (max when the name
+    holds 'acc'); an unknown mode warns and falls back to auto, as in Keras."""
+    if mode not in ("auto", "min", "max"):
+        warnings.warn(f"{owner} mode {mode} is unknown, fallback to auto mode.", RuntimeWarning)
+        mode = "auto"
+    if mode == "auto":
+        return "acc" in monitor or monitor.startswith(extra_max)
+    return mode == "max"
+
+
+def _monitored(logs: dict | None, monitor: str, message: str) -> float | None:
+    """``logs[monitor]``, or None after Keras's warning naming the metrics there are."""
+    value = (logs or {}).get(monitor)
+    if value is None:
+        warnings.warn(f"{message} conditioned on metric `{monitor}` which is not available. "
+                      f"Available metrics are: {','.join(logs or {})}", RuntimeWarning)
+    return value
+
+
+class EarlyStopping(Callback):
+    """Stop training when ``monitor`` has stopped improving (Keras 2.2.4).
+
+    An epoch improves when the value beats the best so far by more than
+    ``min_delta``; once ``patience`` epochs have passed without one, counting
+    the current one (Keras's wait >= patience, so patience 0 and 1 both stop
+    after the first), training stops. With ``baseline`` the best starts there,
+    so training also stops when the model never beats it.
+    ``restore_best_weights`` puts back the weights of the best epoch when it
+    stops (taken with ``model.get_weights()``; nothing is restored if no epoch
+    improved, where Keras 2.2.4 would fail on ``set_weights(None)``).
+    """
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0, patience: int = 0,
+                 verbose: int = 0, mode: str = "auto", baseline: float | None = None,
+                 restore_best_weights: bool = False) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.baseline = baseline
+        self.patience = _count(patience, "EarlyStopping", "patience")
+        self.verbose = verbose
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.restore_best_weights = restore_best_weights
+        self.best_weights: list | None = None
+        self.upwards = _improves_upwards(monitor, mode, "EarlyStopping")
+        # Keras keeps min_delta signed by direction: current - min_delta must beat best.
+        self.min_delta = abs(min_delta) if self.upwards else -abs(min_delta)
+        self.best = -math.inf if self.upwards else math.inf
+
+    def monitor_op(self, a: float, b: float) -> bool:
+        return a > b if self.upwards else a < b
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # Reset, so one instance can serve several fits (as in Keras).
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best_weights = None
+        if self.baseline is not None:
+            self.best = self.baseline
+        else:
+            self.best = -math.inf if self.upwards else math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        current = _monitored(logs, self.monitor, "Early stopping")
+        if current is None:
+            return
+        if self.monitor_op(current - self.min_delta, self.best):
+            self.best = current
+            self.wait = 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.stopped_epoch = epoch
+                self.model.stop_training = True
+                if self.restore_best_weights and self.best_weights is not None:
+                    if self.verbose > 0:
+                        print("Restoring model weights from the end of the best epoch")
+                    self.model.set_weights(self.best_weights)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.stopped_epoch > 0 and self.verbose > 0:
+            print(f"Epoch {self.stopped_epoch + 1:05d}: early stopping")
+
+
+class ModelCheckpoint(Callback):
+    """Save the weights after every ``period`` epochs (Keras 2.2.4).
+
+    ``filepath`` may hold ``{epoch}`` (counted from 1, as Keras) and any key of
+    the epoch's logs: ``"weights.{epoch:02d}-{val_loss:.2f}.npz"``. With
+    ``save_best_only`` a file is written only when ``monitor`` improves on its
+    best. minicnn writes weights only (``model.save_weights``, an ``.npz``
+    archive), so ``save_weights_only=True`` is required: Keras's default, False,
+    would save the whole model, which minicnn cannot write yet.
+    """
+
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", verbose: int = 0,
+                 save_best_only: bool = False, save_weights_only: bool = False,
+                 mode: str = "auto", period: int = 1) -> None:
+        super().__init__()
+        if not save_weights_only:
+            raise ValueError("ModelCheckpoint: save_weights_only=False saves the full model "
+                             "(architecture, optimizer and weights), which minicnn does not "
+                             "support yet; pass save_weights_only=True to save the weights "
+                             "(model.save_weights, an .npz file)")
+        self.filepath = os.fspath(filepath)
+        refuse_hdf5(self.filepath, "ModelCheckpoint")
+        self.monitor = monitor
+        self.verbose = verbose
+        self.save_best_only = save_best_only
+        self.save_weights_only = save_weights_only
+        self.period = _count(period, "ModelCheckpoint", "period")
+        self.epochs_since_last_save = 0
+        self.upwards = _improves_upwards(monitor, mode, "ModelCheckpoint", ("fmeasure",))
+        self.best = -math.inf if self.upwards else math.inf
+
+    def monitor_op(self, a: float, b: float) -> bool:
+        return a > b if self.upwards else a < b
+
+    def format_path(self, epoch: int, logs: dict) -> str:
+        try:
+            return self.filepath.format(epoch=epoch + 1, **logs)
+        except KeyError as exc:
+            raise KeyError(f"ModelCheckpoint: filepath {self.filepath!r} names {exc}, which "
+                           f"this epoch's logs lack; they hold epoch, "
+                           f"{', '.join(logs)}") from None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.epochs_since_last_save += 1
+        if self.epochs_since_last_save < self.period:
+            return
+        self.epochs_since_last_save = 0
+        filepath = self.format_path(epoch, logs)
+        if not self.save_best_only:
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1:05d}: saving model to {filepath}")
+            self.model.save_weights(filepath)
+            return
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(f"Can save best model only with {self.monitor} available, skipping.",
+                          RuntimeWarning)
+        elif self.monitor_op(current, self.best):
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1:05d}: {self.monitor} improved from {self.best:0.5f} "
+                      f"to {current:0.5f}, saving model to {filepath}")
+            self.best = current
+            self.model.save_weights(filepath)
+        elif self.verbose > 0:
+            print(f"\nEpoch {epoch + 1:05d}: {self.monitor} did not improve from "
+                  f"{self.best:0.5f}")
+
+
+def _takes_two_arguments(function: Callable) -> bool:
+    """Can ``function`` be called as f(epoch, lr)? (Keras tries that first)"""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature (some builtins): assume the new form
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate before every epoch (Keras 2.2.4).
+
+    ``schedule(epoch, lr)`` (epoch counted from 0, lr the current rate) or the
+    older ``schedule(epoch)`` returns the new rate, a float. Keras tries the
+    two-argument call first and falls back on a TypeError; minicnn reads the
+    function's signature to choose, so a TypeError raised inside the schedule is
+    not mistaken for the old form. The rate is the optimizer's ``lr`` (its
+    ``decay``, if any, still applies on top).
+    """
+
+    def __init__(self, schedule: Callable, verbose: int = 0) -> None:
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule must be a function "
+                            f"schedule(epoch, lr) or schedule(epoch), got {schedule!r}")
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        optimizer = getattr(self.model, "optimizer", None)
+        if not hasattr(optimizer, "lr"):
+            raise ValueError('Optimizer must have a "lr" attribute.')
+        lr = float(optimizer.lr)
+        if _takes_two_arguments(self.schedule):
+            lr = self.schedule(epoch, lr)
+        else:
+            lr = self.schedule(epoch)
+        if not isinstance(lr, numbers.Real) or isinstance(lr, numbers.Integral):  # as Keras
+            raise ValueError(f'LearningRateScheduler: the output of the "schedule" function '
+                             f"should be float, got {lr!r} for epoch {epoch}")
+        optimizer.lr = float(lr)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1:05d}: LearningRateScheduler setting learning "
+                  f"rate to {optimizer.lr}.")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["lr"] = self.model.optimizer.lr
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stalls (Keras 2.2.4).
+
+    After ``patience`` epochs without an improvement of more than ``min_delta``
+    the rate becomes max(lr * factor, min_lr) (a rate already at or below
+    min_lr is left alone). ``cooldown`` then holds the waiting off; as in Keras
+    the counter goes down before the comparison, so cooldown=c skips c - 1
+    epochs entirely.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 verbose: int = 0, mode: str = "auto", min_delta: float = 1e-4,
+                 cooldown: int = 0, min_lr: float = 0) -> None:
+        super().__init__()
+        if factor >= 1.0:
+            raise ValueError("ReduceLROnPlateau does not support a factor >= 1.0.")
+        self.monitor = monitor
+        self.factor = factor
+        self.min_lr = min_lr
+        self.min_delta = min_delta
+        self.patience = _count(patience, "ReduceLROnPlateau", "patience")
+        self.verbose = verbose
+        self.cooldown = _count(cooldown, "ReduceLROnPlateau", "cooldown")
+        self.mode = mode
+        self.upwards = _improves_upwards(monitor, mode, "Learning Rate Plateau Reducing")
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best = -math.inf if self.upwards else math.inf
+        self.cooldown_counter = 0
+        self.wait = 0
+
+    def monitor_op(self, a: float, b: float) -> bool:
+        return a > b + self.min_delta if self.upwards else a < b - self.min_delta
+
+    def in_cooldown(self) -> bool:
+        return self.cooldown_counter > 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._reset()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        optimizer = self.model.optimizer
+        if logs is not None:
+            logs["lr"] = optimizer.lr
+        current = _monitored(logs, self.monitor, "Reduce LR on plateau")
+        if current is None:
+            return
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self.monitor_op(current, self.best):
+            self.best = current
+            self.wait = 0
+        elif not self.in_cooldown():
+            self.wait += 1
+            if self.wait >= self.patience:
+                old_lr = float(optimizer.lr)
+                if old_lr > self.min_lr:
+                    optimizer.lr = max(old_lr * self.factor, self.min_lr)
+                    if self.verbose > 0:
+                        print(f"\nEpoch {epoch + 1:05d}: ReduceLROnPlateau reducing "
+                              f"learning rate to {optimizer.lr}.")
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when a batch's loss is NaN or infinite (Keras 2.2.4)."""
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            print(f"Batch {batch}: Invalid loss, terminating training")
+            self.model.stop_training = True
+
+
+class LambdaCallback(Callback):
+    """A callback made of plain functions (Keras 2.2.4): ``on_epoch_begin(epoch,
+    logs)``, ``on_epoch_end(epoch, logs)``, ``on_batch_begin(batch, logs)``,
+    ``on_batch_end(batch, logs)``, ``on_train_begin(logs)``, ``on_train_end(logs)``.
+    Only the hooks given are set, so no batch function means no per-batch cost."""
+
+    def __init__(self, on_epoch_begin: Callable | None = None,
+                 on_epoch_end: Callable | None = None, on_batch_begin: Callable | None = None,
+                 on_batch_end: Callable | None = None, on_train_begin: Callable | None = None,
+                 on_train_end: Callable | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        self.__dict__.update(kwargs)  # Keras keeps extra keywords as attributes
+        given = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end,
+                 "on_batch_begin": on_batch_begin, "on_batch_end": on_batch_end,
+                 "on_train_begin": on_train_begin, "on_train_end": on_train_end}
+        for hook, function in given.items():
+            if function is None:
+                continue
+            if not callable(function):
+                raise TypeError(f"LambdaCallback: {hook} must be a function, got {function!r}")
+            setattr(self, hook, function)
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs to a CSV file (Keras 2.2.4): a header ``epoch`` and
+    the sorted log keys, then one row per epoch (epoch counted from 0, as Keras).
+    Rows are written and flushed one by one, as Keras does, so the file holds
+    every finished epoch even if training stops early; ``append=True`` adds to an
+    existing file (its header only if the file is empty). An epoch ended by
+    ``stop_training`` writes NA for the keys it lacks (a batch-level stop skips
+    validation)."""
+
+    def __init__(self, filename: str | os.PathLike, separator: str = ",",
+                 append: bool = False) -> None:
+        super().__init__()
+        self.sep = separator
+        self.filename = os.fspath(filename)
+        self.append = append
+        self.writer: csv.DictWriter | None = None
+        self.keys: list[str] | None = None
+        self.append_header = True
+        self.csv_file: Any = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.writer, self.keys, self.append_header = None, None, True
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, "r") as f:
+                self.append_header = not f.readline()
+        self.csv_file = open(self.filename, "a" if self.append else "w", newline="\n")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+        if self.model is not None and getattr(self.model, "stop_training", False):
+            logs = {key: logs.get(key, "NA") for key in self.keys}
+        if self.writer is None:
+            dialect = type("CustomDialect", (csv.excel,), {"delimiter": self.sep})
+            self.writer = csv.DictWriter(self.csv_file, fieldnames=["epoch"] + self.keys,
+                                         dialect=dialect)
+            if self.append_header:
+                self.writer.writeheader()
+        self.writer.writerow({"epoch": epoch, **{key: logs[key] for key in self.keys}})
+        self.csv_file.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.csv_file is not None:
+            self.csv_file.close()
+        self.csv_file, self.writer = None, None

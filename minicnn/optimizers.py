@@ -123,6 +123,10 @@ class Optimizer:
         """Keras 2's name for the initial learning rate."""
         return self.learning_rate
 
+    @lr.setter
+    def lr(self, value: float) -> None:  # Keras's K.set_value(optimizer.lr, ...)
+        self.learning_rate = self._check(value, "lr", 0.0)
+
     def get_state(self) -> dict:
         """What a restart needs: ``{"iterations": t, slot: {layer: {weight: array}}}`` for
         every slot (the live arrays, on the backend: copy them to keep a snapshot)."""
