@@ -207,6 +207,14 @@ def test_scheduler_sets_the_optimizers_rate_in_fit():
     assert model.optimizer.lr == 0.25 and model.optimizer.learning_rate == 0.25
 
 
+def test_history_records_what_callbacks_add_to_the_logs():
+    # Keras's History runs after the other callbacks, so the scheduler's "lr" is kept.
+    x, y = data()
+    history = tiny_model().fit(x, y, epochs=3, batch_size=4, verbose=0,
+                               callbacks=[LearningRateScheduler(lambda epoch: 0.5 ** epoch)])
+    assert history.history["lr"] == [1.0, 0.5, 0.25]
+
+
 def test_scheduler_two_argument_form_and_logs():
     model = tiny_model(lr=0.1)
     scheduler = LearningRateScheduler(lambda epoch, lr: lr * 0.5)

@@ -115,9 +115,11 @@ class Trainer:
             for epoch in range(epoch, self.epochs):
                 self.callbacks.call("on_epoch_begin", epoch, {})
                 logs = self.run_epoch(epoch)
+                # Callbacks first, as Keras runs its History last: what they add to the
+                # logs (a scheduler's "lr") is recorded and checkpointed too.
+                self.callbacks.call("on_epoch_end", epoch, logs)
                 history.append(epoch, logs)
                 self.save(epoch + 1)
-                self.callbacks.call("on_epoch_end", epoch, logs)
                 if self.stop:  # the signal came during validation or the save
                     raise TrainingInterrupted(self.interrupt_message(epoch + 1, 0))
                 if model.stop_training:  # a callback asked (Keras's EarlyStopping does)
