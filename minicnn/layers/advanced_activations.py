@@ -22,42 +22,42 @@ from minicnn import activations, backend, initializers
 from minicnn.layers.base import Layer, unsupported
 
 
-class LeakyReLU(Layer):
+class _AlphaActivation(Layer):
+    """A layer that applies one activation function of ``minicnn.activations``
+    whose shape is set by ``alpha``; the function holds the maths and its cache."""
+
+    def __init__(self, function: activations.ActivationFunction, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._function = function
+        self.alpha = function.alpha
+
+    def _forward(self, x, training):
+        return self._function.forward(x)
+
+    def _backward(self, grad):
+        return self._function.backward(grad)
+
+    def config(self) -> dict:
+        return {"alpha": self.alpha}
+
+
+class LeakyReLU(_AlphaActivation):
     kink = "a leaky ReLU at 0"
+
     def __init__(self, alpha: float = 0.3, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._function = activations.LeakyRelu(alpha)
-        self.alpha = self._function.alpha
-
-    def _forward(self, x, training):
-        return self._function.forward(x)
-
-    def _backward(self, grad):
-        return self._function.backward(grad)
-
-    def config(self) -> dict:
-        return {"alpha": self.alpha}
+        super().__init__(activations.LeakyRelu(alpha), **kwargs)
 
 
-class ELU(Layer):
+class ELU(_AlphaActivation):
     kink = "an ELU at 0"  # unless alpha = 1
+
     def __init__(self, alpha: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._function = activations.Elu(alpha, "ELU")
-        self.alpha = self._function.alpha
-
-    def _forward(self, x, training):
-        return self._function.forward(x)
-
-    def _backward(self, grad):
-        return self._function.backward(grad)
-
-    def config(self) -> dict:
-        return {"alpha": self.alpha}
+        super().__init__(activations.Elu(alpha, "ELU"), **kwargs)
 
 
 class PReLU(Layer):
     kink = "a PReLU at 0"
+
     def __init__(self, alpha_initializer: str | Callable = "zeros", alpha_regularizer: Any = None,
                  alpha_constraint: Any = None, shared_axes: int | Sequence[int] | None = None,
                  **kwargs: Any) -> None:

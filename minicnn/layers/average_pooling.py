@@ -17,36 +17,14 @@ dy / count (backward).
 """
 from __future__ import annotations
 
-from typing import Any
 
 from minicnn import backend
-from minicnn.layers.base import Layer, check_data_format, check_padding, pair
+from minicnn.layers.pooling import Pooling2D
 from minicnn.ops import windows as win
 
 
-class AveragePooling2D(Layer):
-    input_ndim = 4
-
-    def __init__(self, pool_size: int | tuple[int, int] = (2, 2),
-                 strides: int | tuple[int, int] | None = None, padding: str = "valid",
-                 data_format: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        check_data_format(data_format, "AveragePooling2D")
-        self.pool_size = pair(pool_size, "pool_size", "AveragePooling2D")
-        self.strides = pair(strides if strides is not None else self.pool_size, "strides",
-                            "AveragePooling2D")
-        self.padding = check_padding(padding, "AveragePooling2D")
-        self._cache = None
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        n, h, w, c = input_shape
-        (ph, pw), (sh, sw) = self.pool_size, self.strides
-        oh = win.output_length(h, ph, sh, self.padding)
-        ow = win.output_length(w, pw, sw, self.padding)
-        if oh < 1 or ow < 1:
-            raise ValueError(f"{self.describe()}: pool {self.pool_size} with padding 'valid' "
-                             f"does not fit an input of {h}x{w}")
-        return n, oh, ow, c
+class AveragePooling2D(Pooling2D):
+    _cache = None  # the input geometry, kept by a forward for backward
 
     def _geometry(self, h: int, w: int):
         (ph, pw), (sh, sw) = self.pool_size, self.strides
@@ -87,6 +65,3 @@ class AveragePooling2D(Layer):
             for j in range(self.pool_size[1]):
                 win.window(dpadded, i, j, self.strides, out)[...] += share
         return win.crop(dpadded, pads).copy()
-
-    def config(self) -> dict:
-        return {"pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}

@@ -17,21 +17,20 @@ from minicnn.layers.base import Layer, check_data_format, check_padding, pair
 from minicnn.ops import windows as win
 
 
-class MaxPooling2D(Layer):
-    kink = "a max-pool tie"  # two inputs sharing a window's maximum (gradcheck names it)
+class Pooling2D(Layer):
+    """What every 2-D pooling layer shares (Keras's _Pooling2D): its window, strides
+    and padding, and the output shape they give."""
     input_ndim = 4
-    commutes_with_relu = True  # max(relu(z)) == relu(max(z)): see minicnn.plan
 
     def __init__(self, pool_size: int | tuple[int, int] = (2, 2),
                  strides: int | tuple[int, int] | None = None, padding: str = "valid",
                  data_format: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_data_format(data_format, "MaxPooling2D")
-        self.pool_size = pair(pool_size, "pool_size", "MaxPooling2D")
-        self.strides = pair(strides if strides is not None else self.pool_size, "strides",
-                            "MaxPooling2D")
-        self.padding = check_padding(padding, "MaxPooling2D")
-        self._cache: ops.PoolCache | None = None
+        kind = type(self).__name__
+        check_data_format(data_format, kind)
+        self.pool_size = pair(pool_size, "pool_size", kind)
+        self.strides = pair(strides if strides is not None else self.pool_size, "strides", kind)
+        self.padding = check_padding(padding, kind)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         n, h, w, c = input_shape
@@ -43,6 +42,15 @@ class MaxPooling2D(Layer):
                              f"does not fit an input of {h}x{w}")
         return n, oh, ow, c
 
+    def config(self) -> dict:
+        return {"pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}
+
+
+class MaxPooling2D(Pooling2D):
+    kink = "a max-pool tie"  # two inputs sharing a window's maximum (gradcheck names it)
+    commutes_with_relu = True  # max(relu(z)) == relu(max(z)): see minicnn.plan
+    _cache: ops.PoolCache | None = None  # the winners, kept by a forward for backward
+
     def _forward(self, x, training):
         y, self._cache = ops.max_pool_forward(x, self.pool_size, self.strides, self.padding,
                                               self.keep_cache)
@@ -52,6 +60,3 @@ class MaxPooling2D(Layer):
         if self._cache is None:
             raise RuntimeError(f"{self.describe()}: backward needs a forward with training=True")
         return ops.max_pool_backward(grad, self._cache)
-
-    def config(self) -> dict:
-        return {"pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}
