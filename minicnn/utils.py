@@ -25,3 +25,26 @@ def to_categorical(y: ArrayLike, num_classes: int | None = None, dtype: str = "f
     out = np.zeros((y.shape[0], num_classes), dtype=dtype)
     out[np.arange(y.shape[0]), y] = 1
     return out
+
+
+class Sequence:
+    """Keras's ``keras.utils.Sequence``: a dataset of batches that knows its length.
+
+    Subclasses implement ``__getitem__(index)`` returning one batch, ``(x, y)`` or
+    ``(x, y, sample_weight)``, and ``__len__()``, the number of batches in an
+    epoch. ``fit`` calls ``on_epoch_end()`` after every epoch (shuffle there).
+    Indexing by batch, not by a stateful iterator, makes an epoch repeatable.
+    """
+
+    def __getitem__(self, index: int):
+        raise NotImplementedError(f"{type(self).__name__}: a Sequence implements __getitem__")
+
+    def __len__(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__}: a Sequence implements __len__")
+
+    def on_epoch_end(self) -> None:
+        """Called by ``fit`` at the end of every epoch; does nothing by default."""
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
