@@ -154,12 +154,9 @@ UNSUPPORTED = [
       for name, make in (("Conv2D", lambda: Conv2D(2, 3, data_format="channels_first")),
                          ("MaxPooling2D", lambda: MaxPooling2D(data_format="channels_first")),
                          ("Flatten", lambda: Flatten(data_format="channels_first")))],
-    pytest.param(lambda: Conv2D(2, 3, dilation_rate=(2, 2)), ValueError,
-                 r"dilation_rate=\(2, 2\) is not supported.*dilation_rate=\(1, 1\)",
-                 id="Conv2D-dilation_rate=(2, 2)"),
-    pytest.param(lambda: Conv2D(2, 3, dilation_rate=2), ValueError,
-                 r"dilation_rate=2 is not supported.*dilation_rate=\(1, 1\)",
-                 id="Conv2D-dilation_rate=2"),
+    pytest.param(lambda: Conv2D(2, 3, strides=2, dilation_rate=2), ValueError,
+                 r"strides=\(2, 2\) with dilation_rate=\(2, 2\) is not supported",
+                 id="Conv2D-strides-and-dilation_rate"),
     *[pytest.param(lambda arg=arg, value=value: Dense(2, **{arg: value}),
                    ValueError, rf"Dense: {arg}='{value}' is not supported.*{arg}=None",
                    id=f"Dense-{arg}")
@@ -211,12 +208,13 @@ def test_unsupported_keras_values_are_refused_by_name(make, error, pattern):
     lambda: Flatten(data_format="channels_last"),
     lambda: Conv2D(2, 3, dilation_rate=1),
     lambda: Conv2D(2, 3, dilation_rate=(1, 1)),
+    lambda: Conv2D(2, 3, dilation_rate=(2, 3)),
     lambda: Dense(2, dtype="float32"),
     lambda: Conv2D(2, 3, dtype=np.dtype("float32")),
     lambda: Dropout(0.5, seed=3, name="drop", trainable=False),
     lambda: Activation("relu", batch_size=4, input_shape=(8, 8, 3)),
 ], ids=["conv-channels_last", "pool-channels_last", "flatten-channels_last", "dilation-1",
-        "dilation-(1, 1)", "dtype-float32", "dtype-np.dtype", "dropout-seed", "batch_size"])
+        "dilation-(1, 1)", "dilation-(2, 3)", "dtype-float32", "dtype-np.dtype", "dropout-seed", "batch_size"])
 def test_supported_values_of_the_same_arguments_are_accepted(make):
     make()
 

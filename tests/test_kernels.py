@@ -296,8 +296,8 @@ def test_tutorial_like_model_trains_the_same_on_kernels(kernel_emulator):
 
 # ---------------------------------------------------------------- a wrong kernel is caught
 @pytest.mark.parametrize("module,name,old,new", [
-    (win, "COL2IM", "window_holding(py, ky, SH, OH)",
-     "window_holding(py, ky, 1, OH)"),                            # forgets the stride
+    (win, "COL2IM", "window_holding(py, ky * DH, SH, OH)",
+     "window_holding(py, ky * DH, 1, OH)"),                       # forgets the stride
     (win, "IM2COL", "oy * SH + ky", "oy + ky"),                  # wrong row
     (pooling_ops, "MAX_POOL", "v > best", "v >= best"),       # last winner on ties
     (elementwise, "DROPOUT", "u >= rate", "u < rate"),         # keeps the dropped
@@ -349,11 +349,11 @@ def test_emulator_refuses_arguments_cupy_would_refuse(kernel_emulator):
     x = np.zeros((1, 3, 3, 1), dtype=np.float32)
     out = np.zeros((1, 9), dtype=np.float64)
     with pytest.raises(TypeError, match="T is already"):
-        run(x, 3, 3, 1, 1, 1, 3, 3, 1, 1, out)
-    with pytest.raises(TypeError, match="expected 11 arguments"):
+        run(x, 3, 3, 1, 1, 1, 3, 3, 1, 1, 1, 1, out)
+    with pytest.raises(TypeError, match="expected 13 arguments"):
         run(x, out)
     with pytest.raises(ValueError, match="C-contiguous"):
-        run(np.zeros((1, 3, 6, 1), np.float32)[:, :, ::2], 3, 3, 1, 1, 1, 3, 3, 1, 1,
+        run(np.zeros((1, 3, 6, 1), np.float32)[:, :, ::2], 3, 3, 1, 1, 1, 3, 3, 1, 1, 1, 1,
             out.astype(np.float32))
 
 

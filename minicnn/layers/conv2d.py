@@ -1,10 +1,18 @@
 """2-D convolution, channels-last, as one matrix product over im2col.
 
 Forward (W reshaped to (kh*kw*c_in, filters)):
+    y[n, oy, ox, f] = b[f] + sum_{i,j,c} x[n, oy*sh + i*dh, ox*sw + j*dw, c] W[i, j, c, f]
     col = im2col(x)                     (N*OH*OW, kh*kw*c_in)
     y   = col @ W + b                   (N*OH*OW, filters) -> (N, OH, OW, filters)
 Backward, with dy flattened the same way:
     dW = col^T @ dy      db = sum over rows of dy      dx = col2im(dy @ W^T)
+
+A dilation_rate (dh, dw) spaces the kernel's taps dh rows and dw columns apart:
+the window spans dh*(kh-1)+1 by dw*(kw-1)+1 pixels, and 'valid' / 'same' output
+sizes and padding are those of a dense kernel that size (as Keras and TF compute
+them); dilation 1 is the plain convolution. Only im2col's reads and col2im's
+adds move; the products are the same. As in Keras, strides and dilation_rate
+cannot both be above 1.
 
 ``ops.conv2d_forward`` and ``ops.conv2d_backward`` compute these lines; the
 plain version is in ``minicnn/ops/reference.py``, the fast one (the bias as an
@@ -36,15 +44,17 @@ class Conv2D(Layer):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_data_format(data_format, "Conv2D")
-        if pair(dilation_rate, "dilation_rate", "Conv2D") != (1, 1):
-            raise ValueError(f"Conv2D: dilation_rate={dilation_rate!r} is not supported; "
-                             "minicnn takes dilation_rate=(1, 1) (Keras's default)")
         unsupported("Conv2D", kernel_regularizer=kernel_regularizer,
                     bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
                     kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
         self.filters = positive_int(filters, "filters", "Conv2D")
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2D")
         self.strides = pair(strides, "strides", "Conv2D")
+        self.dilation_rate = pair(dilation_rate, "dilation_rate", "Conv2D")
+        if self.dilation_rate != (1, 1) and self.strides != (1, 1):
+            raise ValueError(f"Conv2D: strides={self.strides} with dilation_rate="
+                             f"{self.dilation_rate} is not supported: as in Keras, strides > 1 "
+                             "cannot be combined with dilation_rate > 1")
         self.padding = check_padding(padding, "Conv2D")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer, "Conv2D kernel_initializer")
@@ -58,12 +68,15 @@ class Conv2D(Layer):
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         n, h, w, _ = input_shape
-        (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        oh = win.output_length(h, kh, sh, self.padding)
-        ow = win.output_length(w, kw, sw, self.padding)
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation_rate
+        oh = win.output_length(h, win.dilated(kh, dh), sh, self.padding)
+        ow = win.output_length(w, win.dilated(kw, dw), sw, self.padding)
         if oh < 1 or ow < 1:
-            raise ValueError(f"{self.describe()}: kernel {self.kernel_size} with padding "
-                             f"'valid' does not fit an input of {h}x{w}")
+            dilation = ("" if self.dilation_rate == (1, 1) else
+                        f" and dilation_rate {self.dilation_rate} (a window of "
+                        f"{win.dilated(kh, dh)}x{win.dilated(kw, dw)})")
+            raise ValueError(f"{self.describe()}: kernel {self.kernel_size}{dilation} with "
+                             f"padding 'valid' does not fit an input of {h}x{w}")
         return n, oh, ow, self.filters
 
     def im2col_shapes(self, input_shape: tuple[int, ...]
@@ -91,7 +104,8 @@ class Conv2D(Layer):
     def _forward(self, x, training):
         bias = self.params["bias"] if self.use_bias else None
         y, self._cache = ops.conv2d_forward(x, self.params["kernel"], bias, self.strides,
-                                            self.padding, self.keep_cache, self._workspace)
+                                            self.padding, self.keep_cache, self._workspace,
+                                            self.dilation_rate)
         return y
 
     def _backward(self, grad):
@@ -106,5 +120,6 @@ class Conv2D(Layer):
 
     def config(self) -> dict:
         return {"filters": self.filters, "kernel_size": self.kernel_size,
-                "strides": self.strides, "padding": self.padding, "use_bias": self.use_bias,
+                "strides": self.strides, "padding": self.padding,
+                "dilation_rate": self.dilation_rate, "use_bias": self.use_bias,
                 "activation": activations.name_of(self.activation)}

@@ -57,11 +57,12 @@ def use_ops(name: str) -> Iterator[None]:
 
 
 def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[int, int],
-                   padding: str, keep_cache: bool, workspace: Workspace
-                   ) -> tuple[Array, ConvCache | None]:
-    """y = im2col(pad(x)) @ W + b, and the cache backward needs (if ``keep_cache``)."""
+                   padding: str, keep_cache: bool, workspace: Workspace,
+                   dilation: tuple[int, int] = (1, 1)) -> tuple[Array, ConvCache | None]:
+    """y = im2col(pad(x)) @ W + b, and the cache backward needs (if ``keep_cache``);
+    ``dilation`` spaces the kernel's taps (the cache keeps it for backward)."""
     return _state["impl"].conv2d_forward(x, kernel, bias, strides, padding, keep_cache,
-                                         workspace)
+                                         workspace, dilation)
 
 
 def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,

@@ -3,6 +3,9 @@
     y  = [col 1] @ [W; b]                  [dW; db] = [col 1]^T @ dy
     dx = col2im(dy @ W^T)
 
+A dilation (dh, dw) changes only where im2col reads and col2im adds: the tap
+(i, j) sits at pixel offset (i*dh, j*dw) of its window (see ``windows``).
+
 The bias rides along in the products: col gets a last column of ones and W a
 last row holding b, so each line is one BLAS call and no extra pass over the
 output adds b or sums dy (for the first layer's 29 MB output such a pass costs
@@ -34,6 +37,7 @@ class ConvCache(NamedTuple):
     strides: tuple[int, int]
     pads: tuple[tuple[int, int], tuple[int, int]]
     out_hw: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
 
 
 class Workspace:
@@ -70,16 +74,17 @@ def weight_matrix(kernel: Array, bias: Array | None) -> Array:
 
 
 def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[int, int],
-                   padding: str, keep_cache: bool, workspace: Workspace
-                   ) -> tuple[Array, ConvCache | None]:
+                   padding: str, keep_cache: bool, workspace: Workspace,
+                   dilation: tuple[int, int] = (1, 1)) -> tuple[Array, ConvCache | None]:
     """y = [col 1] @ [W; b], reshaped to (N, OH, OW, filters); the cache if asked."""
     xp = backend.get_array_module(x)
     n, h, w, c = x.shape
     kh, kw, _, f = kernel.shape
-    pads = (win.padding_amounts(h, kh, strides[0], padding),
-            win.padding_amounts(w, kw, strides[1], padding))
-    oh, ow = (win.output_length(h, kh, strides[0], padding),
-              win.output_length(w, kw, strides[1], padding))
+    span_h, span_w = win.dilated(kh, dilation[0]), win.dilated(kw, dilation[1])
+    pads = (win.padding_amounts(h, span_h, strides[0], padding),
+            win.padding_amounts(w, span_w, strides[1], padding))
+    oh, ow = (win.output_length(h, span_h, strides[0], padding),
+              win.output_length(w, span_w, strides[1], padding))
     x_padded = win.pad(x, pads)
     k, rows = kh * kw * c, oh * ow  # col's columns (before the ones), col's rows per image
     matrix = weight_matrix(kernel, bias)
@@ -94,9 +99,11 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
     for start in range(0, n, block):
         stop = min(start + block, n)
         part = col[:(stop - start) * rows]
-        win.im2col(x_padded[start:stop], (kh, kw), strides, (oh, ow), out=part[:, :k])
+        win.im2col(x_padded[start:stop], (kh, kw), strides, (oh, ow), out=part[:, :k],
+                   dilation=dilation)
         xp.matmul(part, matrix, out=y[start * rows:stop * rows])
-    cache = ConvCache(col, matrix, x_padded.shape, strides, pads, (oh, ow)) if keep_cache else None
+    cache = (ConvCache(col, matrix, x_padded.shape, strides, pads, (oh, ow), dilation)
+             if keep_cache else None)
     return y.reshape(n, oh, ow, f), cache
 
 
@@ -121,7 +128,7 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
         # On a GPU the whole dcol is cheap to hold, and one product plus one
         # col2im kernel beat 2*kh*kw small launches.
         dx = win.col2im(dy @ kernel.reshape(k, f).T, cache.padded_shape, (kh, kw),
-                        cache.strides, cache.out_hw)
+                        cache.strides, cache.out_hw, cache.dilation)
     else:
         # On the host, one kernel offset (i, j) at a time: dcol's columns for (i, j)
         # are dy @ W[i, j]^T, added onto the window at (i, j) right away. The same
@@ -129,9 +136,10 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
         # tutorial's second layer, is never written and read back.
         dx = xp.zeros(cache.padded_shape, dtype=dy.dtype)
         part = workspace.get("dcol part", (dy.shape[0], c_in), dy)
+        dh, dw = cache.dilation
         for i in range(kh):
             for j in range(kw):
                 xp.matmul(dy, kernel[i, j].T, out=part)
-                win.add_into(win.window(dx, i, j, cache.strides, cache.out_hw),
+                win.add_into(win.window(dx, i * dh, j * dw, cache.strides, cache.out_hw),
                              part.reshape(n, oh, ow, c_in))
     return win.crop(dx, cache.pads), d_kernel, d_bias

@@ -7,7 +7,8 @@ They take and return what the fast ops do (the caches are the same NamedTuples),
 and run on every backend: they ask ``backend.get_array_module`` for the array
 module and launch no kernels.
 
-    im2col:   col[(n, oy, ox), (i, j, c)] = x[n, oy*sh + i, ox*sw + j, c]
+    im2col:   col[(n, oy, ox), (i, j, c)] = x[n, oy*sh + i*dh, ox*sw + j*dw, c]
+              (dilation (dh, dw): the taps of a window are dh rows, dw columns apart)
     col2im:   its adjoint, adding each window offset's columns back onto x
     conv2d:   y = col @ W + b;   dW = col^T @ dy,  db = sum of dy,  dx = col2im(dy @ W^T)
     max pool: y = the max over the window offsets, the winner their argmax;
@@ -25,50 +26,54 @@ from minicnn.ops.pooling import PoolCache
 
 
 def im2col(x: Array, kernel_size: tuple[int, int], strides: tuple[int, int],
-           out_hw: tuple[int, int]) -> Array:
+           out_hw: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -> Array:
     """(N, H, W, C) -> (N*OH*OW, KH*KW*C): one row per output pixel, one block of C
-    columns per window offset (i, j), filled from the strided slice at (i, j)."""
+    columns per kernel tap (i, j), filled from the strided slice at (i*dh, j*dw)."""
     xp = backend.get_array_module(x)
     n, _, _, c = x.shape
-    (kh, kw), (oh, ow) = kernel_size, out_hw
+    (kh, kw), (oh, ow), (dh, dw) = kernel_size, out_hw, dilation
     col = xp.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            col[:, :, :, i, j, :] = win.window(x, i, j, strides, out_hw)
+            col[:, :, :, i, j, :] = win.window(x, i * dh, j * dw, strides, out_hw)
     return col.reshape(n * oh * ow, kh * kw * c)
 
 
 def col2im(col: Array, x_shape: tuple[int, ...], kernel_size: tuple[int, int],
-           strides: tuple[int, int], out_hw: tuple[int, int]) -> Array:
-    """Adjoint of im2col: each offset's columns added back onto its window of x."""
+           strides: tuple[int, int], out_hw: tuple[int, int],
+           dilation: tuple[int, int] = (1, 1)) -> Array:
+    """Adjoint of im2col: each tap's columns added back onto its window of x."""
     xp = backend.get_array_module(col)
     n, _, _, c = x_shape
-    (kh, kw), (oh, ow) = kernel_size, out_hw
+    (kh, kw), (oh, ow), (dh, dw) = kernel_size, out_hw, dilation
     cols = col.reshape(n, oh, ow, kh, kw, c)
     x = xp.zeros(x_shape, dtype=col.dtype)
     for i in range(kh):
         for j in range(kw):
-            win.window(x, i, j, strides, out_hw)[...] += cols[:, :, :, i, j, :]
+            win.window(x, i * dh, j * dw, strides, out_hw)[...] += cols[:, :, :, i, j, :]
     return x
 
 
 def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[int, int],
-                   padding: str, keep_cache: bool, workspace: Workspace
-                   ) -> tuple[Array, ConvCache | None]:
-    """y = im2col(pad(x)) @ W + b, reshaped to (N, OH, OW, filters). (No workspace.)"""
+                   padding: str, keep_cache: bool, workspace: Workspace,
+                   dilation: tuple[int, int] = (1, 1)) -> tuple[Array, ConvCache | None]:
+    """y = im2col(pad(x)) @ W + b, reshaped to (N, OH, OW, filters). (No workspace.)
+    A window spans d*(k-1)+1 pixels per axis: the padding and OH, OW follow from that."""
     n, h, w, _ = x.shape
     kh, kw, _, f = kernel.shape
-    pads = (win.padding_amounts(h, kh, strides[0], padding),
-            win.padding_amounts(w, kw, strides[1], padding))
-    out_hw = (win.output_length(h, kh, strides[0], padding),
-              win.output_length(w, kw, strides[1], padding))
+    span_h, span_w = win.dilated(kh, dilation[0]), win.dilated(kw, dilation[1])
+    pads = (win.padding_amounts(h, span_h, strides[0], padding),
+            win.padding_amounts(w, span_w, strides[1], padding))
+    out_hw = (win.output_length(h, span_h, strides[0], padding),
+              win.output_length(w, span_w, strides[1], padding))
     x_padded = win.pad(x, pads)
-    col = im2col(x_padded, (kh, kw), strides, out_hw)
+    col = im2col(x_padded, (kh, kw), strides, out_hw, dilation)
     matrix = kernel.reshape(-1, f)
     y = col @ matrix
     if bias is not None:
         y = y + bias
-    cache = ConvCache(col, matrix, x_padded.shape, strides, pads, out_hw) if keep_cache else None
+    cache = (ConvCache(col, matrix, x_padded.shape, strides, pads, out_hw, dilation)
+             if keep_cache else None)
     return y.reshape(n, *out_hw, f), cache
 
 
@@ -83,7 +88,8 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
     if not input_grad:
         return None, d_kernel, d_bias
     dcol = dy @ cache.matrix.T
-    dx = col2im(dcol, cache.padded_shape, (kh, kw), cache.strides, cache.out_hw)
+    dx = col2im(dcol, cache.padded_shape, (kh, kw), cache.strides, cache.out_hw,
+                cache.dilation)
     return win.crop(dx, cache.pads), d_kernel, d_bias
 
 

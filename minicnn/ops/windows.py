@@ -3,7 +3,11 @@
 ``im2col`` lays every kh x kw x C window of the input out as one row, so a
 convolution becomes a single matrix product::
 
-    col[(n, oy, ox), (i, j, c)] = x[n, oy*sh + i, ox*sw + j, c]
+    col[(n, oy, ox), (i, j, c)] = x[n, oy*sh + i*dh, ox*sw + j*dw, c]
+
+(dh, dw) is the dilation: the window's taps are dh rows and dw columns apart,
+so it spans d*(k-1)+1 pixels along each axis (``dilated``); 1 is the plain,
+dense window.
 
 Channels-last makes this cheap: the view (N, OH, OW, KH, KW, C) of x is just
 x with other strides, and its last axis (C) is already contiguous, so laying
@@ -35,8 +39,14 @@ from minicnn.ops.threads import over_batch
 PADDINGS = ("valid", "same")
 
 
+def dilated(window: int, dilation: int) -> int:
+    """The span d*(k-1)+1 of a k-tap window whose taps are d apart (k itself when d is 1)."""
+    return dilation * (window - 1) + 1
+
+
 def output_length(size: int, window: int, stride: int, padding: str) -> int:
-    """Keras's output length: floor((size - window) / stride) + 1, or ceil(size / stride)."""
+    """Keras's output length: floor((size - window) / stride) + 1, or ceil(size / stride).
+    (For a dilated window, ``window`` is its span, ``dilated(k, d)``.)"""
     if padding == "same":
         return math.ceil(size / stride)
     return (size - window) // stride + 1
@@ -68,19 +78,21 @@ def crop(x: Array, pads: tuple[tuple[int, int], tuple[int, int]]) -> Array:
 
 def window(x: Array, i: int, j: int, strides: tuple[int, int], out_hw: tuple[int, int]
            ) -> Array:
-    """The strided slice x[:, i + sh*oy, j + sw*ox, :] for all (oy, ox): kernel offset (i, j)."""
+    """The strided slice x[:, i + sh*oy, j + sw*ox, :] for all (oy, ox): kernel offset (i, j)
+    (in pixels: the tap (i, j) of a dilated kernel is at offset (i*dh, j*dw))."""
     (sh, sw), (oh, ow) = strides, out_hw
     return x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
 
 
 def windows(x: Array, kernel: tuple[int, int], strides: tuple[int, int],
-            out_hw: tuple[int, int]) -> Array:
+            out_hw: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -> Array:
     """The strided view (N, OH, OW, KH, KW, C) of x: element [n, oy, ox, i, j, c] is
-    x[n, oy*sh + i, ox*sw + j, c]. No copy: it shares x's memory."""
+    x[n, oy*sh + i*dh, ox*sw + j*dw, c]. No copy: it shares x's memory."""
     n, _, _, c = x.shape
-    (kh, kw), (sh, sw), (oh, ow) = kernel, strides, out_hw
+    (kh, kw), (sh, sw), (oh, ow), (dh, dw) = kernel, strides, out_hw, dilation
     s_n, s_h, s_w, s_c = x.strides
-    return backend.as_strided(x, (n, oh, ow, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
+    return backend.as_strided(x, (n, oh, ow, kh, kw, c),
+                              (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c))
 
 
 # Index maths the window kernels share (CUDA source, given to each as its preamble).
@@ -93,8 +105,8 @@ __device__ inline void nhwc_of(ptrdiff_t i, int H, int W, int C,
   y = (i / ((ptrdiff_t)C * W)) % H;
   img = i / ((ptrdiff_t)C * W * H);
 }
-/* Along one axis: the window (0 <= o < count) that holds pixel p at offset k,
-   i.e. starts at p - k = o * stride; -1 when no window does. */
+/* Along one axis: the window (0 <= o < count) that holds pixel p at offset k
+   (in pixels: tap * dilation), i.e. starts at p - k = o * stride; -1 when none does. */
 __device__ inline int window_holding(int p, int k, int stride, int count) {
   const int start = p - k;
   if (start < 0 || start % stride != 0 || start / stride >= count) return -1;
@@ -103,27 +115,27 @@ __device__ inline int window_holding(int p, int k, int stride, int count) {
 """
 
 # One thread per element col[r, q]: r = (n, oy, ox) is the output pixel and
-# q = (ky, kx, c) the place in its window, so the value is x[n, oy*SH+ky, ox*SW+kx, c].
+# q = (ky, kx, c) the tap in its window, so the value is x[n, oy*SH+ky*DH, ox*SW+kx*DW, c].
 IM2COL = Kernel(
     name="minicnn_im2col",
     in_params="raw T x, int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 KH, int32 KW, "
-              "int32 SH, int32 SW",
+              "int32 SH, int32 SW, int32 DH, int32 DW",
     out_params="T col",
     operation="""
 const ptrdiff_t q = i % ((ptrdiff_t)KH * KW * C), r = i / ((ptrdiff_t)KH * KW * C);
 const int c = q % C, kx = (q / C) % KW, ky = q / ((ptrdiff_t)C * KW);
 const int ox = r % OW, oy = (r / OW) % OH;
 const ptrdiff_t img = r / ((ptrdiff_t)OW * OH);
-col = x[((img * H + oy * SH + ky) * W + ox * SW + kx) * C + c];
+col = x[((img * H + oy * SH + ky * DH) * W + ox * SW + kx * DW) * C + c];
 """)
 
-# One thread per element dx[n, py, px, c]: the sum over the kernel offsets (ky, kx)
-# whose window covers the pixel, of the column that offset wrote. Gathering
+# One thread per element dx[n, py, px, c]: the sum over the kernel taps (ky, kx)
+# whose window covers the pixel, of the column that tap wrote. Gathering
 # (not scattering) means no two threads write one element: no atomics.
 COL2IM = Kernel(
     name="minicnn_col2im",
     in_params="raw T col, int32 H, int32 W, int32 C, int32 OH, int32 OW, int32 KH, int32 KW, "
-              "int32 SH, int32 SW",
+              "int32 SH, int32 SW, int32 DH, int32 DW",
     out_params="T dx",
     operation="""
 ptrdiff_t img;
@@ -131,10 +143,10 @@ int py, px, c;
 nhwc_of(i, H, W, C, img, py, px, c);
 T sum = 0;
 for (int ky = 0; ky < KH; ++ky) {
-  const int oy = window_holding(py, ky, SH, OH);
+  const int oy = window_holding(py, ky * DH, SH, OH);
   if (oy < 0) continue;
   for (int kx = 0; kx < KW; ++kx) {
-    const int ox = window_holding(px, kx, SW, OW);
+    const int ox = window_holding(px, kx * DW, SW, OW);
     if (ox < 0) continue;
     const ptrdiff_t row = (img * OH + oy) * OW + ox;
     sum += col[row * ((ptrdiff_t)KH * KW * C) + (ky * KW + kx) * C + c];
@@ -146,8 +158,9 @@ dx = sum;
 
 
 def im2col(x: Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: tuple[int, int],
-           out: Array | None = None) -> Array:
-    """(N, H, W, C) -> (N*OH*OW, KH*KW*C): one row per output pixel, no transposes.
+           out: Array | None = None, dilation: tuple[int, int] = (1, 1)) -> Array:
+    """(N, H, W, C) -> (N*OH*OW, KH*KW*C): one row per output pixel, no transposes
+    (the taps of a window ``dilation`` pixels apart).
 
     ``out`` (a matrix of that shape, or a view of one, such as the first columns
     of a wider buffer) receives the rows, so a layer can reuse one buffer step
@@ -160,9 +173,9 @@ def im2col(x: Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: 
         xp = backend.get_array_module(x)
         if out is None:
             out = xp.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
-        gpu(xp.ascontiguousarray(x), h, w, c, oh, ow, kh, kw, *strides, out)
+        gpu(xp.ascontiguousarray(x), h, w, c, oh, ow, kh, kw, *strides, *dilation, out)
         return out
-    view = windows(x, kernel, strides, out_hw)
+    view = windows(x, kernel, strides, out_hw, dilation)
     if out is None:
         return view.reshape(n * oh * ow, kh * kw * c)  # the reshape makes the one copy
     # Splitting out's axes is always a view, so copyto writes into out itself;
@@ -173,21 +186,22 @@ def im2col(x: Array, kernel: tuple[int, int], strides: tuple[int, int], out_hw: 
 
 
 def col2im(col: Array, x_shape: tuple[int, ...], kernel: tuple[int, int],
-           strides: tuple[int, int], out_hw: tuple[int, int]) -> Array:
+           strides: tuple[int, int], out_hw: tuple[int, int],
+           dilation: tuple[int, int] = (1, 1)) -> Array:
     """Adjoint of im2col: (N*OH*OW, KH*KW*C) -> (N, H, W, C), summing overlaps."""
     n, h, w, c = x_shape
-    (kh, kw), (oh, ow) = kernel, out_hw
+    (kh, kw), (oh, ow), (dh, dw) = kernel, out_hw, dilation
     xp = backend.get_array_module(col)
     gpu = kernels.kernel(COL2IM, col)
     if gpu is not None:
         x = xp.empty((n, h, w, c), dtype=col.dtype)
-        gpu(xp.ascontiguousarray(col), h, w, c, oh, ow, kh, kw, *strides, x)
+        gpu(xp.ascontiguousarray(col), h, w, c, oh, ow, kh, kw, *strides, *dilation, x)
         return x
     cols = col.reshape(n, oh, ow, kh, kw, c)
     x = xp.zeros((n, h, w, c), dtype=col.dtype)
     for i in range(kh):
         for j in range(kw):
-            add_into(window(x, i, j, strides, out_hw), cols[:, :, :, i, j, :])
+            add_into(window(x, i * dh, j * dw, strides, out_hw), cols[:, :, :, i, j, :])
     return x
 
 
