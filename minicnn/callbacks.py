@@ -15,18 +15,23 @@ costs an epoch of training.
 Keras 2.2.4's own callbacks, with its arguments, defaults and semantics:
 ``EarlyStopping``, ``ModelCheckpoint`` (weights only, ``.npz``),
 ``LearningRateScheduler``, ``ReduceLROnPlateau`` (both set ``optimizer.lr``),
-``TerminateOnNaN``, ``LambdaCallback`` and ``CSVLogger``.
+``TerminateOnNaN``, ``LambdaCallback`` and ``CSVLogger``; ``TensorBoard``
+writes TensorBoard's event files through the optional tensorboardX package.
 """
 from __future__ import annotations
 
 import csv
 import inspect
+import itertools
 import math
 import numbers
 import os
 import warnings
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
+from minicnn import backend
 from minicnn.serialization import refuse_hdf5
 
 HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
@@ -464,3 +469,187 @@ class CSVLogger(Callback):
         if self.csv_file is not None:
             self.csv_file.close()
         self.csv_file, self.writer = None, None
+
+
+# ------------------------------------------------------------ TensorBoard
+TRACE_STATISTICS = ("act_mean", "act_std", "dead_relu", "grad_norm", "update_ratio")
+_WRITERS = itertools.count()  # event files this process has opened
+
+
+class TensorBoard(Callback):
+    """Write TensorBoard's event files (Keras 2.2.4's arguments), through tensorboardX.
+
+    What goes into ``log_dir`` (view it with ``tensorboard --logdir DIR``):
+
+    * the logs as scalars under their own names (``loss``, ``acc``, ``val_loss``,
+      ``val_acc``, ``lr`` when a scheduler put it there): once per epoch at step
+      ``epoch``; with ``update_freq='batch'`` (or an int: every that many
+      samples) the batch logs too, and then every scalar's step is the number of
+      samples seen, as in Keras;
+    * every ``histogram_freq`` epochs (epochs 0, f, 2f, ...; step ``epoch``): a
+      histogram of each weight, ``conv2d_1/kernel_0``, and with ``write_grads``
+      of its gradient from the epoch's last step, ``conv2d_1/kernel_0_grad``;
+    * ``write_images``: each 4-D kernel as one image grid (a row per input
+      channel, a column per filter, one kh x kw cell each, one black pixel
+      between cells) and each Dense kernel as an image (wider than tall),
+      mid-gray for 0, black and white for -max|W| and +max|W|; every
+      ``histogram_freq`` epochs, or every epoch when that is 0;
+    * ``fit(trace_gradients=N)``'s statistics (``minicnn.training.tracing``) as
+      scalars ``grad_norm/conv2d_1``, ``update_ratio/...``, ``act_mean/...``,
+      ``act_std/...``, ``dead_relu/...``, at the training step they were taken;
+    * ``write_graph``: TensorBoard's graph view needs a TensorFlow graph, which
+      minicnn does not have; the ``model.summary()`` table is written as text
+      instead (the TEXT tab; tensorboardX tags it ``model_summary/text_summary``).
+
+    Differences from Keras: histograms are of the weights themselves, so no
+    validation data is needed and ``batch_size`` (Keras's batch for running the
+    validation data through its summary ops) is only checked; no activation
+    histograms; embeddings are not supported (``embeddings_freq > 0`` and the
+    other ``embeddings_*`` arguments are refused). Each fit writes its own
+    event file (named with the time, the host, the process and a count, so two
+    runs in one second do not overwrite each other), flushed at the end of every
+    epoch and closed at the end of training.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike = "./logs", histogram_freq: int = 0,
+                 batch_size: int = 32, write_graph: bool = True, write_grads: bool = False,
+                 write_images: bool = False, embeddings_freq: int = 0,
+                 embeddings_layer_names: Any = None, embeddings_metadata: Any = None,
+                 embeddings_data: Any = None, update_freq: str | int = "epoch") -> None:
+        super().__init__()
+        try:
+            import tensorboardX
+        except ImportError:
+            raise ImportError('TensorBoard needs the tensorboardX package: pip install '
+                              '"minicnn[tensorboard]" (or pip install tensorboardX)') from None
+        self._summary_writer = tensorboardX.SummaryWriter
+        if embeddings_freq or any(value is not None for value in (
+                embeddings_layer_names, embeddings_metadata, embeddings_data)):
+            raise ValueError("TensorBoard: embeddings are not supported in minicnn: leave "
+                             "embeddings_freq=0 and embeddings_layer_names, "
+                             "embeddings_metadata, embeddings_data at None")
+        self.log_dir = os.fspath(log_dir)
+        self.histogram_freq = _count(histogram_freq, "TensorBoard", "histogram_freq")
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                or batch_size < 1):
+            raise ValueError(f"TensorBoard: batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = int(batch_size)
+        if update_freq == "batch":
+            update_freq = 1  # as Keras: write after every batch
+        elif update_freq != "epoch" and (isinstance(update_freq, bool) or not isinstance(
+                update_freq, numbers.Integral) or update_freq < 1):
+            raise ValueError("TensorBoard: update_freq must be 'batch', 'epoch' or a positive "
+                             f"number of samples, got {update_freq!r}")
+        self.update_freq = update_freq
+        self.write_graph, self.write_grads = bool(write_graph), bool(write_grads)
+        self.write_images = bool(write_images)
+        self.embeddings_freq = 0
+        self.writer: Any = None
+        self.samples_seen = self.samples_seen_at_last_write = 0
+        self._traces_written = 0
+        if self.update_freq != "epoch":
+            # Only then a batch hook: fit reads the batch's logs back from the
+            # device for batch hooks, a cost an epoch-only log should not pay.
+            self.on_batch_end = self._on_batch_end
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.writer is None:
+            # tensorboardX names the file by the second and the host only: the
+            # process and a count keep two writers of one second apart.
+            self.writer = self._summary_writer(
+                logdir=self.log_dir, filename_suffix=f".{os.getpid()}.{next(_WRITERS)}")
+        self._traces_written = 0  # fit starts a new history, and its trace rows with it
+        if self.write_graph and self.model is not None:
+            lines: list[str] = []
+            self.model.summary(print_fn=lines.append)
+            # Indented lines are preformatted in the TEXT tab's Markdown: columns stay aligned.
+            self.writer.add_text("model_summary", "\n".join("    " + line for line in lines), 0)
+
+    def _write_logs(self, logs: dict, index: int) -> None:
+        for name, value in logs.items():
+            if name in ("batch", "size") or isinstance(value, bool) or not isinstance(
+                    value, numbers.Real):
+                continue
+            self.writer.add_scalar(name, float(value), index)
+
+    def _on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.samples_seen += int(logs.get("size", 0))
+        if self.samples_seen - self.samples_seen_at_last_write >= self.update_freq:
+            self._write_logs(logs, self.samples_seen)
+            self.samples_seen_at_last_write = self.samples_seen
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.writer is None:  # an epoch hook called without on_train_begin
+            self.on_train_begin()
+        self._write_logs(logs or {}, epoch if self.update_freq == "epoch" else self.samples_seen)
+        histograms = self.histogram_freq and epoch % self.histogram_freq == 0
+        if histograms:
+            self._write_histograms(epoch)
+        if self.write_images and (histograms or not self.histogram_freq):
+            self._write_images(epoch)
+        self._write_traces()
+        self.writer.flush()
+
+    def _layers_weights(self):
+        """(layer, weight name, Keras's tag) for each weight of each built layer."""
+        for layer in getattr(self.model, "layers", []):
+            for name in layer.params:
+                yield layer, name, f"{layer.name}/{name}_0"  # Keras: 'conv2d_1/kernel:0'
+
+    def _write_histograms(self, epoch: int) -> None:
+        for layer, name, tag in self._layers_weights():
+            self.writer.add_histogram(tag, _host(layer.params[name]), epoch)
+            grad = layer.grads.get(name) if self.write_grads else None
+            if grad is not None:
+                self.writer.add_histogram(tag + "_grad", _host(grad), epoch)
+
+    def _write_images(self, epoch: int) -> None:
+        for layer, name, tag in self._layers_weights():
+            if name == "kernel" and layer.params[name].ndim in (2, 4):
+                image = kernel_image(_host(layer.params[name]))
+                self.writer.add_image(tag, image, epoch, dataformats="HW")
+
+    def _write_traces(self) -> None:
+        """The new rows of fit(trace_gradients=N), at their global training step."""
+        history = getattr(self.model, "history", None)
+        rows = getattr(history, "traces", None) or []
+        steps = -(-self.params.get("samples", 0) // self.params.get("batch_size", 1))
+        for row in rows[self._traces_written:]:
+            step = (row["epoch"] - 1) * steps + row["step"]
+            for key in TRACE_STATISTICS:
+                value = row.get(key)
+                if value is not None and math.isfinite(value):
+                    self.writer.add_scalar(f"{key}/{row['layer']}", value, step)
+        self._traces_written = len(rows)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = None
+
+
+def _host(array: Any) -> np.ndarray:
+    """A NumPy copy of a weight or gradient on any backend (histograms are made on the host)."""
+    return np.asarray(backend.to_host(array), dtype=np.float64)
+
+
+def kernel_image(kernel: np.ndarray) -> np.ndarray:
+    """A weight as a uint8 picture: 128 + 127 * w / max|w|.
+
+    A Dense kernel (in, out) becomes an image, transposed when taller than wide
+    (as Keras does); a convolution kernel (kh, kw, c_in, filters) a grid with a
+    row per input channel and a column per filter, each cell kh x kw, with one
+    black pixel between cells.
+    """
+    w = np.asarray(kernel, dtype=np.float64)
+    scale = float(np.abs(w).max()) or 1.0
+    gray = np.rint(128 + 127 * w / scale).astype(np.uint8)
+    if gray.ndim == 2:
+        return gray.T if gray.shape[0] > gray.shape[1] else gray
+    kh, kw, c_in, filters = gray.shape
+    grid = np.zeros((c_in * (kh + 1) - 1, filters * (kw + 1) - 1), dtype=np.uint8)
+    for c in range(c_in):
+        for f in range(filters):
+            grid[c * (kh + 1):c * (kh + 1) + kh, f * (kw + 1):f * (kw + 1) + kw] = gray[:, :, c, f]
+    return grid

@@ -98,6 +98,7 @@ class Trainer:
     def run(self) -> History:
         model, history = self.model, self.history
         model.stop_training = False
+        model.history = history  # as Keras: set as fit starts, so callbacks see it grow
         # Signals are caught from here on, so even one during the first save is handled.
         with deferred_signals() as self.stop:
             epoch = self.initial_epoch
