@@ -187,7 +187,7 @@ class Stream:
         else:
             where = f"{self.where}, generator batch 0"
             batch = self.kept = self.pull()
-        checked = self.check(batch, where)
+        checked = self.checked(batch, where)
         self.sample = checked[0] if isinstance(checked, tuple) else checked
         return checked
 
@@ -217,8 +217,18 @@ class Stream:
         else:
             fetches = [self.pull] * self.steps
             names = [f"{where}, generator batch {k}" for k in range(self.steps)]
-        return (self.check(batch, name)
+        return (self.checked(batch, name)
                 for batch, name in zip(self.read_ahead.results(fetches), names))
+
+    def checked(self, batch: Any, where: str) -> Any:
+        """``check(batch, where)``; an error from deeper down (a layer's input check)
+        gets ``where`` in front, so it names the batch too."""
+        try:
+            return self.check(batch, where)
+        except (ValueError, TypeError) as exc:
+            if type(exc) not in (ValueError, TypeError) or str(exc).startswith(where):
+                raise
+            raise type(exc)(f"{where}: {exc}") from exc
 
     def progress(self, step: int, samples: int) -> int:
         return step
