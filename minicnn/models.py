@@ -416,12 +416,7 @@ class Sequential:
         return batches.Arrays(x_val, y_val, validation_batch_size)
 
     def _train(self, data, validation, run: dict) -> History:
-        try:
-            self.history = Trainer(self, data, validation=validation, **run).run()
-        finally:  # also when the Trainer refuses its arguments: no read-ahead threads left
-            data.close()
-            if validation is not None:
-                validation.close()
+        self.history = Trainer(self, data, validation=validation, **run).run()
         return self.history
 
     def fit_generator(self, generator, steps_per_epoch: int | None = None, epochs: int = 1,

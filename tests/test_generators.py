@@ -150,7 +150,7 @@ def shuffled_run(seed, workers=1, epochs=3):
     return model, sequence
 
 
-def test_shuffle_reorders_a_sequences_batches_each_epoch_reproducibly():
+def test_shuffle_reorders_a_sequences_batches_each_epoch_reproducibly(backend):
     model, sequence = shuffled_run(5)
     orders = epochs_of(sequence, 3)
     assert all(sorted(order) == [0, 1, 2, 3, 4] for order in orders)

@@ -258,7 +258,7 @@ class Stream:
         outputs = []
         bar = Progbar(self.steps, verbose=verbose)
         for step, x in enumerate(self.epoch(None, False, where), start=1):
-            outputs.append(model.predict(x, batch_size=int(x.shape[0])))
+            outputs.append(backend.to_host(model.forward(x, training=False)))
             bar.update(step, {}, final=step == self.steps)
         self.end_epoch()
         return np.concatenate(outputs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class History:
         self.resumed_epochs = epochs
 
 
-Source = Union[Arrays, Stream]
+Source = Arrays | Stream  # where the batches come from
 
 
 def check_validation_freq(value: Any, where: str) -> int | tuple[int, ...]:
