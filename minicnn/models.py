@@ -2,7 +2,8 @@
 
 ``compile`` fixes how the layers run (``minicnn.plan``: softmax folded into the
 loss, ReLUs moved after max-pooling); ``fit`` hands the loop to
-``minicnn.training``; ``minicnn.datachecks`` checks every x and y given here;
+``minicnn.training`` (arrays, or a generator or Sequence through
+``minicnn.training.batches``); ``minicnn.datachecks`` checks every x and y given here;
 ``minicnn.serialization`` reads and writes the weights file.
 """
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 from minicnn import backend, datachecks, inspection, losses, optimizers, plan, serialization
 from minicnn.backend import Array
 from minicnn.layers.base import Layer, batch_shape
+from minicnn.training import batches
 from minicnn.training import step as training_step
-from minicnn.training.loop import History, Trainer
+from minicnn.training.loop import History, Trainer, check_validation_freq
 
 
 def _snake_case(name: str) -> str:
@@ -278,25 +280,42 @@ class Sequential:
         x = self._x(x, where)
         return x, self._y(y, x.shape[0], where)
 
+    def _checked_batch(self, batch, where: str) -> tuple[Array, Array]:
+        """(x, y) of one batch from a generator or Sequence, checked as fit's arrays are."""
+        return self._checked(*batches.unpack(batch, where), where)
+
+    def _checked_inputs(self, batch, where: str) -> Array:
+        return self._x(batches.inputs(batch), where)
+
     # ------------------------------------------------------------ training
-    def fit(self, x: Array, y: Array, batch_size: int | None = None, epochs: int = 1,
+    def fit(self, x=None, y=None, batch_size: int | None = None, epochs: int = 1,
             verbose: int = 1, callbacks: list | None = None, validation_split: float = 0.0,
-            validation_data: tuple[Array, Array] | None = None, shuffle: bool = True,
+            validation_data=None, shuffle: bool = True,
             class_weight: dict | None = None, sample_weight: Array | None = None,
             initial_epoch: int = 0, steps_per_epoch: int | None = None,
-            validation_steps: int | None = None, *,
+            validation_steps: int | None = None, validation_freq: int | list[int] = 1,
+            max_queue_size: int = 10, workers: int = 1, use_multiprocessing: bool = False, *,
             checkpoint: str | os.PathLike | Callable[[Sequential, int, History], None]
                         | None = None,
             resume: bool = False, trace_gradients: int = 0,
             validation_batch_size: int | None = None) -> History:
         """Train until ``epochs`` epochs are done in total; returns the per-epoch History.
 
-        Keras 2.2's arguments, in Keras's order. ``batch_size`` defaults to 32;
+        Keras 2.2.5's arguments, in Keras's order. ``batch_size`` defaults to 32;
         ``validation_split`` holds out the last fraction of x and y (before
         shuffling) as validation data. ``callbacks`` are ``minicnn.callbacks.Callback``
         objects (Keras's hooks) or functions ``f(epoch, logs)`` run after each epoch.
-        ``class_weight``, ``sample_weight``, ``steps_per_epoch`` and
-        ``validation_steps`` are not supported and must stay None.
+        ``class_weight`` and ``sample_weight`` are not supported and must stay None.
+
+        ``x`` may be a Python generator or a ``minicnn.utils.Sequence`` of batches
+        (x, y) instead of arrays, as in ``fit_generator`` (which see, with
+        ``steps_per_epoch``, ``max_queue_size``, ``workers`` and
+        ``use_multiprocessing``); y, batch_size and validation_split must then
+        be left out. ``validation_data`` may be one too, with ``validation_steps``
+        batches a validation (default: the Sequence's length). With arrays,
+        ``steps_per_epoch`` is refused: an epoch is every sample once.
+        ``validation_freq``: validate every that many epochs, or after the epochs
+        in a list (counted from 1); the val_ logs appear only in those epochs.
 
         minicnn's own, keyword-only: ``checkpoint``: a file path, saved at the end
         of every epoch (and once before the first), or a callable
@@ -314,6 +333,19 @@ class Sequential:
         validation loss after the epoch, with ``TrainingDiverged``.
         """
         self._require_compiled("fit")
+        stream = batches.is_stream(x)
+        if stream:  # as Keras 2.2.5's check_generator_arguments
+            for name, value in (("y", y), ("batch_size", batch_size),
+                                ("sample_weight", sample_weight)):
+                if value is not None:
+                    raise ValueError(f"fit: x is a {type(x).__name__} whose batches bring their "
+                                     f"own targets and size: leave {name} out")
+            if validation_split:
+                raise ValueError("fit: validation_split cannot split a generator or Sequence; "
+                                 "give validation_data")
+        elif y is None:
+            raise ValueError("fit: y is missing: give the targets of x (only a generator or "
+                             "Sequence x brings its own)")
         batch_size = datachecks.batch_size(batch_size, "fit")
         validation_batch_size = datachecks.batch_size(
             batch_size if validation_batch_size is None else validation_batch_size,
@@ -325,11 +357,29 @@ class Sequential:
             raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
         if not isinstance(shuffle, (bool, np.bool_)):
             raise ValueError(f"fit: shuffle must be True or False, got {shuffle!r}")
-        for name, value in (("class_weight", class_weight), ("sample_weight", sample_weight),
-                            ("steps_per_epoch", steps_per_epoch),
-                            ("validation_steps", validation_steps)):
+        for name, value in (("class_weight", class_weight), ("sample_weight", sample_weight)):
             if value is not None:
                 raise ValueError(f"fit: {name} is not supported; leave it None")
+        validation_freq = check_validation_freq(validation_freq, "fit")
+        val_stream = batches.is_stream(validation_data)
+        if validation_steps is not None and not val_stream:
+            raise ValueError("fit: validation_steps is for a generator or Sequence "
+                             "validation_data; arrays are validated whole")
+        reading = batches.reading_options(workers, max_queue_size, use_multiprocessing, "fit") \
+            if stream or val_stream else {}
+        run = dict(epochs=epochs, verbose=verbose, callbacks=callbacks,
+                   validation_freq=validation_freq, shuffle=shuffle, initial_epoch=initial_epoch,
+                   checkpoint=checkpoint, resume=resume, trace_gradients=trace_gradients)
+        if stream:
+            data = batches.Stream(x, steps_per_epoch, self._checked_batch, "fit",
+                                  "steps_per_epoch", **reading)
+            data.first_batch()  # checked, and the model built on it, before anything runs
+            return self._train(data, self._validation_source(
+                validation_data, validation_steps, validation_batch_size, reading), run)
+        if steps_per_epoch is not None:
+            raise ValueError("fit: steps_per_epoch is for a generator or Sequence x; with arrays "
+                             "an epoch is every sample once, in batches of batch_size (Keras "
+                             "2.2.4 would run each of the steps on all of x at once)")
         x, y = self._checked(x, y, "fit")
         if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
             raise ValueError(f"fit: validation_split must be a number in [0, 1), "
@@ -341,22 +391,81 @@ class Sequential:
                                  "samples leaves no training or no validation samples")
             validation_data = (x[split:], y[split:])
             x, y = x[:split], y[:split]
-        if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
-            x_val = self._x(validation_data[0], "fit (validation_data)")
-            validation_data = (x_val, self._y(validation_data[1], x_val.shape[0],
-                                              "fit (validation_data)"))
+        validation = self._validation_source(validation_data, validation_steps,
+                                             validation_batch_size, reading)
         if batch_size > x.shape[0]:
             warnings.warn(f"fit: batch_size {batch_size} is larger than the {x.shape[0]} samples; "
                           "each epoch is one batch of all of them", stacklevel=2)
-        self.history = Trainer(
-            self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
-            callbacks=callbacks, validation=validation_data,
-            validation_batch_size=validation_batch_size, shuffle=shuffle,
-            initial_epoch=initial_epoch, checkpoint=checkpoint, resume=resume,
-            trace_gradients=trace_gradients).run()
+        return self._train(batches.Arrays(x, y, batch_size), validation, run)
+
+    def _validation_source(self, validation_data, validation_steps: int | None,
+                           validation_batch_size: int, reading: dict):
+        """fit's validation_data, checked, as a batch source (None without it)."""
+        if validation_data is None:
+            return None
+        if batches.is_stream(validation_data):
+            source = batches.Stream(validation_data, validation_steps, self._checked_batch,
+                                    "fit (validation_data)", "validation_steps", **reading)
+            source.first_batch()
+            return source
+        if len(validation_data) != 2:
+            raise ValueError("fit: validation_data must be a pair (x_val, y_val), a generator "
+                             "or a Sequence")
+        x_val = self._x(validation_data[0], "fit (validation_data)")
+        y_val = self._y(validation_data[1], x_val.shape[0], "fit (validation_data)")
+        return batches.Arrays(x_val, y_val, validation_batch_size)
+
+    def _train(self, data, validation, run: dict) -> History:
+        self.history = Trainer(self, data, validation=validation, **run).run()
         return self.history
+
+    def fit_generator(self, generator, steps_per_epoch: int | None = None, epochs: int = 1,
+                      verbose: int = 1, callbacks: list | None = None, validation_data=None,
+                      validation_steps: int | None = None, class_weight: dict | None = None,
+                      max_queue_size: int = 10, workers: int = 1,
+                      use_multiprocessing: bool = False, shuffle: bool = True,
+                      initial_epoch: int = 0, *, validation_freq: int | list[int] = 1,
+                      checkpoint: str | os.PathLike | Callable[[Sequential, int, History], None]
+                                  | None = None,
+                      resume: bool = False, trace_gradients: int = 0,
+                      validation_batch_size: int | None = None) -> History:
+        """Train on batches (x, y) from a Python generator or a ``minicnn.utils.Sequence``
+        (Keras 2.2.4's arguments, in its order; ``validation_freq`` is keyword-only
+        here, as 2.2.5 put it among the positional ones). The same as ``fit(generator,
+        ...)``, and everything ``fit`` says holds.
+
+        An epoch is ``steps_per_epoch`` batches; a Sequence's default is its length
+        (at most one pass over it per epoch), a generator must be given it. With
+        ``shuffle`` a Sequence's batches come in an order drawn from fit's seeded
+        generator each epoch; a Python generator is read as it yields. After every
+        pass over a Sequence (each epoch, each validation) its ``on_epoch_end()``
+        runs. ``validation_data``: arrays (x_val, y_val), evaluated
+        ``validation_batch_size`` (default 32) at a time, or a generator or
+        Sequence read for ``validation_steps`` batches.
+
+        ``workers`` threads read up to ``max_queue_size`` batches ahead of training
+        (a generator on one thread, as it cannot be read twice at once; ``workers=0``:
+        in the calling thread); batches are used in order whatever the number of
+        workers. ``use_multiprocessing=True`` is not supported.
+
+        Each batch is checked as fit checks arrays when training takes it; the
+        first (of the training and the validation data) before any step, and the
+        model is built on it. A batch (x, y, sample_weight) is refused.
+        ``checkpoint``/``resume`` work as in ``fit``, but a checkpoint cannot hold a
+        generator's position: a resumed run reads on from wherever the generator it
+        is given starts (a Sequence's epochs are indexed, so they resume exactly,
+        unless its ``on_epoch_end`` changes its own state).
+        """
+        if not batches.is_stream(generator):
+            raise TypeError(f"fit_generator: expected a Python generator or a "
+                            f"minicnn.utils.Sequence, got {type(generator).__name__}; "
+                            "train on arrays with fit(x, y)")
+        return self.fit(generator, None, None, epochs, verbose, callbacks, 0.0, validation_data,
+                        shuffle, class_weight, None, initial_epoch, steps_per_epoch,
+                        validation_steps, validation_freq, max_queue_size, workers,
+                        use_multiprocessing, checkpoint=checkpoint, resume=resume,
+                        trace_gradients=trace_gradients,
+                        validation_batch_size=validation_batch_size)
 
     def logs(self, total_loss, total_correct, count: int) -> dict[str, float]:
         """{"loss": mean loss, "acc": accuracy (with metrics)} from sums over ``count``."""
@@ -386,6 +495,40 @@ class Sequential:
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return [logs["loss"], logs["acc"]] if self.metrics else logs["loss"]
+
+    def evaluate_generator(self, generator, steps: int | None = None, max_queue_size: int = 10,
+                           workers: int = 1, use_multiprocessing: bool = False,
+                           verbose: int = 0) -> float | list[float]:
+        """``evaluate`` over ``steps`` batches (x, y) of a generator or Sequence (default:
+        the Sequence's length): each value is the mean over all their samples. Read
+        ahead as in ``fit_generator``; ``verbose=1`` shows a progress bar of steps."""
+        self._require_compiled("evaluate_generator")
+        source = self._stream(generator, steps, self._checked_batch, "evaluate_generator",
+                              max_queue_size, workers, use_multiprocessing)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                logs = source.evaluate(self, "evaluate_generator", verbose)
+        finally:
+            source.close()
+        values = [logs[name] for name in self.metrics_names]
+        return values if len(values) > 1 else values[0]
+
+    def predict_generator(self, generator, steps: int | None = None, max_queue_size: int = 10,
+                          workers: int = 1, use_multiprocessing: bool = False,
+                          verbose: int = 0) -> np.ndarray:
+        """``predict`` over ``steps`` batches of a generator or Sequence (default: the
+        Sequence's length), on the host. A batch is x, or (x, y) whose y is ignored."""
+        source = self._stream(generator, steps, self._checked_inputs, "predict_generator",
+                              max_queue_size, workers, use_multiprocessing)
+        try:
+            return source.predict(self, "predict_generator", verbose)
+        finally:
+            source.close()
+
+    def _stream(self, generator, steps, check, where: str, max_queue_size, workers,
+                use_multiprocessing) -> batches.Stream:
+        reading = batches.reading_options(workers, max_queue_size, use_multiprocessing, where)
+        return batches.Stream(generator, steps, check, where, "steps", **reading)
 
     def predict(self, x: Array, batch_size: int | None = None, verbose: int = 0) -> np.ndarray:
         """Model outputs for every sample of x, as a NumPy array on the host."""

@@ -628,8 +628,10 @@ class NoHooks:
     (dict(shuffle="batch"), ValueError, r"shuffle must be True or False, got 'batch'"),
     (dict(class_weight={0: 1}), ValueError, r"class_weight is not supported"),
     (dict(sample_weight=np.ones(8)), ValueError, r"sample_weight is not supported"),
-    (dict(steps_per_epoch=2), ValueError, r"steps_per_epoch is not supported"),
-    (dict(validation_steps=2), ValueError, r"validation_steps is not supported"),
+    (dict(steps_per_epoch=2), ValueError, r"steps_per_epoch is for a generator or Sequence x"),
+    (dict(validation_steps=2), ValueError, r"validation_steps is for a generator or Sequence"),
+    (dict(validation_freq=0), ValueError, r"validation_freq must be an int >= 1.*got 0"),
+    (dict(validation_freq=[1, 2.5]), ValueError, r"validation_freq must be.*\[1, 2\.5\]"),
     (dict(validation_split=1.0), ValueError, r"validation_split must be a number in \[0, 1\)"),
     (dict(validation_split=1e-17), ValueError, r"leaves no training or no validation samples"),
     (dict(callbacks=[3]), TypeError, r"callback 3 is neither a function"),
@@ -638,6 +640,7 @@ class NoHooks:
     (dict(callbacks=lambda epoch, logs: None), TypeError, r"callbacks must be a list"),
 ], ids=["epochs=2.5", "epochs=True", "epochs=-1", "initial_epoch=1.5", "verbose=3",
         "shuffle=batch", "class_weight", "sample_weight", "steps_per_epoch", "validation_steps",
+        "validation_freq=0", "validation_freq-float",
         "validation_split=1.0", "validation_split-too-small", "callback-int",
         "callback-no-hooks", "callbacks-not-a-list", "callbacks-a-function"])
 def test_fit_refuses_before_the_first_step(kwargs, error, pattern):

@@ -2,10 +2,17 @@
 
 A ``Trainer`` holds one run's state (data, generator, progress bar, tracer,
 checkpoint path, stop flag) so each part of the loop reads it from one place.
-It works on any model with Sequential's step API and never imports it.
+It works on any model with Sequential's step API and never imports it. The
+batches come from a source of ``minicnn.training.batches``: arrays, or a
+Python generator or Sequence.
+
+``validation_freq`` (Keras 2.2.5): validate after epoch e (counted from 1)
+when e % freq == 0 for an int, or when e is in it for a list; the val_ logs
+are only in the epochs that validated, so History's val_ lists are shorter.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable
 
@@ -14,6 +21,7 @@ import numpy as np
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.training import checkpoint as checkpoint_io
+from minicnn.training.batches import Arrays, Stream
 from minicnn.callbacks import CallbackList
 from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
 from minicnn.training.progbar import Progbar
@@ -43,14 +51,39 @@ class History:
         return {k: v for k, v in self.history.items() if not k.endswith("accuracy")}
 
     def restore(self, logs: dict[str, list[float]]) -> None:
-        """Refill from ``as_dict()`` output, e.g. when resuming from a checkpoint."""
-        epochs = len(next(iter(logs.values()), []))
-        for epoch in range(epochs):
-            self.append(epoch, {key: values[epoch] for key, values in logs.items()})
+        """Refill from ``as_dict()`` output, e.g. when resuming from a checkpoint. The
+        lists may differ in length (validation_freq): "loss" has one value per epoch."""
+        epochs = max((len(values) for values in logs.values()), default=0)
+        self.epoch = list(range(epochs))
+        for key, values in logs.items():
+            self.history[key] = list(values)
+            if key.endswith("acc"):
+                self.history[key + "uracy"] = self.history[key]
         self.resumed_epochs = epochs
 
 
-def finite_check_interval(model: Any, x: Array) -> int:
+Source = Arrays | Stream  # where the batches come from
+
+
+def check_validation_freq(value: Any, where: str) -> int | tuple[int, ...]:
+    """Keras's validation_freq: an int >= 1, or a list or tuple of epoch numbers (from 1)."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if whole(value) and value >= 1:
+        return int(value)
+    if isinstance(value, (list, tuple, range, set, frozenset)) and all(whole(v) for v in value):
+        return tuple(sorted(int(v) for v in value))
+    raise ValueError(f"{where}: validation_freq must be an int >= 1 (validate every that many "
+                     f"epochs) or a list of epoch numbers counted from 1, got {value!r}")
+
+
+def validates(freq: int | tuple[int, ...], epoch: int) -> bool:
+    """Does epoch ``epoch`` (counted from 0) end with validation?"""
+    return (epoch + 1) % freq == 0 if isinstance(freq, int) else epoch + 1 in freq
+
+
+def finite_check_interval(model: Any, x: Array | None) -> int:
     """Steps between divergence checks: each one reads a value back to the host,
     free on the CPU but a stall on the GPU, so there it runs every 20 steps
     (and always on an epoch's last step, before a checkpoint is written)."""
@@ -60,20 +93,22 @@ def finite_check_interval(model: Any, x: Array) -> int:
 
 
 class Trainer:
-    """One ``fit`` run on checked data (see ``Sequential.fit`` for the arguments)."""
+    """One ``fit`` run on checked data (see ``Sequential.fit`` for the arguments):
+    training batches from ``data``, validation (if any) from ``validation``."""
 
-    def __init__(self, model: Any, x: Array, y: Array, *, batch_size: int, epochs: int,
-                 verbose: int, callbacks: list | None, validation: tuple[Array, Array] | None,
-                 validation_batch_size: int, shuffle: bool, initial_epoch: int,
+    def __init__(self, model: Any, data: Source, *, epochs: int, verbose: int,
+                 callbacks: list | None, validation: Source | None,
+                 validation_freq: int | tuple[int, ...], shuffle: bool, initial_epoch: int,
                  checkpoint: str | os.PathLike | Callable | None, resume: bool,
                  trace_gradients: int) -> None:
-        self.model, self.x, self.y, self.validation = model, x, y, validation
-        self.batch_size, self.epochs, self.verbose = batch_size, epochs, verbose
-        self.validation_batch_size, self.shuffle = validation_batch_size, shuffle
+        self.model, self.data, self.validation = model, data, validation
+        self.epochs, self.verbose, self.shuffle = epochs, verbose, shuffle
+        self.validation_freq = validation_freq
         self.initial_epoch, self.resume = initial_epoch, resume
         metrics = ["loss"] + (["acc"] if model.metrics else [])
+        # Keras's params: batch_size and samples for arrays, steps for generators.
         self.callbacks = CallbackList(callbacks, model, {
-            "batch_size": batch_size, "epochs": epochs, "samples": int(x.shape[0]),
+            **data.params, "epochs": epochs,
             "verbose": verbose, "do_validation": validation is not None,
             "metrics": metrics + (["val_" + m for m in metrics] if validation is not None
                                   else [])})
@@ -85,8 +120,8 @@ class Trainer:
         self.path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
         if resume and self.path is None:
             raise ValueError("fit: resume=True needs checkpoint=PATH to resume from")
-        self.steps = -(-int(x.shape[0]) // batch_size)
-        self.check_every = finite_check_interval(model, x)
+        self.steps = data.steps
+        self.check_every = finite_check_interval(model, data.sample)
         self.stop = None  # the signal flag, while run() is under way
 
     def save(self, epochs_done: int) -> None:
@@ -100,7 +135,11 @@ class Trainer:
         model.stop_training = False
         model.history = history  # as Keras: set as fit starts, so callbacks see it grow
         # Signals are caught from here on, so even one during the first save is handled.
-        with deferred_signals() as self.stop:
+        # The sources stop their read-ahead threads however the run ends.
+        with deferred_signals() as self.stop, contextlib.ExitStack() as sources:
+            sources.callback(self.data.close)
+            if self.validation is not None:
+                sources.callback(self.validation.close)
             epoch = self.initial_epoch
             if self.resume and os.path.exists(self.path):
                 state = checkpoint_io.load(self.path, model)
@@ -129,25 +168,23 @@ class Trainer:
         return history
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the shuffled data, then validation: the epoch's logs."""
-        model, x, y, n = self.model, self.x, self.y, int(self.x.shape[0])
+        """One pass over the (shuffled) batches, then validation: the epoch's logs."""
+        model, data = self.model, self.data
         if self.verbose:
             print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
-        order = backend.permutation(self.rng, n) if self.shuffle else \
-            backend.get_array_module(x).arange(n)
-        bar = Progbar(n, verbose=self.verbose)
-        total_loss, total_correct = 0.0, 0
+        batches = data.epoch(self.rng, self.shuffle, f"fit, epoch {epoch + 1}")
+        bar = Progbar(data.target, verbose=self.verbose)  # samples, or steps for a generator
+        total_loss, total_correct, done = 0.0, 0, 0
         batch_hooks = self.callbacks.wants("on_batch_begin") or self.callbacks.wants("on_batch_end")
-        for step, start in enumerate(range(0, n, self.batch_size), start=1):
-            index = order[start:start + self.batch_size]
-            size = index.shape[0]
+        for step, (xb, yb) in enumerate(batches, start=1):
+            size = int(xb.shape[0])
             if batch_hooks:
                 self.callbacks.call("on_batch_begin", step - 1, {"batch": step - 1, "size": size})
             traced = self.tracer if self.tracer is not None and \
                 self.tracer.wants(model.optimizer.iterations) else None
             try:
                 loss_value, correct = train_step(
-                    model, x[index], y[index], traced, epoch, step,
+                    model, xb, yb, traced, epoch, step,
                     check_finite=step % self.check_every == 0 or step == self.steps)
             except TrainingDiverged as exc:
                 bar.interrupt()
@@ -156,7 +193,7 @@ class Trainer:
             total_loss = total_loss + loss_value * size
             if correct is not None:
                 total_correct = total_correct + correct
-            done = start + size
+            done += size
             if batch_hooks:  # a host read per step, only for callbacks that asked
                 self.callbacks.call("on_batch_end", step - 1, {
                     "batch": step - 1, "size": size, **model.logs(loss_value * size, correct, size)})
@@ -165,14 +202,16 @@ class Trainer:
                 raise TrainingInterrupted(self.interrupt_message(epoch, step))
             if model.stop_training:  # a batch callback asked: the epoch ends here, as in Keras
                 break
-            if done < n and bar.wants_values():  # the only host reads inside an epoch
-                bar.update(done, model.logs(total_loss, total_correct, done))
+            if step < self.steps and bar.wants_values():  # the only host reads inside an epoch
+                bar.update(data.progress(step, done), model.logs(total_loss, total_correct, done))
+        data.end_epoch()
         logs = model.logs(total_loss, total_correct, done)
-        if self.validation is not None and not model.stop_training:  # (Keras skips it too)
+        if self.validation is not None and not model.stop_training and \
+                validates(self.validation_freq, epoch):  # (Keras skips it after a stop too)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                val = model.evaluate_batches(*self.validation, self.validation_batch_size)
+                val = self.validation.evaluate(model, f"fit, validation after epoch {epoch + 1}")
             logs.update({"val_" + key: value for key, value in val.items()})
-        bar.update(n, logs, final=True)
+        bar.update(data.target, logs, final=True)
         if not np.isfinite(logs.get("val_loss", 0.0)):
             raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: the validation loss "
                                    f"became {logs['val_loss']}.{self.diverged_advice()}")
