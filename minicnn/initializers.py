@@ -29,6 +29,10 @@ For a conv kernel (kh, kw, c_in, filters): fan_in = kh*kw*c_in and
 fan_out = kh*kw*filters; for a dense kernel (in, units): fan_in = in, fan_out = units.
 Weights are drawn with NumPy whatever the backend, so a seed gives the same
 network on the CPU and on the GPU.
+
+``serialize`` gives Keras's form of an initializer, ``{"class_name":
+"VarianceScaling", "config": {...}}`` (what Keras writes for glorot_uniform and
+the other named functions too); ``deserialize`` and ``get`` take it back.
 """
 from __future__ import annotations
 

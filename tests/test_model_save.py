@@ -303,10 +303,10 @@ def test_model_checkpoint_saves_whole_models(tmp_path):
     model = cnn(optimizers.SGD(lr=0.05, momentum=0.9))
     pattern = str(tmp_path / "model.{epoch:02d}.npz")
     saved = {}
+    keep = minicnn.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: saved.update({epoch: model.get_weights()}))
     model.fit(x, y, batch_size=4, epochs=2, verbose=0, validation_data=(x, y),
-              callbacks=[ModelCheckpoint(pattern),  # Keras's default: save_weights_only=False
-                         minicnn.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs:
-                                                          saved.update({epoch: model.get_weights()}))])
+              callbacks=[ModelCheckpoint(pattern), keep])  # Keras's default: whole models
     assert sorted(os.listdir(tmp_path)) == ["model.01.npz", "model.02.npz"]
     for epoch in (0, 1):
         loaded = load_model(tmp_path / f"model.{epoch + 1:02d}.npz")
@@ -342,3 +342,17 @@ def test_saving_does_not_disturb_training(tmp_path):
         np.testing.assert_array_equal(a, b)  # the same run, step for step
     buffer = io.BytesIO((tmp_path / "m.npz").read_bytes())
     assert "__model__" in np.load(buffer, allow_pickle=False).files
+
+
+def test_a_float64_model_needs_float64_to_load(tmp_path):
+    minicnn.set_floatx("float64")
+    model = Sequential([Dense(2, input_shape=(3,))])
+    model.save(tmp_path / "m.npz")
+    minicnn.set_floatx("float32")
+    with pytest.raises(ValueError, match=r"dtype 'float64' differs from minicnn's float type "
+                                         r"'float32'.*set_floatx\('float64'\).*\(in .*m\.npz\)"):
+        load_model(tmp_path / "m.npz", compile=False)
+    minicnn.set_floatx("float64")
+    loaded = load_model(tmp_path / "m.npz", compile=False)
+    assert loaded.layers[0].params["kernel"].dtype == np.float64
+    np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
