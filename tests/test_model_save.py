@@ -356,3 +356,28 @@ def test_a_float64_model_needs_float64_to_load(tmp_path):
     loaded = load_model(tmp_path / "m.npz", compile=False)
     assert loaded.layers[0].params["kernel"].dtype == np.float64
     np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
+
+
+class HalfSquares(minicnn.losses.MeanSquaredError):
+    """Half the mean squared error: a loss of the user's own, by name."""
+    name = "half_squares"
+
+    def forward(self, y_pred, y_true):
+        return 0.5 * super().forward(y_pred, y_true)
+
+    def backward(self):
+        return 0.5 * super().backward()
+
+
+def test_a_custom_loss_comes_from_custom_objects(tmp_path):
+    model = Sequential([Dense(3, input_shape=(4,))])
+    model.compile(optimizers.SGD(lr=0.1), loss=HalfSquares())
+    x = np.random.default_rng(0).random((6, 4), dtype=np.float32)
+    y = np.random.default_rng(1).random((6, 3), dtype=np.float32)
+    model.fit(x, y, batch_size=3, epochs=1, verbose=0)
+    model.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"unknown loss 'half_squares'.*custom_objects"):
+        load_model(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz", custom_objects={"half_squares": HalfSquares})
+    assert isinstance(loaded.loss, HalfSquares)
+    assert loaded.evaluate(x, y) == model.evaluate(x, y)
