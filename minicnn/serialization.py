@@ -58,9 +58,10 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".keras")
 def refuse_hdf5(path: str | os.PathLike, who: str) -> None:
     """minicnn writes and reads .npz archives only: an HDF5 name would silently hold npz."""
     if os.fspath(path).lower().endswith(HDF5_SUFFIXES):
+        stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
         raise ValueError(f"{who}: {os.fspath(path)!r} names an HDF5 file; minicnn stores models "
                          "and weights as NumPy .npz archives and reads no HDF5 (Keras-written "
-                         "files included): use a name ending in .npz")
+                         f"files included): use a name ending in .npz, such as '{stem}.npz'")
 
 
 def write_archive(path: str | os.PathLike, arrays: dict) -> None:

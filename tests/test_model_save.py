@@ -150,8 +150,10 @@ def test_save_refusals_write_nothing(tmp_path):
         Sequential([Dense(2)]).save(tmp_path / "m.npz")
     model = cnn()
     for name in ("model.h5", "model.hdf5", "M.keras"):
+        stem = name.split(".")[0]
         with pytest.raises(ValueError, match=rf"save: '.*{name}' names an HDF5 file.*"
-                                             r"use a name ending in \.npz"):
+                                             rf"use a name ending in \.npz, such as "
+                                             rf"'{stem}\.npz'"):
             model.save(tmp_path / name)
     assert os.listdir(tmp_path) == []
     model.save(tmp_path / "m.npz")
