@@ -279,6 +279,35 @@ def get(identifier: str | ActivationFunction | None, where: str = "activations.g
     return ACTIVATIONS[identifier]()
 
 
+def serialize(activation: ActivationFunction | None) -> str:
+    """The name a layer's config records (Keras saves activations by name). A
+    function whose parameters its name cannot carry (an elu with another alpha)
+    raises: use the ELU or LeakyReLU layer, which save their alpha."""
+    if activation is None:
+        return "linear"
+    default = ACTIVATIONS.get(activation.name)
+    alpha = getattr(activation, "alpha", None)
+    if type(activation).__module__ == __name__ and (
+            default is not type(activation) or alpha != getattr(default(), "alpha", None)):
+        raise ValueError(f"activations.serialize: {activation.name} with alpha={alpha} cannot "
+                         "be saved by name; use the layer LeakyReLU or ELU, whose config "
+                         "keeps alpha")
+    return activation.name
+
+
+def deserialize(name: str, custom_objects: dict | None = None,
+                where: str = "activations.deserialize") -> ActivationFunction:
+    """A fresh activation from ``serialize``'s name; ``custom_objects`` maps the names of
+    your own ``ActivationFunction`` subclasses (or instances) to them."""
+    custom = (custom_objects or {}).get(name)
+    if custom is not None:
+        return get(custom() if isinstance(custom, type) else custom, where)
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{where}: unknown activation {name!r}; if it is your own, pass "
+                         f"its class as custom_objects={{{name!r}: YourActivation}}")
+    return get(name, where)
+
+
 def name_of(activation: ActivationFunction | None) -> str:
     """The name a configuration records: Keras writes 'linear' for no activation."""
     return "linear" if activation is None else activation.name

@@ -209,20 +209,16 @@ class ModelCheckpoint(Callback):
     ``filepath`` may hold ``{epoch}`` (counted from 1, as Keras) and any key of
     the epoch's logs: ``"weights.{epoch:02d}-{val_loss:.2f}.npz"``. With
     ``save_best_only`` a file is written only when ``monitor`` improves on its
-    best. minicnn writes weights only (``model.save_weights``, an ``.npz``
-    archive), so ``save_weights_only=True`` is required: Keras's default, False,
-    would save the whole model, which minicnn cannot write yet.
+    best. ``save_weights_only=False`` (Keras's default) writes the whole model
+    (``model.save``: architecture, weights, compile arguments and optimizer
+    state, read back by ``minicnn.models.load_model``); True writes the weights
+    only (``model.save_weights``). Either way the file is an ``.npz`` archive.
     """
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False,
                  mode: str = "auto", period: int = 1) -> None:
         super().__init__()
-        if not save_weights_only:
-            raise ValueError("ModelCheckpoint: save_weights_only=False saves the full model "
-                             "(architecture, optimizer and weights), which minicnn does not "
-                             "support yet; pass save_weights_only=True to save the weights "
-                             "(model.save_weights, an .npz file)")
         self.filepath = os.fspath(filepath)
         refuse_hdf5(self.filepath, "ModelCheckpoint")
         self.monitor = monitor
@@ -245,6 +241,12 @@ class ModelCheckpoint(Callback):
                            f"this epoch's logs lack; they hold epoch, "
                            f"{', '.join(logs)}") from None
 
+    def _save(self, filepath: str) -> None:
+        if self.save_weights_only:
+            self.model.save_weights(filepath)
+        else:
+            self.model.save(filepath, overwrite=True)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         self.epochs_since_last_save += 1
@@ -255,7 +257,7 @@ class ModelCheckpoint(Callback):
         if not self.save_best_only:
             if self.verbose > 0:
                 print(f"\nEpoch {epoch + 1:05d}: saving model to {filepath}")
-            self.model.save_weights(filepath)
+            self._save(filepath)
             return
         current = logs.get(self.monitor)
         if current is None:
@@ -266,7 +268,7 @@ class ModelCheckpoint(Callback):
                 print(f"\nEpoch {epoch + 1:05d}: {self.monitor} improved from {self.best:0.5f} "
                       f"to {current:0.5f}, saving model to {filepath}")
             self.best = current
-            self.model.save_weights(filepath)
+            self._save(filepath)
         elif self.verbose > 0:
             print(f"\nEpoch {epoch + 1:05d}: {self.monitor} did not improve from "
                   f"{self.best:0.5f}")

@@ -29,6 +29,10 @@ For a conv kernel (kh, kw, c_in, filters): fan_in = kh*kw*c_in and
 fan_out = kh*kw*filters; for a dense kernel (in, units): fan_in = in, fan_out = units.
 Weights are drawn with NumPy whatever the backend, so a seed gives the same
 network on the CPU and on the GPU.
+
+``serialize`` gives Keras's form of an initializer, ``{"class_name":
+"VarianceScaling", "config": {...}}`` (what Keras writes for glorot_uniform and
+the other named functions too); ``deserialize`` and ``get`` take it back.
 """
 from __future__ import annotations
 
@@ -81,6 +85,10 @@ class Initializer:
 
     def get_config(self) -> dict:
         return {"seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Initializer":
+        return cls(**config)
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -192,7 +200,12 @@ def ones(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return np.ones(shape)
 
 
+_SCALINGS: dict[str, tuple[float, str, str]] = {}  # name: VarianceScaling's arguments
+
+
 def _scaling(name: str, scale: float, mode: str, distribution: str) -> Callable:
+    _SCALINGS[name] = (scale, mode, distribution)
+
     def init(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         return VarianceScaling(scale, mode, distribution)(shape, rng)
     init.__name__ = init.__qualname__ = name
@@ -218,11 +231,75 @@ INITIALIZERS.update({
     "orthogonal": Orthogonal()})
 
 
-def get(identifier: str | Callable, where: str = "initializers.get") -> Callable:
-    """An initializer ``f(shape, rng) -> np.ndarray`` from its name, or a callable as is;
-    ``where`` names the caller (a layer) in the error for an unknown name."""
+# Keras's class names (keras/initializers.py), for the dict form of serialize/deserialize.
+CLASSES: dict[str, Callable] = {
+    cls.__name__: cls for cls in (Constant, RandomNormal, TruncatedNormal, RandomUniform,
+                                  VarianceScaling, Orthogonal)}
+CLASSES.update({"Zeros": lambda: zeros, "Ones": lambda: ones})
+
+
+def serialize(initializer: Callable) -> dict | str:
+    """Keras's form of an initializer: ``{"class_name": "VarianceScaling", "config":
+    {...}}``. The named functions give what Keras writes for them (glorot_uniform is
+    VarianceScaling(1, 'fan_avg', 'uniform'), zeros is Zeros); any other function
+    gives its name, for ``deserialize``'s custom_objects."""
+    if isinstance(initializer, Initializer):
+        return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+    if initializer is zeros or initializer is ones:
+        return {"class_name": initializer.__name__.capitalize(), "config": {}}
+    name = getattr(initializer, "__name__", None)
+    if name in _SCALINGS and INITIALIZERS.get(name) is initializer:
+        scale, mode, distribution = _SCALINGS[name]
+        return {"class_name": "VarianceScaling",
+                "config": {"scale": scale, "mode": mode, "distribution": distribution,
+                           "seed": None}}
+    if hasattr(initializer, "get_config"):  # a custom class in Keras's style
+        return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"initializers.serialize: cannot name the initializer {initializer!r}; "
+                         "use a def'd function or a class with get_config(), and give it to "
+                         "the loader in custom_objects")
+    return name
+
+
+def deserialize(config: dict | str, custom_objects: dict | None = None,
+                where: str = "initializers.deserialize") -> Callable:
+    """The initializer ``serialize`` described: a name, or ``{"class_name", "config"}``.
+    ``custom_objects`` maps the names of your own initializers (functions, or classes
+    built with ``from_config``/``cls(**config)``) to them."""
+    custom_objects = custom_objects or {}
+    if isinstance(config, str):
+        if config in custom_objects:
+            return custom_objects[config]
+        if config not in INITIALIZERS:
+            raise ValueError(f"{where}: unknown initializer {config!r}; if it is your own, "
+                             f"pass it as custom_objects={{{config!r}: {config}}}")
+        return get(config, where)
+    if not (isinstance(config, dict) and isinstance(config.get("class_name"), str)
+            and isinstance(config.get("config", {}), dict)):
+        raise ValueError(f"{where}: expected an initializer name or a dict "
+                         f'{{"class_name": ..., "config": {{...}}}}, got {config!r}')
+    name, arguments = config["class_name"], config.get("config", {})
+    cls = custom_objects.get(name, CLASSES.get(name))
+    if cls is None:
+        raise ValueError(f"{where}: unknown initializer class {name!r}: expected one of "
+                         f"{', '.join(sorted(CLASSES))}, or pass your class as "
+                         f"custom_objects={{{name!r}: {name}}}")
+    try:
+        return cls.from_config(arguments) if hasattr(cls, "from_config") else cls(**arguments)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {name} does not take the config {arguments!r}: {exc}") \
+            from None
+
+
+def get(identifier: str | dict | Callable, where: str = "initializers.get") -> Callable:
+    """An initializer ``f(shape, rng) -> np.ndarray`` from its name, a ``serialize`` dict,
+    or a callable as is; ``where`` names the caller (a layer) in the error for an
+    unknown name."""
     if callable(identifier):
         return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier, where=where)
     if not isinstance(identifier, str) or identifier not in INITIALIZERS:
         raise ValueError(f"{where}: unknown initializer {identifier!r}: expected one of "
                          f"{', '.join(sorted(INITIALIZERS))} or a callable f(shape, rng)")

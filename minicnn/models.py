@@ -4,14 +4,17 @@
 loss, ReLUs moved after max-pooling); ``fit`` hands the loop to
 ``minicnn.training`` (arrays, or a generator or Sequence through
 ``minicnn.training.batches``); ``minicnn.datachecks`` checks every x and y given here;
-``minicnn.serialization`` reads and writes the weights file.
+``minicnn.serialization`` reads and writes the weights file and the whole-model
+file (``save``, ``load_model``), and makes layers from their configs
+(``get_config``/``from_config``, ``to_json``/``model_from_json``).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -610,3 +613,119 @@ class Sequential:
     def load_weights(self, path: str | os.PathLike) -> None:
         """Read parameters written by ``save_weights``, checking they fit this model."""
         serialization.load_weights(path, self)
+
+    # ------------------------------------------------------------ the whole model
+    def get_config(self) -> dict:
+        """Keras's config: ``{"name": ..., "layers": [{"class_name": ..., "config": ...}]}``,
+        plus ``build_input_shape`` when the model knows its input shape but its first layer
+        does not record it (a model built by ``build`` or ``fit``), as tf.keras writes it."""
+        config: dict[str, Any] = {
+            "name": self.name,
+            "layers": [{"class_name": layer.kind, "config": layer.get_config()}
+                       for layer in self.layers]}
+        if self.input_shape is not None and self.layers and \
+                self.layers[0].batch_input_shape is None:
+            config["build_input_shape"] = list(self.input_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict | list, custom_objects: dict | None = None
+                    ) -> "Sequential":
+        """A new, uncompiled model from ``get_config``'s output (or Keras's older list of
+        layer configs). ``custom_objects`` maps the class names of your own layers (and
+        the names of your activations and initializers) to them."""
+        return _sequential_from_config(cls, config, custom_objects, "Sequential.from_config")
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The architecture as Keras's JSON (``json.dumps`` keywords such as indent
+        welcome): ``{"class_name": "Sequential", "config": get_config(), "keras_version":
+        ..., "backend": "minicnn"}``. No weights: see ``save``."""
+        return json.dumps({"class_name": type(self).__name__, "config": self.get_config(),
+                           "keras_version": serialization.KERAS_VERSION, "backend": "minicnn"},
+                          **kwargs)
+
+    def save(self, filepath: str | os.PathLike, overwrite: bool = True,
+             include_optimizer: bool = True) -> None:
+        """Write the whole model to one ``.npz`` file (atomically): architecture, weights,
+        the compile arguments and the optimizer's state, so that ``load_model`` gives a
+        model that predicts and trains on exactly as this one. ``include_optimizer=False``
+        leaves out the compile arguments and the optimizer. ``overwrite=False`` refuses
+        an existing file (Keras asks on the console instead). The format is described
+        in ``minicnn.serialization``."""
+        serialization.save_model(filepath, self, overwrite, include_optimizer)
+
+
+def _sequential_from_config(cls: type, config: dict | list, custom_objects: dict | None,
+                            who: str) -> Sequential:
+    """``Sequential.from_config``, its errors naming ``who``."""
+    if isinstance(config, dict):
+        if not isinstance(config.get("layers"), list):
+            raise ValueError(f'{who}: expected {{"name": ..., "layers": [...]}}, got a '
+                             f"dict with keys {sorted(config)}")
+        name, entries = config.get("name") or "sequential", config["layers"]
+        build_shape = config.get("build_input_shape")
+    elif isinstance(config, list):
+        name, entries, build_shape = "sequential", config, None
+    else:
+        raise ValueError(f'{who}: expected {{"name": ..., "layers": [...]}}, got '
+                         f"{type(config).__name__}")
+    model = cls(name=name)
+    for entry in entries:
+        model.add(serialization.layer_from_config(entry, custom_objects, who))
+    if build_shape is not None and not model.built:
+        model.build(tuple(build_shape))
+    return model
+
+
+def model_from_json(json_string: str, custom_objects: dict | None = None) -> Sequential:
+    """A new, uncompiled model from ``to_json``'s text (Keras's ``model_from_json``)."""
+    try:
+        config = json.loads(json_string)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"model_from_json: the text is not JSON: {exc}") from None
+    return _model_from_config(config, custom_objects, "model_from_json")
+
+
+def _model_from_config(config: Any, custom_objects: dict | None, who: str) -> Sequential:
+    if not isinstance(config, dict) or "config" not in config:
+        raise ValueError(f'{who}: expected {{"class_name": "Sequential", "config": {{...}}}}, '
+                         f"got {str(config)[:60]}")
+    if config.get("class_name") != "Sequential":
+        raise ValueError(f"{who}: minicnn builds Sequential models only, the config describes "
+                         f"{config.get('class_name')!r}")
+    return _sequential_from_config(Sequential, config["config"], custom_objects, who)
+
+
+def load_model(filepath: str | os.PathLike, custom_objects: dict | None = None,
+               compile: bool = True) -> Sequential:
+    """The model ``Sequential.save`` wrote: built, with its weights and, when it was
+    compiled (and ``compile`` is True), compiled as it was, its optimizer in the
+    state it had, so that ``fit`` goes on exactly where the saved model stopped.
+    ``custom_objects`` maps the names of your own layers, activations,
+    initializers, losses and optimizers to them. Everything in the file is checked
+    first; a damaged or foreign file raises ``WeightsFileError`` naming it."""
+    path = os.fspath(filepath)
+    meta, arrays = serialization.read_model_file(path, "load_model")
+    try:
+        model = _model_from_config(meta["model_config"], custom_objects, "load_model")
+    except ValueError as exc:
+        raise type(exc)(f"{exc} (in {path})") from None
+    training = meta["training_config"]
+    if compile and training is not None:
+        custom = custom_objects or {}
+        loss = custom.get(training["loss"], training["loss"])
+        if isinstance(loss, type):
+            loss = loss()
+        try:
+            optimizer = optimizers.deserialize(training["optimizer_config"], custom_objects)
+            model.compile(optimizer=optimizer, loss=loss, metrics=training["metrics"])
+        except ValueError as exc:
+            raise ValueError(f"load_model: {path}: the saved compile arguments do not work "
+                             f"here: {exc}; pass your own loss or optimizer in "
+                             "custom_objects") from None
+    elif compile:
+        warnings.warn(f"load_model: {path} holds no training configuration (saved before "
+                      "compile, or with include_optimizer=False): compile the model yourself",
+                      stacklevel=2)
+    serialization.restore_model(model, meta, arrays, path, "load_model")
+    return model

@@ -405,11 +405,40 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": Adam, "adamax": Adamax, "nadam": Nadam}
 
 
-def get(identifier: str | Optimizer) -> Optimizer:
-    """An optimizer by Keras's string name (with its defaults), or the instance itself."""
+def serialize(optimizer: Optimizer) -> dict:
+    """Keras's form: ``{"class_name": "SGD", "config": optimizer.get_config()}``."""
+    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+
+
+def deserialize(config: dict, custom_objects: dict | None = None) -> Optimizer:
+    """A new optimizer from ``serialize``'s dict; the class name is matched without
+    case, as Keras does ("SGD", "sgd"); ``custom_objects`` maps your own classes' names
+    to them."""
+    if not (isinstance(config, dict) and isinstance(config.get("class_name"), str)
+            and isinstance(config.get("config", {}), dict)):
+        raise ValueError(f"optimizers.deserialize: expected a dict "
+                         f'{{"class_name": ..., "config": {{...}}}}, got {config!r}')
+    name, arguments = config["class_name"], config.get("config", {})
+    cls = (custom_objects or {}).get(name) or OPTIMIZERS.get(name.lower())
+    if cls is None:
+        raise ValueError(f"optimizers.deserialize: unknown optimizer class {name!r}: expected "
+                         f"one of {', '.join(type_.__name__ for type_ in OPTIMIZERS.values())}, "
+                         f"or pass your class as custom_objects={{{name!r}: {name}}}")
+    try:
+        return cls.from_config(arguments)
+    except TypeError as exc:
+        raise ValueError(f"optimizers.deserialize: {name} does not take the config "
+                         f"{arguments!r}: {exc}") from None
+
+
+def get(identifier: str | dict | Optimizer) -> Optimizer:
+    """An optimizer by Keras's string name (with its defaults), from a ``serialize``
+    dict, or the instance itself."""
     if isinstance(identifier, Optimizer):
         return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
     if not isinstance(identifier, str) or identifier not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {identifier!r}: expected one of "
-                         f"{', '.join(OPTIMIZERS)} or an optimizer instance")
+                         f"{', '.join(OPTIMIZERS)}, a config dict or an optimizer instance")
     return OPTIMIZERS[identifier]()

@@ -1,11 +1,39 @@
-"""Weights in ``.npz`` archives: the weights file of ``save_weights``/``load_weights``
-(format ``minicnn-weights-1``), and the pieces checkpoints share with it.
+"""Models and weights in ``.npz`` archives: the weights file of ``save_weights``/
+``load_weights`` (format ``minicnn-weights-1``), the whole-model file of
+``model.save``/``models.load_model`` (format ``minicnn-model``, version 1), layers
+from their configs, and the pieces checkpoints share with them.
 
 An archive maps names like ``conv2d_1/kernel`` to arrays, plus JSON metadata
 that records the architecture (each layer's type and config), so that loading
 into another architecture fails with a message naming the first mismatch
 instead of silently mixing weights. Archives are written to a temporary file
 and renamed; everything is checked before the first weight is overwritten.
+They are read with ``allow_pickle=False``: a file from elsewhere cannot run code.
+
+The whole-model file holds everything ``load_model`` needs to go on training
+exactly where ``save`` stopped:
+
+    __model__                 JSON text: {"format": "minicnn-model", "version": 1,
+                              "keras_version", "backend": "minicnn",
+                              "model_config": model.to_json()'s object
+                                  ({"class_name": "Sequential", "config":
+                                  {"name", "layers": [{"class_name", "config"}, ...]}}),
+                              "input_shape": one sample's shape,
+                              "layer_names": the names the entries below use,
+                              "training_config": null (not compiled, or saved with
+                                  include_optimizer=False) or {"loss": name,
+                                  "metrics": [names], "optimizer_config":
+                                  {"class_name", "config"}},
+                              "optimizer_iterations": the update count (null without
+                                  training_config),
+                              "rng": {layer name: its generator's state (Dropout's)}}
+    weights/<layer>/<param>   every parameter
+    optimizer/<layer>/<param> SGD's momentum buffers, if any (with training_config)
+    optimizer/<layer>/<param>/<slot>
+                              the other optimizers' slots (Adam's ms and vs, ...)
+
+The weight and optimizer entries are named as in a checkpoint
+(``minicnn.training.checkpoint``), which adds the epoch and the history.
 """
 from __future__ import annotations
 
@@ -16,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from minicnn import backend
+from minicnn import activations, backend, initializers, layers
 from minicnn.fileio import write_atomic
 
 
@@ -30,9 +58,10 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".keras")
 def refuse_hdf5(path: str | os.PathLike, who: str) -> None:
     """minicnn writes and reads .npz archives only: an HDF5 name would silently hold npz."""
     if os.fspath(path).lower().endswith(HDF5_SUFFIXES):
-        raise ValueError(f"{who}: {os.fspath(path)!r} names an HDF5 file; minicnn stores weights "
-                         "as NumPy .npz archives and reads no HDF5 (Keras-written files "
-                         "included): use a name ending in .npz")
+        stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+        raise ValueError(f"{who}: {os.fspath(path)!r} names an HDF5 file; minicnn stores models "
+                         "and weights as NumPy .npz archives and reads no HDF5 (Keras-written "
+                         f"files included): use a name ending in .npz, such as '{stem}.npz'")
 
 
 def write_archive(path: str | os.PathLike, arrays: dict) -> None:
@@ -158,3 +187,194 @@ def load_weights(path: str | os.PathLike, model: Any) -> None:
     if not model.built:
         model.build((None, *meta["input_shape"]))
     set_weights(model, stored, meta["architecture"], path, "load_weights")
+
+
+# ---------------------------------------------------------------- layers from configs
+# The config keys Keras resolves through custom_objects (keras/layers deserialize them).
+_CUSTOM_KEYS = ("activation",)
+_CUSTOM_SUFFIXES = ("_initializer",)
+
+
+def layer_classes() -> dict[str, type]:
+    """The built-in layers by Keras's class name."""
+    return {name: getattr(layers, name) for name in layers.__all__ if name != "Layer"}
+
+
+def layer_from_config(entry: Any, custom_objects: dict | None, who: str) -> Any:
+    """A new layer from ``{"class_name": ..., "config": {...}}`` (a model config's entry).
+    Your own layer classes, activations and initializers come from ``custom_objects``
+    (name: class or function), as in Keras."""
+    custom_objects = custom_objects or {}
+    if not (isinstance(entry, dict) and isinstance(entry.get("class_name"), str)
+            and isinstance(entry.get("config"), dict)):
+        raise ValueError(f"{who}: each layer must be a dict "
+                         f'{{"class_name": ..., "config": {{...}}}}, got {entry!r:.80}')
+    name = entry["class_name"]
+    cls = custom_objects.get(name) or layer_classes().get(name)
+    if cls is None:
+        raise ValueError(f"{who}: unknown layer class {name!r}; if it is your own layer, "
+                         f"pass it as custom_objects={{{name!r}: {name}}}")
+    config = dict(entry["config"])
+    for key, value in config.items():
+        if key in _CUSTOM_KEYS and isinstance(value, str):
+            config[key] = activations.deserialize(value, custom_objects, f"{who}: {name}")
+        elif key.endswith(_CUSTOM_SUFFIXES) and value is not None:
+            config[key] = initializers.deserialize(value, custom_objects, f"{who}: {name} {key}")
+    try:
+        return cls.from_config(config)
+    except TypeError as exc:  # an argument the class does not take
+        raise ValueError(f"{who}: {name} cannot be made from its config: {exc}") from None
+
+
+# ---------------------------------------------------------------- optimizer state
+def optimizer_entry(slot: str, layer: str, param: str) -> str:
+    """SGD's velocities keep the short name that checkpoints have always used."""
+    return f"optimizer/{layer}/{param}" if slot == "velocities" else \
+        f"optimizer/{layer}/{param}/{slot}"
+
+
+def optimizer_arrays(optimizer: Any) -> dict:
+    """Host copies of every slot array of ``optimizer``, keyed by ``optimizer_entry``."""
+    state = optimizer.get_state()
+    return {optimizer_entry(slot, layer, key): backend.to_host(value)
+            for slot in optimizer.slots for layer, weights in state[slot].items()
+            for key, value in weights.items()}
+
+
+def optimizer_slots(arrays: dict, model: Any, saved: list[dict], path: str, who: str) -> dict:
+    """The slots of ``model.optimizer``'s state from the ``optimizer/...`` entries of
+    ``arrays``, every name and shape checked (``saved``: the file's layers, whose
+    names the entries use). Returns ``{slot: {layer: {param: array}}}``."""
+    position = {layer["name"]: i for i, layer in enumerate(saved)}
+    slots = model.optimizer.slots
+    state: dict[str, dict] = {slot: {} for slot in slots}
+    for key, value in arrays.items():
+        if key.startswith("optimizer/"):
+            parts = key.split("/")
+            slot = "velocities" if len(parts) == 3 else parts[3] if len(parts) == 4 else None
+            if slot not in slots or key != optimizer_entry(slot, *parts[1:3]):
+                raise WeightsFileError(
+                    f"{who}: {path} holds an entry {key!r}; optimizer entries are named "
+                    f"optimizer/<layer>/<parameter> (SGD) or optimizer/<layer>/<parameter>/<slot>, "
+                    f"and {type(model.optimizer).__name__}'s slots are {', '.join(slots) or 'none'}")
+            saved_name, param = parts[1:3]
+            index = position.get(saved_name)
+            target = model.layers[index].params.get(param) if index is not None else None
+            if target is None or value.shape != tuple(target.shape):
+                raise WeightsFileError(f"{who}: {path} holds an optimizer buffer {key} "
+                                       f"of shape {value.shape} that fits no parameter of the model")
+            state[slot].setdefault(model.layers[index].name, {})[param] = value
+    return state
+
+
+def layer_rng_states(model: Any) -> dict:
+    return {layer.name: layer.get_rng_state() for layer in model.layers
+            if layer.get_rng_state() is not None}
+
+
+def set_layer_rng_states(model: Any, states: dict, saved: list[dict]) -> None:
+    for layer, theirs in zip(model.layers, saved):
+        state = states.get(theirs["name"])
+        if state is not None:
+            layer.set_rng_state(state)
+
+
+# ---------------------------------------------------------------- the whole-model file
+MODEL_FORMAT = "minicnn-model"
+MODEL_VERSION = 1
+KERAS_VERSION = "2.2.4"  # the Keras whose config format model_config follows
+
+
+def _name(thing: Any) -> str:
+    """A loss's or metric's name as compile takes it."""
+    if isinstance(thing, str):
+        return thing
+    name = getattr(thing, "name", None) or getattr(thing, "__name__", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"save: cannot name {thing!r} in the training config")
+    return name
+
+
+def save_model(path: str | os.PathLike, model: Any, overwrite: bool = True,
+               include_optimizer: bool = True) -> None:
+    """Write ``model`` whole (architecture, weights, compile arguments, optimizer state)
+    to one ``.npz`` file, in the format of the module docstring (atomically)."""
+    refuse_hdf5(path, "save")
+    if not model.built:
+        raise RuntimeError("save: the model is not built yet (give the first layer "
+                           "input_shape, or call build/fit/predict first)")
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"save: {os.fspath(path)} exists and overwrite=False")
+    compiled = include_optimizer and model.optimizer is not None and model.loss is not None
+    meta = {
+        "format": MODEL_FORMAT, "version": MODEL_VERSION, "keras_version": KERAS_VERSION,
+        "backend": "minicnn", "model_config": json.loads(model.to_json()),
+        "input_shape": list(model.input_shape[1:]),
+        "layer_names": [layer.name for layer in model.layers],
+        "training_config": None, "optimizer_iterations": None,
+        "rng": layer_rng_states(model)}
+    arrays = weight_arrays(model, prefix="weights/")
+    if compiled:
+        meta["training_config"] = {
+            "loss": _name(model.loss), "metrics": [_name(m) for m in model.metrics],
+            "optimizer_config": {"class_name": type(model.optimizer).__name__,
+                                 "config": model.optimizer.get_config()}}
+        meta["optimizer_iterations"] = int(model.optimizer.iterations)
+        arrays.update(optimizer_arrays(model.optimizer))
+    arrays["__model__"] = np.array(json.dumps(meta))
+    write_archive(path, arrays)
+
+
+_OTHER_FILES = {"__meta__": "a weights file (model.save_weights): build the model and call "
+                            "model.load_weights",
+                "__checkpoint__": "a checkpoint (fit's checkpoint=): build and compile the "
+                                  "model and call fit(..., checkpoint=PATH, resume=True)"}
+
+
+def read_model_file(path: str | os.PathLike, who: str = "load_model") -> tuple[dict, dict]:
+    """The metadata and the arrays of a ``save_model`` file, its metadata checked."""
+    path = os.fspath(path)
+    refuse_hdf5(path, who)
+    arrays = read_archive(path, who, "minicnn model file")
+    if "__model__" not in arrays:
+        other = next((what for key, what in _OTHER_FILES.items() if key in arrays), None)
+        raise WeightsFileError(f"{who}: {path} is not a minicnn model file (no __model__ entry)"
+                               + (f"; it is {other}" if other else ""))
+    meta = read_metadata(arrays, "__model__", path, who)
+    if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
+        raise WeightsFileError(f"{who}: {path} has format {meta.get('format')!r} version "
+                               f"{meta.get('version')!r}; this minicnn reads {MODEL_FORMAT!r} "
+                               f"version {MODEL_VERSION}")
+    require_fields(meta, ("model_config", "input_shape", "layer_names", "training_config",
+                          "optimizer_iterations", "rng"), "__model__", path, who)
+    config = meta["model_config"]
+    if not isinstance(config, dict) or not isinstance(config.get("config"), (dict, list)):
+        raise WeightsFileError(f"{who}: {path} has damaged metadata (model_config is not "
+                               '{"class_name": ..., "config": ...})')
+    training = meta["training_config"]
+    if training is not None:
+        if not isinstance(training, dict):
+            raise WeightsFileError(f"{who}: {path} has damaged metadata (training_config is "
+                                   "not a JSON object)")
+        require_fields(training, ("loss", "metrics", "optimizer_config"),
+                       "__model__ training_config", path, who)
+    return meta, arrays
+
+
+def restore_model(model: Any, meta: dict, arrays: dict, path: str | os.PathLike,
+                  who: str = "load_model") -> None:
+    """Put a ``read_model_file`` file's weights (and, when ``model`` is compiled, the
+    optimizer's state) into ``model``, built from that file's model_config; every
+    name and shape is checked first."""
+    saved = [{"name": name} for name in meta["layer_names"]]
+    if len(saved) != len(model.layers):
+        raise WeightsFileError(f"{who}: {path} names {len(saved)} layers, its model_config "
+                               f"makes {len(model.layers)}: the file is damaged")
+    if not model.built:
+        model.build((None, *meta["input_shape"]))
+    restore_optimizer = model.optimizer is not None and meta["training_config"] is not None
+    slots = optimizer_slots(arrays, model, saved, path, who) if restore_optimizer else None
+    set_weights(model, arrays, saved, path, who, prefix="weights/")
+    if restore_optimizer:
+        model.optimizer.set_state({"iterations": meta["optimizer_iterations"], **slots})
+    set_layer_rng_states(model, meta["rng"], saved)

@@ -176,9 +176,6 @@ def test_model_checkpoint_save_best_only_and_period(tmp_path):
 
 
 def test_model_checkpoint_refusals(tmp_path):
-    with pytest.raises(ValueError, match="save_weights_only=False saves the full model.*"
-                                         "does not support yet"):
-        ModelCheckpoint(str(tmp_path / "m.npz"))
     with pytest.raises(ValueError, match="ModelCheckpoint: .*names an HDF5 file"):
         ModelCheckpoint(str(tmp_path / "m.h5"), save_weights_only=True)
     checkpoint = ModelCheckpoint(str(tmp_path / "m{val_acc}.npz"), save_weights_only=True)

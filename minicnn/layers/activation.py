@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from minicnn import activations
-from minicnn.layers.base import Layer
+from minicnn.layers.base import Layer, plain
 
 
 class Activation(Layer):
@@ -29,3 +29,7 @@ class Activation(Layer):
 
     def config(self) -> dict:
         return {"activation": self.activation.name}
+
+    def get_config(self) -> dict:
+        return plain({**super().get_config(),
+                      "activation": activations.serialize(self.activation)})

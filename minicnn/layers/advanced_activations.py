@@ -19,7 +19,7 @@ import numbers
 from typing import Any, Callable, Sequence
 
 from minicnn import activations, backend, initializers
-from minicnn.layers.base import Layer, unsupported
+from minicnn.layers.base import Layer, plain, unsupported
 
 
 class _AlphaActivation(Layer):
@@ -110,3 +110,10 @@ class PReLU(Layer):
 
     def config(self) -> dict:
         return {"shared_axes": list(self.shared_axes)}
+
+    def get_config(self) -> dict:
+        return plain({
+            **super().get_config(),
+            "alpha_initializer": initializers.serialize(self.alpha_initializer),
+            "alpha_regularizer": None, "alpha_constraint": None,
+            "shared_axes": list(self.shared_axes) or None})  # Keras: None when none

@@ -365,8 +365,36 @@ class Layer:
         return {}
 
     def get_config(self) -> dict:
-        """Keras's get_config: the name, trainable, and the architecture arguments."""
-        return {"name": self.name, "trainable": self.trainable, **self.config()}
+        """Keras's get_config: every constructor argument, as JSON data (tuples as lists),
+        so that ``type(layer).from_config(layer.get_config())`` makes the same layer.
+        Here: name, trainable, batch_input_shape (when given), dtype and ``config()``;
+        each built-in layer adds the rest of its arguments, and a custom layer with
+        arguments of its own adds them, as in Keras::
+
+            def get_config(self):
+                return {**super().get_config(), "units": self.units}
+        """
+        config: dict[str, Any] = {"name": self.name, "trainable": self.trainable}
+        if self.batch_input_shape is not None:
+            config["batch_input_shape"] = self.batch_input_shape
+        config["dtype"] = backend.floatx()
+        return plain({**config, **self.config()})
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        """Keras's from_config: a new layer from ``get_config``'s output."""
+        return cls(**config)
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON data: tuples (nested ones too) become lists, NumPy scalars numbers."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a NumPy scalar
+        return value.item()
+    return value
 
 
 def _batch_input_shape(kwargs: dict, layer: str) -> tuple | None:

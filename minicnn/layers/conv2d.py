@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 from minicnn import activations, initializers, ops
 from minicnn.backend import Array
-from minicnn.layers.base import (Layer, check_data_format, check_padding, pair, positive_int,
-                                 unsupported)
+from minicnn.layers.base import (Layer, check_data_format, check_padding, pair, plain,
+                                 positive_int, unsupported)
 from minicnn.ops import windows as win
 
 
@@ -123,3 +123,14 @@ class Conv2D(Layer):
                 "strides": self.strides, "padding": self.padding,
                 "dilation_rate": self.dilation_rate, "use_bias": self.use_bias,
                 "activation": activations.name_of(self.activation)}
+
+    def get_config(self) -> dict:
+        return plain({
+            **super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+            "strides": self.strides, "padding": self.padding, "data_format": "channels_last",
+            "dilation_rate": self.dilation_rate,
+            "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
+            "kernel_constraint": None, "bias_constraint": None})

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from minicnn import activations, initializers
-from minicnn.layers.base import Layer, positive_int, unsupported
+from minicnn.layers.base import Layer, plain, positive_int, unsupported
 
 
 class Dense(Layer):
@@ -62,3 +62,12 @@ class Dense(Layer):
     def config(self) -> dict:
         return {"units": self.units, "use_bias": self.use_bias,
                 "activation": activations.name_of(self.activation)}
+
+    def get_config(self) -> dict:
+        return plain({
+            **super().get_config(), "units": self.units,
+            "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
+            "kernel_constraint": None, "bias_constraint": None})

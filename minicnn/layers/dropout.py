@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from minicnn import backend, ops
-from minicnn.layers.base import Layer, unsupported
+from minicnn.layers.base import Layer, plain, unsupported
 
 
 class Dropout(Layer):
@@ -58,3 +58,6 @@ class Dropout(Layer):
 
     def config(self) -> dict:
         return {"rate": self.rate}
+
+    def get_config(self) -> dict:
+        return plain({**super().get_config(), "noise_shape": None, "seed": self.seed})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from minicnn.layers.base import Layer, check_data_format
+from minicnn.layers.base import Layer, check_data_format, plain
 
 
 class Flatten(Layer):
@@ -24,3 +24,6 @@ class Flatten(Layer):
 
     def _backward(self, grad):
         return grad.reshape(self._shape)
+
+    def get_config(self) -> dict:
+        return plain({**super().get_config(), "data_format": "channels_last"})

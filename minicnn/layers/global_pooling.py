@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from minicnn import backend
-from minicnn.layers.base import Layer, check_data_format
+from minicnn.layers.base import Layer, check_data_format, plain
 
 
 class _GlobalPooling2D(Layer):
@@ -32,6 +32,9 @@ class _GlobalPooling2D(Layer):
 
     def config(self) -> dict:
         return {}
+
+    def get_config(self) -> dict:
+        return plain({**super().get_config(), "data_format": "channels_last"})
 
 
 class GlobalAveragePooling2D(_GlobalPooling2D):

@@ -39,7 +39,7 @@ import numbers
 from typing import Any, Callable
 
 from minicnn import backend, initializers
-from minicnn.layers.base import Layer, unsupported
+from minicnn.layers.base import Layer, plain, unsupported
 
 
 class BatchNormalization(Layer):
@@ -161,3 +161,14 @@ class BatchNormalization(Layer):
     def config(self) -> dict:
         return {"axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,
                 "center": self.center, "scale": self.scale}
+
+    def get_config(self) -> dict:
+        serialize = initializers.serialize
+        return plain({
+            **super().get_config(),
+            "beta_initializer": serialize(self.beta_initializer),
+            "gamma_initializer": serialize(self.gamma_initializer),
+            "moving_mean_initializer": serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": serialize(self.moving_variance_initializer),
+            "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+            "gamma_constraint": None})

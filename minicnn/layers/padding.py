@@ -13,7 +13,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from minicnn.layers.base import Layer, check_data_format
+from minicnn.layers.base import Layer, check_data_format, plain
 from minicnn.ops import windows as win
 
 Amounts = tuple[tuple[int, int], tuple[int, int]]
@@ -71,6 +71,9 @@ class ZeroPadding2D(Layer):
     def config(self) -> dict:
         return {"padding": self.padding}
 
+    def get_config(self) -> dict:
+        return plain({**super().get_config(), "data_format": "channels_last"})
+
 
 class Cropping2D(Layer):
     input_ndim = 4
@@ -97,3 +100,6 @@ class Cropping2D(Layer):
 
     def config(self) -> dict:
         return {"cropping": self.cropping}
+
+    def get_config(self) -> dict:
+        return plain({**super().get_config(), "data_format": "channels_last"})

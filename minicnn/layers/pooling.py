@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from minicnn import ops
-from minicnn.layers.base import Layer, check_data_format, check_padding, pair
+from minicnn.layers.base import Layer, check_data_format, check_padding, pair, plain
 from minicnn.ops import windows as win
 
 
@@ -44,6 +44,9 @@ class Pooling2D(Layer):
 
     def config(self) -> dict:
         return {"pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}
+
+    def get_config(self) -> dict:
+        return plain({**super().get_config(), "data_format": "channels_last"})
 
 
 class MaxPooling2D(Pooling2D):

@@ -40,12 +40,6 @@ class Checkpoint:
     fit_rng_state: dict | None = None
 
 
-def _entry(slot: str, layer: str, param: str) -> str:
-    """SGD's velocities keep the short name that checkpoints have always used."""
-    return f"optimizer/{layer}/{param}" if slot == "velocities" else \
-        f"optimizer/{layer}/{param}/{slot}"
-
-
 def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
          fit_rng: Any = None) -> None:
     """Write model weights, optimizer state, history and generator states to ``path``
@@ -53,24 +47,19 @@ def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
     serialization.refuse_hdf5(path, "checkpoint")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     optimizer = model.optimizer
-    state = optimizer.get_state()
     meta = {
         "format": FORMAT, "version": VERSION, "epoch": int(epoch),
         "input_shape": list(model.input_shape[1:]),
         "architecture": serialization.architecture(model),
         "history": {k: [float(v) for v in values] for k, values in history.as_dict().items()},
         "optimizer": {"type": type(optimizer).__name__, "config": optimizer.get_config(),
-                      "iterations": int(state["iterations"])},
+                      "iterations": int(optimizer.iterations)},
         "rng": {"fit": backend.rng_state(fit_rng) if fit_rng is not None else None,
-                "layers": {layer.name: layer.get_rng_state() for layer in model.layers
-                           if layer.get_rng_state() is not None}},
+                "layers": serialization.layer_rng_states(model)},
     }
     arrays = serialization.weight_arrays(model, prefix="weights/")
     arrays["__checkpoint__"] = np.array(json.dumps(meta))
-    for slot in optimizer.slots:
-        for layer, weights in state[slot].items():
-            for key, value in weights.items():
-                arrays[_entry(slot, layer, key)] = backend.to_host(value)
+    arrays.update(serialization.optimizer_arrays(optimizer))
     serialization.write_archive(path, arrays)
 
 
@@ -97,33 +86,12 @@ def load(path: str | os.PathLike, model: Any) -> Checkpoint:
         raise CheckpointError(f"checkpoint: {path} was made with optimizer {opt['type']}, "
                               f"the model is compiled with {type(model.optimizer).__name__}")
     # The file's own layer names find its entries, whatever this model calls its layers.
-    position = {saved["name"]: i for i, saved in enumerate(meta["architecture"])}
-    slots = model.optimizer.slots
-    state: dict[str, dict] = {slot: {} for slot in slots}
-    for key, value in arrays.items():
-        if key.startswith("optimizer/"):
-            parts = key.split("/")
-            slot = "velocities" if len(parts) == 3 else parts[3] if len(parts) == 4 else None
-            if slot not in slots or key != _entry(slot, *parts[1:3]):
-                raise CheckpointError(
-                    f"checkpoint: {path} holds an entry {key!r}; optimizer entries are named "
-                    f"optimizer/<layer>/<parameter> (SGD) or optimizer/<layer>/<parameter>/<slot>, "
-                    f"and {type(model.optimizer).__name__}'s slots are {', '.join(slots) or 'none'}")
-            saved_name, param = parts[1:3]
-            index = position.get(saved_name)
-            target = model.layers[index].params.get(param) if index is not None else None
-            if target is None or value.shape != tuple(target.shape):
-                raise CheckpointError(f"checkpoint: {path} holds an optimizer buffer {key} "
-                                      f"of shape {value.shape} that fits no parameter of the model")
-            state[slot].setdefault(model.layers[index].name, {})[param] = value
+    state = serialization.optimizer_slots(arrays, model, meta["architecture"], path, "checkpoint")
     # Everything is checked: only now does the model change.
     serialization.set_weights(model, arrays, meta["architecture"], path, "checkpoint",
                               prefix="weights/")
     model.optimizer.set_state({"iterations": opt["iterations"], **state})
-    for layer, saved in zip(model.layers, meta["architecture"]):
-        state = meta["rng"]["layers"].get(saved["name"])
-        if state is not None:
-            layer.set_rng_state(state)
+    serialization.set_layer_rng_states(model, meta["rng"]["layers"], meta["architecture"])
     return Checkpoint(epoch=int(meta["epoch"]), history=meta["history"],
                       fit_rng_state=meta["rng"]["fit"])
 
