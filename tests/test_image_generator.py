@@ -425,6 +425,18 @@ def test_flow_batches_are_standardized_augmented_floatx_on_every_backend(device)
     assert 0 <= host_xb.min() and host_xb.max() <= 1.0 + 1e-6
 
 
+def test_flow_transforms_before_it_standardizes():
+    x = images(n=6, dtype="float32")
+    gen = ImageDataGenerator(width_shift_range=[3], fill_mode="constant", cval=5.0, rescale=0.1)
+    xb, yb = gen.flow(x, np.arange(6), batch_size=6, seed=0)[0]
+    for image, label in zip(xb, yb):
+        # the border the shift uncovers holds cval rescaled: the shift ran first
+        left = np.allclose(image[:, :3], 0.5)
+        assert left != np.allclose(image[:, -3:], 0.5)
+        inside = image[:, 3:] if left else image[:, :-3]
+        assert_close(inside, (x[label, :, :-3] if left else x[label, :, 3:]) * np.float32(0.1))
+
+
 def test_floatx_float64_batches():
     minicnn.set_floatx("float64")
     xb = ImageDataGenerator(zoom_range=0.2).flow(images(n=3, dtype="float32"), batch_size=3)[0]

@@ -17,8 +17,9 @@ affine matrix) are small host arrays; they are moved once to the batch's device.
   convention), read by bilinear interpolation (spline order 1) from the four
   pixels around (r, c): with r0 = floor(r), fr = r - r0 (c0, fc alike)::
 
-      out = (1-fr)(1-fc) x[r0, c0] + (1-fr) fc x[r0, c0+1]
-            + fr (1-fc) x[r0+1, c0] + fr fc x[r0+1, c0+1]
+      top    = x[r0, c0]   + fc (x[r0, c0+1]   - x[r0, c0])
+      bottom = x[r0+1, c0] + fc (x[r0+1, c0+1] - x[r0+1, c0])
+      out    = top + fr (bottom - top)
 
 * ``keras_matrices(...)``: Keras's matrices for rotation, shift, shear and zoom
   about the image centre, for ``affine``.
@@ -141,6 +142,13 @@ def _outside(xp: Any, coord: Array, n: int) -> Array:
     return (coord < 0) | (coord > n - 1)
 
 
+def _gather(xp: Any, x: Array, pixels: Array) -> Array:
+    """``x``'s pixels (all channels) at flat pixel indices n*H*W + row*W + col; one
+    take along the pixel axis, several times faster than fancy indexing in NumPy."""
+    n, h, w, c = x.shape
+    return xp.take(x.reshape(n * h * w, c), pixels, axis=0)
+
+
 # ---------------------------------------------------------------- whole-pixel shifts
 def translate(x: Array, rows: ArrayLike, cols: ArrayLike, fill_mode: str = "nearest",
               cval: float = 0.0) -> Array:
@@ -166,8 +174,8 @@ def translate(x: Array, rows: ArrayLike, cols: ArrayLike, fill_mode: str = "near
     else:
         ir = _map_coordinates(xp, src_r, h, fill_mode).astype(np.int64)
         ic = _map_coordinates(xp, src_c, w, fill_mode).astype(np.int64)
-    image = like(x, np.arange(n))[:, None, None]
-    out = x[image, ir[:, :, None], ic[:, None, :]]
+    base = like(x, np.arange(n, dtype=np.int64) * (h * w))[:, None, None]
+    out = _gather(xp, x, base + ir[:, :, None] * w + ic[:, None, :])
     if fill_mode == "constant":
         outside = _outside(xp, src_r, h)[:, :, None] | _outside(xp, src_c, w)[:, None, :]
         out = xp.where(outside[..., None], xp.asarray(cval, dtype=x.dtype), out)
@@ -195,13 +203,24 @@ def affine(x: Array, matrices: ArrayLike, fill_mode: str = "nearest",
     q = m[:, 1, 0, None, None] * i + m[:, 1, 1, None, None] * j + m[:, 1, 2, None, None]
     r0, r1, fr = _neighbours(xp, r, h, fill_mode)
     c0, c1, fc = _neighbours(xp, q, w, fill_mode)
-    flat = x.reshape(n * h * w, c)
     base = like(x, np.arange(n, dtype=np.int64) * (h * w))[:, None, None]
     fr = fr.astype(x.dtype)[..., None]
     fc = fc.astype(x.dtype)[..., None]
-    top = flat[base + r0 * w + c0] * (1 - fc) + flat[base + r0 * w + c1] * fc
-    bottom = flat[base + r1 * w + c0] * (1 - fc) + flat[base + r1 * w + c1] * fc
-    out = top * (1 - fr) + bottom * fr
+    row0, row1 = base + r0 * w, base + r1 * w
+    # a + f (b - a) for the top pair, the bottom pair, then between them; in place on
+    # the freshly gathered arrays, as every large temporary costs its page faults
+    top, right = _gather(xp, x, row0 + c0), _gather(xp, x, row0 + c1)
+    right -= top
+    right *= fc
+    top += right
+    bottom, right = _gather(xp, x, row1 + c0), _gather(xp, x, row1 + c1)
+    right -= bottom
+    right *= fc
+    bottom += right
+    bottom -= top
+    bottom *= fr
+    out = top
+    out += bottom
     if fill_mode == "constant":
         outside = _outside(xp, r, h) | _outside(xp, q, w)
         out = xp.where(outside[..., None], xp.asarray(cval, dtype=x.dtype), out)
