@@ -91,9 +91,18 @@ def flip(x: Array, mask: ArrayLike, axis: int = 2) -> Array:
     mask = _check_per_image(mask, x.shape[0], "mask", "transforms.flip").astype(bool)
     if not mask.any():
         return x
+    # one gather of every pixel from its source, indices built on the batch's device
     xp = backend.get_array_module(x)
-    mirrored = x[:, ::-1] if axis == 1 else x[:, :, ::-1]
-    return xp.where(like(x, mask)[:, None, None, None], mirrored, x)
+    n, h, w, _ = x.shape
+    size = h if axis == 1 else w
+    forward = like(x, np.arange(size, dtype=np.int64))
+    source = xp.where(like(x, mask)[:, None], forward[::-1], forward)  # (N, size)
+    if axis == 1:
+        pixels = source[:, :, None] * w + like(x, np.arange(w, dtype=np.int64))[None, None, :]
+    else:
+        pixels = like(x, np.arange(h, dtype=np.int64) * w)[None, :, None] + source[:, None, :]
+    pixels += like(x, np.arange(n, dtype=np.int64) * (h * w))[:, None, None]
+    return _gather(xp, x, pixels)
 
 
 # ---------------------------------------------------------------- fill modes
