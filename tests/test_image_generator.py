@@ -349,7 +349,8 @@ def test_standardize_runs_on_the_device_of_its_input(device):
 def test_flow_is_a_sequence_covering_every_sample_once_per_epoch():
     x = images(n=10, dtype="float32")
     it = ImageDataGenerator().flow(x, np.arange(10), batch_size=4, seed=3)
-    assert isinstance(it, (Sequence, NumpyArrayIterator)) and len(it) == 3
+    assert isinstance(it, Sequence) and isinstance(it, NumpyArrayIterator) and len(it) == 3
+    orders = []
     for epoch in range(2):
         batches = [it[i] for i in range(len(it))]
         assert [len(b[1]) for b in batches] == [4, 4, 2]
@@ -357,7 +358,7 @@ def test_flow_is_a_sequence_covering_every_sample_once_per_epoch():
         assert sorted(labels) == list(range(10))
         for xb, yb in batches:
             np.testing.assert_array_equal(xb, x[yb])  # no transform: the images themselves
-        orders = labels if epoch == 0 else (orders, labels)
+        orders.append(labels)
         it.on_epoch_end()
     assert not np.array_equal(*orders)  # reshuffled
 
@@ -533,6 +534,11 @@ def test_bad_flow_and_fit_input_is_refused_before_any_work():
         gen.apply_transform(x, {})
     with pytest.raises(IndexError, match="batch index 1 out of range; there are 1 batches"):
         gen.flow(x)[1]
+    fitted = ImageDataGenerator(featurewise_center=True)
+    fitted.fit(x)
+    with pytest.raises(ValueError, match="standardize: the generator was fit on images with "
+                                         "another shape"):
+        fitted.standardize(x[..., :1])
     bad = ImageDataGenerator(preprocessing_function=lambda image: image[:2])
     with pytest.raises(ValueError, match="preprocessing_function must return an image of the "
                                          "shape"):

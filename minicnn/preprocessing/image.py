@@ -299,8 +299,8 @@ class ImageDataGenerator:
         if intensity is not None:
             low = x.min(axis=(1, 2, 3), keepdims=True)
             high = x.max(axis=(1, 2, 3), keepdims=True)
-            x = xp.minimum(xp.maximum(x + transforms.like(x, intensity, x.dtype)[:, None, None, None],
-                                      low), high)
+            shift = transforms.like(x, intensity, x.dtype)[:, None, None, None]
+            x = xp.minimum(xp.maximum(x + shift, low), high)
         x = transforms.flip(x, get("flip_horizontal", 0.0) != 0, axis=2)
         x = transforms.flip(x, get("flip_vertical", 0.0) != 0, axis=1)
         brightness = get("brightness", None)
@@ -344,8 +344,13 @@ class ImageDataGenerator:
     def _stat(self, name: str, x: Array) -> Array:
         """The fitted statistic ``name`` on the device of ``x`` (moved once, then cached)."""
         value = getattr(self, name)
+        expected = x.shape[3] if name != "principal_components" else math.prod(x.shape[1:])
+        if np.ndim(value) and np.shape(value)[-1] not in (1, expected):  # else it broadcasts
+            raise ValueError(f"{NAME}.standardize: the generator was fit on images with "
+                             f"another shape ({name} has shape {np.shape(value)}); got images "
+                             f"of shape {tuple(x.shape[1:])}")
         cached = self._on_device.get(name)
-        if cached is not None and cached[0] is value and \
+        if cached is not None and cached[0] is value and cached[1].dtype == x.dtype and \
                 backend.get_array_module(cached[1]) is backend.get_array_module(x):
             return cached[1]
         moved = transforms.like(x, value, x.dtype)
