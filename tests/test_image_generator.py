@@ -31,7 +31,10 @@ KERAS_MODES = ["nearest", "constant", "reflect", "wrap"]
 def device(request):
     """The backends a batch can live on (the kernels backend adds nothing here)."""
     if request.param == "cupy" and not _backend.cupy_available():
-        pytest.skip("CuPy or a GPU is not available")
+        try:
+            _backend._cupy()
+        except RuntimeError as exc:
+            pytest.skip(f"CuPy or a GPU is not available: {exc}")
     minicnn.set_backend(request.param)
     yield request.param
     minicnn.set_backend("numpy")
