@@ -27,7 +27,7 @@ TIERS = [
      "minicnn.callbacks"),
     ("minicnn.training",),
     ("minicnn.models",),
-    ("minicnn.datasets", "minicnn.viz"),
+    ("minicnn.datasets", "minicnn.preprocessing", "minicnn.viz"),
 ]
 
 
