@@ -56,23 +56,72 @@ def targets(y: Any, n: int, classes: int, loss: Any, where: str) -> Array:
     if loss.sparse:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.reshape(-1)
-        if y.ndim != 1 or np.dtype(y.dtype).kind not in "iu":
+        if y.ndim != 1 or np.dtype(y.dtype).kind not in "iuf":
             raise ValueError(f"{where}: {loss.name} expects integer labels of shape (N,) "
                              f"or (N, 1), got {y.dtype} of shape {tuple(y.shape)}")
+        if np.dtype(y.dtype).kind == "f":  # Keras takes float labels that hold integers
+            xp = backend.get_array_module(y)
+            if not bool((y == xp.floor(y)).all()):
+                raise ValueError(f"{where}: {loss.name} expects integer labels, got float "
+                                 "labels with a fractional part (e.g. 1.5); give class indices")
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= classes:
             raise ValueError(f"{where}: labels must lie in [0, {classes - 1}] for a model "
                              f"with {classes} outputs, got values from {low} to {high}")
         return backend.to_device(y, dtype="int64")
+    if y.ndim == 1 and classes == 1:  # Keras makes targets 2-D: one value per sample
+        y = y.reshape(-1, 1)
     if y.ndim != 2 or y.shape[1] != classes:
         hint = ""
-        if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):
+        if classes > 1 and (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
             hint = ("; these look like integer labels: one-hot them with "
                     "minicnn.utils.to_categorical(y, num_classes) or use "
                     "loss='sparse_categorical_crossentropy'")
         raise ValueError(f"{where}: {loss.name} expects targets of shape (N, {classes}), "
                          f"got {tuple(y.shape)}{hint}")
     return backend.to_device(y, dtype=backend.floatx())
+
+
+def sample_weights(sample_weight: Any, class_weight: Any, y: Array, n: int,
+                   where: str) -> Array | None:
+    """Keras's per-sample loss weights (N,) on the backend, or None for all ones:
+    ``sample_weight`` when given, else ``class_weight[class of each sample]`` with
+    the class read from the checked targets ``y`` (argmax of one-hot rows, the label
+    of integer labels, the value of a single output)."""
+    if sample_weight is not None:
+        w = sample_weight if backend.is_device_array(sample_weight) else np.asarray(sample_weight)
+        if np.dtype(w.dtype).kind not in "biuf":
+            raise TypeError(f"{where}: expected numeric sample_weight, got dtype {w.dtype}")
+        if w.ndim != 1:
+            raise ValueError(f"{where}: found a sample_weight array with shape {tuple(w.shape)}; "
+                             "give one weight per sample, an array of shape (N,) (minicnn has "
+                             "no timestep-wise weighting)")
+        if w.shape[0] != n:
+            raise ValueError(f"{where}: x has {n} samples but sample_weight has {w.shape[0]}")
+        xp = backend.get_array_module(w)
+        if not bool(xp.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError(f"{where}: sample_weight must be finite and >= 0")
+        return backend.to_device(w, dtype=backend.floatx())
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"{where}: class_weight must be a dict {{class index: weight}}, "
+                        f"got {type(class_weight).__name__}")
+    for key, value in class_weight.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(value) or value < 0:
+            raise ValueError(f"{where}: class_weight[{key!r}] must be a finite number >= 0, "
+                             f"got {value!r}")
+    host = backend.to_host(y)
+    if host.ndim > 2:
+        raise ValueError(f"{where}: class_weight is not supported for 3+ dimensional targets")
+    classes = host.argmax(axis=1) if host.ndim == 2 and host.shape[1] > 1 else host.reshape(-1)
+    missing = {c.item() for c in np.unique(classes)} - set(class_weight)
+    if missing:
+        raise ValueError(f"{where}: class_weight must contain all classes in the data. The "
+                         f"classes {sorted(missing)} exist in the data but not in class_weight")
+    weights = np.array([class_weight[c.item()] for c in classes], dtype=np.float64)
+    return backend.to_device(weights, dtype=backend.floatx())
 
 
 def batch_size(value: Any, where: str) -> int:

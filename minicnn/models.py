@@ -11,6 +11,7 @@ file (``save``, ``load_model``), and makes layers from their configs
 from __future__ import annotations
 
 import json
+import functools
 import os
 import re
 import warnings
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from minicnn import backend, datachecks, inspection, losses, optimizers, plan, serialization
+from minicnn import metrics as metrics_module
 from minicnn.backend import Array
 from minicnn.layers.base import Layer, batch_shape
 from minicnn.training import batches
@@ -36,7 +38,8 @@ class Sequential:
         self.layers: list[Layer] = []
         self.optimizer = None
         self.loss = None
-        self.metrics: list[str] = []
+        self.metrics: list[str] = []  # the log names of the compiled metrics ('acc', ...)
+        self.metric_functions: list[metrics_module.Metric] = []
         self._plan = plan.Plan([], None)  # add and compile make the real one
         self.move_relu_after_pool = True  # see minicnn.plan
         self.check_finite_every: int | None = None  # None: every step on the CPU, 20 on the GPU
@@ -144,24 +147,32 @@ class Sequential:
 
     @property
     def metrics_names(self) -> list[str]:
-        """The names of what ``evaluate`` and ``train_on_batch`` return: ['loss'] or
-        ['loss', 'acc']."""
+        """The names of what ``evaluate`` and ``train_on_batch`` return, in order:
+        'loss', then each metric's log name (['loss', 'acc', 'mean_absolute_error'])."""
         return ["loss", *self.metrics]
 
     # ------------------------------------------------------------ compile
     def compile(self, optimizer: str | optimizers.Optimizer = "sgd",
                 loss: str | list[str] | tuple[str, ...] | losses.Loss = "categorical_crossentropy",
-                metrics: list[str] | None = None) -> None:
+                metrics: list | None = None) -> None:
+        """Keras's compile. ``metrics``: names ('accuracy', 'mae', 'top_k_categorical_accuracy',
+        any loss name) or functions ``metric(y_true, y_pred)`` (see ``minicnn.metrics``)."""
         if not self.layers:
             raise ValueError("Sequential.compile: the model has no layers; add some first")
+        if metrics is not None and (isinstance(metrics, (str, dict)) or callable(metrics)
+                                    or not hasattr(metrics, "__iter__")):
+            raise TypeError(f"Sequential.compile: metrics must be a list, such as "
+                            f"['accuracy'], got {metrics!r}")
+        compiled = [metrics_module.get(m, "Sequential.compile") for m in metrics or []]
+        names = [m.name for m in compiled]
+        repeated = sorted({name for name in names if names.count(name) > 1} | (
+            {"loss"} & set(names)))
+        if repeated:
+            raise ValueError(f"Sequential.compile: two metrics would both be logged as "
+                             f"{repeated[0]!r} (or it clashes with 'loss'); give each once")
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses.get(loss)
-        self.metrics = []
-        for metric in metrics or []:
-            if metric not in ("accuracy", "acc"):
-                raise ValueError(f"Sequential.compile: unknown metric {metric!r}: expected "
-                                 "'accuracy' (or 'acc')")
-            self.metrics.append("acc")
+        self.metric_functions, self.metrics = compiled, names
         self._plan = plan.Plan(self.layers, self.loss)
         # Nobody needs dL/dx for the input images: skip that product and col2im.
         self.layers[0].input_grad = False
@@ -205,49 +216,60 @@ class Sequential:
         moves = self.relu_moves() if relu_moves is None else relu_moves
         plan.backward(self.layers, grad, self._plan.fused is None, moves)
 
-    def train_on_batch(self, x: Array, y: Array) -> float | list[float]:
-        """One SGD step on one batch; returns the batch's loss, or [loss, acc] when the
-        model was compiled with metrics=["accuracy"] (as Keras does).
+    def train_on_batch(self, x: Array, y: Array, sample_weight: Array | None = None,
+                       class_weight: dict | None = None) -> float | list[float]:
+        """One SGD step on one batch; returns the batch's loss, or [loss, *metrics] in
+        ``metrics_names`` order when the model was compiled with metrics (as Keras does).
+        ``sample_weight`` (N,) or ``class_weight`` weight the loss as in ``fit``.
 
         ``x`` and ``y`` may be host arrays; they are moved to the backend and cast
         to the model's float type. A NaN or infinite loss or gradient raises
         ``TrainingDiverged`` before the weights change.
         """
         x, y = self._checked(x, y, "train_on_batch")
-        loss_value, correct = training_step.train_step(self, x, y)
-        return self._batch_logs(loss_value, correct, x.shape[0])
+        w = datachecks.sample_weights(sample_weight, class_weight, y, x.shape[0],
+                                      "train_on_batch")
+        loss_value, sums = training_step.train_step(self, x, y, sample_weight=w)
+        return self._batch_logs(loss_value, sums, x.shape[0])
 
-    def test_on_batch(self, x: Array, y: Array) -> float | list[float]:
-        """The loss (and accuracy) of one batch, in inference mode; like ``train_on_batch``
-        it returns [loss, acc] when the model has metrics."""
+    def test_on_batch(self, x: Array, y: Array, sample_weight: Array | None = None
+                      ) -> float | list[float]:
+        """The loss (and metrics) of one batch, in inference mode; like ``train_on_batch``
+        it returns [loss, *metrics] when the model has metrics."""
         x, y = self._checked(x, y, "test_on_batch")
+        w = datachecks.sample_weights(sample_weight, None, y, x.shape[0], "test_on_batch")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            loss_value, correct = training_step.batch_loss(self, x, y, training=False)
-        return self._batch_logs(loss_value, correct, x.shape[0])
+            loss_value, sums = training_step.batch_loss(self, x, y, False, sample_weight=w)
+        return self._batch_logs(loss_value, sums, x.shape[0])
 
     def predict_on_batch(self, x: Array) -> np.ndarray:
         """The model's outputs for one batch, on the host."""
         return self.predict(x, batch_size=max(1, len(x)))
 
-    def _batch_logs(self, loss_value, correct, count: int) -> float | list[float]:
-        logs = self.logs(loss_value * count, correct, count)
-        return [logs["loss"], logs["acc"]] if self.metrics else logs["loss"]
+    def _batch_logs(self, loss_value, sums, count: int) -> float | list[float]:
+        logs = self.logs(loss_value * count, sums, count)
+        return [logs[name] for name in self.metrics_names] if self.metrics else logs["loss"]
 
-    def compute_gradients(self, x: Array, y: Array) -> Array:
+    def compute_gradients(self, x: Array, y: Array, sample_weight: Array | None = None
+                          ) -> Array:
         """Forward, loss and backward for one batch, as a training step runs them, but
         no update: afterwards every layer's ``grads`` hold dL/dparams. Returns the
-        mean loss (on the device). Gradient checks compare against this."""
+        batch loss (on the device). Gradient checks compare against this."""
         x, y = self._checked(x, y, "compute_gradients")
+        w = datachecks.sample_weights(sample_weight, None, y, x.shape[0], "compute_gradients")
         moves = self.relu_moves()
-        loss_value, _ = training_step.batch_loss(self, x, y, True, moves)
+        loss_value, _ = training_step.batch_loss(self, x, y, True, moves, w)
         self.backward(self.loss_function().backward(), moves)
         return loss_value
 
-    def compute_loss(self, x: Array, y: Array, training: bool = False) -> Array:
-        """The mean loss on one batch (on the device), no gradients; ``training=True``
+    def compute_loss(self, x: Array, y: Array, training: bool = False,
+                     sample_weight: Array | None = None) -> Array:
+        """The batch loss (the loss's mean, weighted by ``sample_weight`` if given, plus
+        any regularization penalty; on the device), no gradients; ``training=True``
         runs the layers as a training step does (Dropout drawing its masks)."""
         x, y = self._checked(x, y, "compute_loss")
-        return training_step.batch_loss(self, x, y, training=training)[0]
+        w = datachecks.sample_weights(sample_weight, None, y, x.shape[0], "compute_loss")
+        return training_step.batch_loss(self, x, y, training, sample_weight=w)[0]
 
     def profile_step(self, x: Array, y: Array) -> dict:
         """One training step as train_on_batch runs it (the weights change; only the
@@ -283,9 +305,13 @@ class Sequential:
         x = self._x(x, where)
         return x, self._y(y, x.shape[0], where)
 
-    def _checked_batch(self, batch, where: str) -> tuple[Array, Array]:
-        """(x, y) of one batch from a generator or Sequence, checked as fit's arrays are."""
-        return self._checked(*batches.unpack(batch, where), where)
+    def _checked_batch(self, batch, where: str, class_weight: dict | None = None) -> tuple:
+        """(x, y) or (x, y, sample_weight) of one batch from a generator or Sequence, checked
+        as fit's arrays are; ``class_weight`` gives the weights of a batch without them."""
+        x, y, sample_weight = batches.unpack(batch, where)
+        x, y = self._checked(x, y, where)
+        w = datachecks.sample_weights(sample_weight, class_weight, y, x.shape[0], where)
+        return (x, y) if w is None else (x, y, w)
 
     def _checked_inputs(self, batch, where: str) -> Array:
         return self._x(batches.inputs(batch), where)
@@ -308,11 +334,14 @@ class Sequential:
         ``validation_split`` holds out the last fraction of x and y (before
         shuffling) as validation data. ``callbacks`` are ``minicnn.callbacks.Callback``
         objects (Keras's hooks) or functions ``f(epoch, logs)`` run after each epoch.
-        ``class_weight`` and ``sample_weight`` are not supported and must stay None.
+        ``sample_weight`` (N,) weights each sample's loss, Keras's way (the batch
+        loss is sum(w l) / #(w != 0)); ``class_weight`` {class: weight} gives each
+        sample its class's weight (ignored when ``sample_weight`` is given, as in
+        Keras); ``validation_data`` may be (x_val, y_val, val_sample_weight).
 
         ``x`` may be a Python generator or a ``minicnn.utils.Sequence`` of batches
-        (x, y) instead of arrays, as in ``fit_generator`` (which see, with
-        ``steps_per_epoch``, ``max_queue_size``, ``workers`` and
+        (x, y) or (x, y, sample_weight) instead of arrays, as in ``fit_generator``
+        (which see, with ``steps_per_epoch``, ``max_queue_size``, ``workers`` and
         ``use_multiprocessing``); y, batch_size and validation_split must then
         be left out. ``validation_data`` may be one too, with ``validation_steps``
         batches a validation (default: the Sequence's length). With arrays,
@@ -360,9 +389,6 @@ class Sequential:
             raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
         if not isinstance(shuffle, (bool, np.bool_)):
             raise ValueError(f"fit: shuffle must be True or False, got {shuffle!r}")
-        for name, value in (("class_weight", class_weight), ("sample_weight", sample_weight)):
-            if value is not None:
-                raise ValueError(f"fit: {name} is not supported; leave it None")
         validation_freq = check_validation_freq(validation_freq, "fit")
         val_stream = batches.is_stream(validation_data)
         if validation_steps is not None and not val_stream:
@@ -374,8 +400,8 @@ class Sequential:
                    validation_freq=validation_freq, shuffle=shuffle, initial_epoch=initial_epoch,
                    checkpoint=checkpoint, resume=resume, trace_gradients=trace_gradients)
         if stream:
-            data = batches.Stream(x, steps_per_epoch, self._checked_batch, "fit",
-                                  "steps_per_epoch", **reading)
+            check = functools.partial(self._checked_batch, class_weight=class_weight)
+            data = batches.Stream(x, steps_per_epoch, check, "fit", "steps_per_epoch", **reading)
             data.first_batch()  # checked, and the model built on it, before anything runs
             return self._train(data, self._validation_source(
                 validation_data, validation_steps, validation_batch_size, reading), run)
@@ -384,6 +410,7 @@ class Sequential:
                              "an epoch is every sample once, in batches of batch_size (Keras "
                              "2.2.4 would run each of the steps on all of x at once)")
         x, y = self._checked(x, y, "fit")
+        weights = datachecks.sample_weights(sample_weight, class_weight, y, x.shape[0], "fit")
         if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
             raise ValueError(f"fit: validation_split must be a number in [0, 1), "
                              f"got {validation_split!r}")
@@ -392,14 +419,16 @@ class Sequential:
             if split < 1 or split == x.shape[0]:
                 raise ValueError(f"fit: validation_split={validation_split} of {x.shape[0]} "
                                  "samples leaves no training or no validation samples")
-            validation_data = (x[split:], y[split:])
+            validation_data = (x[split:], y[split:]) + (
+                () if weights is None else (weights[split:],))
             x, y = x[:split], y[:split]
+            weights = None if weights is None else weights[:split]
         validation = self._validation_source(validation_data, validation_steps,
                                              validation_batch_size, reading)
         if batch_size > x.shape[0]:
             warnings.warn(f"fit: batch_size {batch_size} is larger than the {x.shape[0]} samples; "
                           "each epoch is one batch of all of them", stacklevel=2)
-        return self._train(batches.Arrays(x, y, batch_size), validation, run)
+        return self._train(batches.Arrays(x, y, batch_size, weights), validation, run)
 
     def _validation_source(self, validation_data, validation_steps: int | None,
                            validation_batch_size: int, reading: dict):
@@ -411,12 +440,16 @@ class Sequential:
                                     "fit (validation_data)", "validation_steps", **reading)
             source.first_batch()
             return source
-        if len(validation_data) != 2:
-            raise ValueError("fit: validation_data must be a pair (x_val, y_val), a generator "
-                             "or a Sequence")
+        if len(validation_data) not in (2, 3):
+            raise ValueError("fit: validation_data must be (x_val, y_val) or (x_val, y_val, "
+                             f"val_sample_weight), a generator or a Sequence, got "
+                             f"{len(validation_data)} items")
         x_val = self._x(validation_data[0], "fit (validation_data)")
         y_val = self._y(validation_data[1], x_val.shape[0], "fit (validation_data)")
-        return batches.Arrays(x_val, y_val, validation_batch_size)
+        w_val = datachecks.sample_weights(
+            validation_data[2] if len(validation_data) == 3 else None, None, y_val,
+            x_val.shape[0], "fit (validation_data)")
+        return batches.Arrays(x_val, y_val, validation_batch_size, w_val)
 
     def _train(self, data, validation, run: dict) -> History:
         self.history = Trainer(self, data, validation=validation, **run).run()
@@ -453,7 +486,8 @@ class Sequential:
 
         Each batch is checked as fit checks arrays when training takes it; the
         first (of the training and the validation data) before any step, and the
-        model is built on it. A batch (x, y, sample_weight) is refused.
+        model is built on it. A batch may be (x, y, sample_weight); ``class_weight``
+        weights the batches that come without.
         ``checkpoint``/``resume`` work as in ``fit``, but a checkpoint cannot hold a
         generator's position: a resumed run reads on from wherever the generator it
         is given starts (a Sequence's epochs are indexed, so they resume exactly,
@@ -470,34 +504,43 @@ class Sequential:
                         trace_gradients=trace_gradients,
                         validation_batch_size=validation_batch_size)
 
-    def logs(self, total_loss, total_correct, count: int) -> dict[str, float]:
-        """{"loss": mean loss, "acc": accuracy (with metrics)} from sums over ``count``."""
+    def logs(self, total_loss, totals, count: int) -> dict[str, float]:
+        """{"loss": mean loss, then each metric's mean} from sums over ``count`` samples:
+        ``totals`` is what ``batch_loss`` gives for the metrics (summed over batches).
+        Two host reads, whatever the number of metrics."""
         logs = {"loss": float(total_loss) / count}
         if self.metrics:
-            logs["acc"] = float(total_correct) / count
+            sums = totals if isinstance(totals, (int, float)) else backend.to_host(totals)
+            sums = np.broadcast_to(np.asarray(sums, dtype=np.float64), (len(self.metrics),))
+            logs.update((name, float(value) / count) for name, value in zip(self.metrics, sums))
         return logs
 
-    def evaluate_batches(self, x: Array, y: Array, batch_size: int) -> dict[str, float]:
-        """``logs`` over checked x and y, ``batch_size`` samples at a time."""
-        total_loss, total_correct = 0.0, 0
+    def evaluate_batches(self, x: Array, y: Array, batch_size: int,
+                         sample_weight: Array | None = None) -> dict[str, float]:
+        """``logs`` over checked x and y (and weights), ``batch_size`` samples at a time."""
+        total_loss, totals = 0.0, 0
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            loss_value, correct = training_step.batch_loss(self, xb, yb, training=False)
+            wb = None if sample_weight is None else sample_weight[start:start + batch_size]
+            loss_value, sums = training_step.batch_loss(self, xb, yb, False, sample_weight=wb)
             total_loss = total_loss + loss_value * xb.shape[0]
-            if correct is not None:
-                total_correct = total_correct + correct
-        return self.logs(total_loss, total_correct, x.shape[0])
+            if sums is not None:
+                totals = totals + sums
+        return self.logs(total_loss, totals, x.shape[0])
 
-    def evaluate(self, x: Array, y: Array, batch_size: int | None = None, verbose: int = 0
-                 ) -> float | list[float]:
-        """[loss, acc] over all of x (just the loss when no metric was asked for)."""
+    def evaluate(self, x: Array, y: Array, batch_size: int | None = None, verbose: int = 0,
+                 sample_weight: Array | None = None) -> float | list[float]:
+        """[loss, *metrics] over all of x in ``metrics_names`` order (just the loss when
+        no metric was asked for); the loss weighted by ``sample_weight`` (N,) if given,
+        and with the regularization penalty, as Keras reports it."""
         self._require_compiled("evaluate")
         batch_size = datachecks.batch_size(batch_size, "evaluate")
         x, y = self._checked(x, y, "evaluate")
-        logs = self.evaluate_batches(x, y, batch_size)
+        w = datachecks.sample_weights(sample_weight, None, y, x.shape[0], "evaluate")
+        logs = self.evaluate_batches(x, y, batch_size, w)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
-        return [logs["loss"], logs["acc"]] if self.metrics else logs["loss"]
+        return [logs[name] for name in self.metrics_names] if self.metrics else logs["loss"]
 
     def evaluate_generator(self, generator, steps: int | None = None, max_queue_size: int = 10,
                            workers: int = 1, use_multiprocessing: bool = False,
@@ -718,7 +761,8 @@ def load_model(filepath: str | os.PathLike, custom_objects: dict | None = None,
             loss = loss()
         try:
             optimizer = optimizers.deserialize(training["optimizer_config"], custom_objects)
-            model.compile(optimizer=optimizer, loss=loss, metrics=training["metrics"])
+            metrics = [custom.get(name, name) for name in training["metrics"]]
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
         except ValueError as exc:
             raise ValueError(f"load_model: {path}: the saved compile arguments do not work "
                              f"here: {exc}; pass your own loss or optimizer in "

@@ -10,6 +10,17 @@ One training step is the whole of backpropagation::
 Softmax fusion: when the last layer ends in softmax and the loss is categorical
 cross-entropy, the softmax is folded into the loss: the last layer stops at its
 logits z and the gradient that starts backward is simply (softmax(z) - y) / N.
+A final sigmoid is folded into binary cross-entropy the same way.
+
+Regularizers (``minicnn.regularizers``) add to the loss and to the passes:
+
+    L = loss + sum over regularized weights R(w) + sum over layers R_a(output)
+    dL/dw += dR/dw                 (after the layer's backward)
+    dL/doutput += dR_a/doutput     (before the layer's backward)
+
+An activity penalty R_a reads the layer's output after its activation, so a
+layer with one never has its activation folded into the loss or moved after
+a pooling, and a batch goes through in one piece.
 
 ReLU after pooling, which never changes a single bit of any result: ReLU
 never reorders values, so the winner of a max-pooling window is the same
@@ -34,6 +45,7 @@ from __future__ import annotations
 from minicnn import activations, backend, losses
 from minicnn.backend import Array
 from minicnn.layers.base import Layer
+from minicnn.regularizers import Regularizer
 
 INFERENCE_SLICE = 32  # images per pass through the network at inference (see forward)
 
@@ -43,12 +55,12 @@ class Plan:
 
     def __init__(self, layers: list[Layer], loss: losses.Loss | None) -> None:
         head = layers[-1] if layers else None
-        self.fused = None if loss is None or head is None else losses.fused_with_softmax(
-            loss, head.activation if head.separable_activation else None)
+        self.fused = None if loss is None or head is None or activity(head) else \
+            losses.fused_with(loss, head.activation if head.separable_activation else None)
         self.relu_pairs = tuple(
             i for i in range(len(layers) - 1)
             if layers[i].separable_activation and isinstance(layers[i].activation, activations.ReLU)
-            and getattr(layers[i + 1], "commutes_with_relu", False))
+            and getattr(layers[i + 1], "commutes_with_relu", False) and not activity(layers[i]))
 
     def relu_moves(self, layers: list[Layer]) -> frozenset[int]:
         """The i whose ReLU runs after layers[i + 1] this step: those nobody watches."""
@@ -56,12 +68,26 @@ class Plan:
                          if not layers[i].watched and not layers[i + 1].watched)
 
 
+def activity(layer: Layer) -> Regularizer | None:
+    """The layer's activity regularizer, if it has one."""
+    return getattr(layer, "activity_regularizer", None)
+
+
+def penalty(layers: list[Layer]) -> Array | None:
+    """The regularization penalty: every regularized weight's R(w), plus every activity
+    penalty of the last ``forward``; None when no layer has a regularizer."""
+    terms = [regularizer(layer.params[name]) for layer in layers
+             for name, regularizer in getattr(layer, "regularizers", {}).items()]
+    terms += [layer.activity_penalty for layer in layers if activity(layer) is not None]
+    return sum(terms[1:], terms[0]) if terms else None
+
+
 def forward(layers: list[Layer], x: Array, training: bool, final_activation: bool,
             moves: frozenset[int] = frozenset()) -> Array:
     """The layers' forward passes, with the ReLUs of ``moves`` after their pooling."""
     n, size = x.shape[0], INFERENCE_SLICE
     if (not training and n > size and not backend.is_device_array(x)
-            and not any(layer.watched for layer in layers)):
+            and not any(layer.watched or activity(layer) for layer in layers)):
         # Inference treats every image on its own, so on the host a large batch can
         # go through the whole network a slice at a time: each slice's activations
         # stay in cache from layer to layer, where a batch of 256 would make the
@@ -75,6 +101,9 @@ def forward(layers: list[Layer], x: Array, training: bool, final_activation: boo
         x = layer.run_forward(x, training, activate=i not in moves and (final_activation or i < last))
         if i - 1 in moves:  # this layer is the pooling: now the ReLU of the layer before
             x = layers[i - 1].activation.forward(x)
+        if activity(layer) is not None:  # R_a of the whole batch's output (after activation)
+            layer.activity_penalty = activity(layer)(x)
+            layer.activity_output = x if training else None  # what its gradient reads
     return x
 
 
@@ -83,7 +112,15 @@ def backward(layers: list[Layer], grad: Array, final_activation: bool,
     """The layers' backward passes after a training ``forward`` with the same ``moves``."""
     last = len(layers) - 1
     for i in reversed(range(len(layers))):
+        layer = layers[i]
+        if activity(layer) is not None:
+            if layer.activity_output is None:
+                raise RuntimeError(f"{layer.describe()}: backward needs a forward with "
+                                   "training=True (its activity regularizer reads the output)")
+            grad = grad + activity(layer).gradient(layer.activity_output)
         if i - 1 in moves:  # the ReLU that forward applied after this pooling
             grad = layers[i - 1].activation.backward(grad)
-        grad = layers[i].run_backward(grad, activate=i not in moves
-                                      and (final_activation or i < last))
+        grad = layer.run_backward(grad, activate=i not in moves
+                                  and (final_activation or i < last))
+        for name, regularizer in getattr(layer, "regularizers", {}).items():
+            layer.grads[name] = layer.grads[name] + regularizer.gradient(layer.params[name])

@@ -147,12 +147,22 @@ def test_sparse_labels_out_of_range(backend, labels, pattern):
         model.evaluate(np.zeros((4, 8, 8, 3)), np.array(labels))
 
 
-def test_sparse_loss_given_one_hot_or_float_labels(backend):
+def test_sparse_loss_given_one_hot_or_fractional_labels(backend):
     model = cnn(loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match=r"sparse_categorical_crossentropy expects integer labels"):
         model.fit(np.zeros((4, 8, 8, 3)), to_categorical([0, 1, 2, 3], 4), verbose=0)
-    with pytest.raises(ValueError, match=r"expects integer labels .*float64"):
-        model.fit(np.zeros((4, 8, 8, 3)), np.array([0.0, 1.0, 2.0, 3.0]), verbose=0)
+    with pytest.raises(ValueError, match=r"expects integer labels, got float labels with a "
+                                         r"fractional part"):
+        model.fit(np.zeros((4, 8, 8, 3)), np.array([0.0, 1.5, 2.0, 3.0]), verbose=0)
+
+
+def test_sparse_loss_takes_float_labels_that_hold_integers(backend):
+    """As Keras does: y.astype('float32') of class indices is fine."""
+    model = cnn(loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 3))
+    as_float = model.evaluate(x, np.array([0.0, 1.0, 2.0, 3.0]))
+    as_int = model.evaluate(x, np.array([[0], [1], [2], [3]]))
+    assert as_float == as_int  # the same labels after the check: the same arithmetic
 
 
 @pytest.mark.parametrize("labels", [np.array([0, 1, 2, 3]), np.array([[0], [1], [2], [3]])],
@@ -223,7 +233,8 @@ def test_bad_batch_size(backend, batch_size):
 
 def test_validation_data_must_be_a_pair():
     x, y = np.zeros((4, 8, 8, 3)), to_categorical([0, 1, 2, 3], 4)
-    with pytest.raises(ValueError, match=r"validation_data must be a pair"):
+    with pytest.raises(ValueError, match=r"validation_data must be \(x_val, y_val\) or "
+                                         r"\(x_val, y_val, val_sample_weight\), got 1 items"):
         cnn().fit(x, y, verbose=0, validation_data=(x,))
 
 
@@ -251,8 +262,8 @@ def test_add_non_layer_and_duplicate_names():
 
 # ---------------------------------------------------------------- unknown names
 @pytest.mark.parametrize("make,pattern", [
-    (lambda: losses.get("hinge"), r"unknown loss 'hinge': expected one of .*categorical_crossentropy"),
-    (lambda: cnn(loss="hinge"), r"unknown loss 'hinge'"),
+    (lambda: losses.get("hinges"), r"unknown loss 'hinges': expected one of .*categorical_crossentropy"),
+    (lambda: cnn(loss="Hinge"), r"unknown loss 'Hinge'"),
     (lambda: losses.get(["mse", "categorical_crossentropy"]), r"give one loss, got 2"),
     (lambda: Dense(2, activation="swish"), r"Dense: unknown activation 'swish': expected one of .*relu.*softmax"),
     (lambda: Conv2D(2, 3, activation="relux"), r"Conv2D: unknown activation 'relux'"),
@@ -266,7 +277,7 @@ def test_add_non_layer_and_duplicate_names():
     (lambda: optimizers.get("adamw"), r"unknown optimizer 'adamw': expected one of sgd, rmsprop, "
                                        r"adagrad, adadelta, adam, adamax, nadam"),
     (lambda: cnn().compile(optimizer="lbfgs"), r"unknown optimizer 'lbfgs'"),
-    (lambda: cnn().compile(optimizer="sgd", metrics=["mae"]), r"Sequential.compile: unknown metric 'mae': expected 'accuracy'"),
+    (lambda: cnn().compile(optimizer="sgd", metrics=["f1"]), r"Sequential.compile: unknown metric 'f1': expected 'accuracy'"),
     (lambda: minicnn.set_backend("jax"), r"unknown backend 'jax': expected one of numpy, cupy, strict"),
     (lambda: minicnn.set_floatx("half"), r"unknown floatx 'half'"),
 ], ids=["loss", "loss-compile", "two-losses", "activation", "activation-conv", "activation-layer",

@@ -166,8 +166,9 @@ def test_save_load_round_trip_keeps_moving_statistics(tmp_path):
 
 
 def test_clear_errors():
-    with pytest.raises(ValueError, match="gamma_regularizer"):
-        BatchNormalization(gamma_regularizer="l2")
+    with pytest.raises(ValueError, match="BatchNormalization gamma_regularizer: unknown "
+                                         "regularizer 'l3'"):
+        BatchNormalization(gamma_regularizer="l3")
     with pytest.raises(ValueError, match="momentum"):
         BatchNormalization(momentum=1.5)
     with pytest.raises(ValueError, match="axis"):

@@ -493,10 +493,28 @@ def test_a_bad_generator_batch_is_named_by_epoch_and_batch():
     assert model.optimizer.iterations == 7
 
 
-def test_sample_weights_from_a_generator_are_refused():
+def test_sample_weights_and_class_weights_from_a_generator():
+    """Batches (x, y, sample_weight) train as fit(x, y, sample_weight=...) does, and
+    class_weight weights batches (x, y) as it weights arrays."""
     x, y = data(8)
-    with pytest.raises(ValueError, match="sample weights from a generator are not supported"):
-        small_cnn().fit_generator(iter([(x, y, np.ones(8))]), steps_per_epoch=1, verbose=0)
+    w = np.linspace(0, 2, 8)
+    def seeded():
+        minicnn.set_seed(0)
+        return small_cnn()
+
+    by_arrays, by_batches, by_classes, by_labels = (seeded() for _ in range(4))
+    by_arrays.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, sample_weight=w)
+    by_batches.fit_generator(iter([(x[:4], y[:4], w[:4]), (x[4:], y[4:], w[4:])] * 2),
+                             steps_per_epoch=2, epochs=2, verbose=0)
+    assert_same_weights(by_arrays, by_batches)
+    class_weight = {0: 0.5, 1: 2.0, 2: 1.0}
+    by_classes.fit(Batches(x, y), epochs=1, shuffle=False, verbose=0, class_weight=class_weight)
+    by_labels.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0,
+                  sample_weight=np.array([class_weight[c] for c in y.argmax(axis=1)]))
+    assert_same_weights(by_classes, by_labels)
+    loss = by_arrays.evaluate(x, y, batch_size=4, sample_weight=w)
+    assert loss == pytest.approx(by_arrays.evaluate_generator(
+        iter([(x[:4], y[:4], w[:4]), (x[4:], y[4:], w[4:])]), steps=2), rel=1e-6)
 
 
 @pytest.mark.parametrize("call", ["fit", "fit_generator", "evaluate_generator",
@@ -528,7 +546,7 @@ def test_a_generator_needs_its_number_of_steps(call):
     (dict(batch_size=4), r"leave batch_size out"),
     (dict(y=np.zeros(3)), r"leave y out"),
     (dict(validation_split=0.2), r"validation_split cannot split a generator"),
-    (dict(class_weight={0: 2.0}), r"class_weight is not supported"),
+    (dict(class_weight={0: 2.0}), r"class_weight must contain all classes in the data"),
 ], ids=["multiprocessing", "workers", "queue", "steps>len", "steps=0", "batch_size", "y",
         "validation_split", "class_weight"])
 def test_fit_on_a_sequence_refuses_before_the_first_step(kwargs, pattern):

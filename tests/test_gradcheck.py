@@ -148,8 +148,30 @@ def probabilities(rng, shape):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def loss_targets(name, rng, n, k):
+    """(y_pred, y_true) where the loss ``name`` is defined: probabilities for the
+    cross-entropies and KL divergence, positive values for the logarithmic ones,
+    +-1 targets for the hinges, a target away from 0 for the percentage error."""
+    labels = rng.integers(0, k, n)
+    if name == "sparse_categorical_crossentropy":
+        return probabilities(rng, (n, k)), labels
+    if name in ("categorical_crossentropy", "categorical_hinge"):
+        return probabilities(rng, (n, k)), to_categorical(labels, k, dtype="float64")
+    if name in ("kullback_leibler_divergence", "kld", "KLD"):
+        return probabilities(rng, (n, k)), probabilities(rng, (n, k))
+    if name == "binary_crossentropy":
+        return rng.uniform(0.05, 0.95, (n, k)), rng.uniform(0, 1, (n, k)).round(rng.integers(2))
+    if name in ("mean_squared_logarithmic_error", "msle", "MSLE", "poisson"):
+        return rng.uniform(0.1, 3, (n, k)), rng.uniform(0, 3, (n, k))
+    if name in ("hinge", "squared_hinge"):
+        return rng.standard_normal((n, k)), rng.choice([-1.0, 1.0], (n, k))
+    if name in ("mean_absolute_percentage_error", "mape", "MAPE"):
+        return rng.standard_normal((n, k)), rng.choice([-1.0, 1.0], (n, k)) * rng.uniform(0.5, 2, (n, k))
+    return rng.standard_normal((n, k)), rng.standard_normal((n, k))
+
+
 def random_loss_case(name):
-    """(loss, y_pred, y_true) for every loss minicnn has, fused softmax included."""
+    """(loss, y_pred, y_true) for every loss minicnn has, fused ones included."""
     def make(rng):
         n, k = int(rng.integers(1, 6)), int(rng.integers(2, 6))
         labels = rng.integers(0, k, n)
@@ -158,16 +180,15 @@ def random_loss_case(name):
             return losses.SoftmaxCrossEntropy(), rng.standard_normal((n, k)) * 2, soft
         if name == "softmax_crossentropy_sparse":
             return losses.SoftmaxCrossEntropy(sparse=True), rng.standard_normal((n, k)) * 2, labels
-        loss = losses.get(name)
-        if loss.sparse:
-            return loss, probabilities(rng, (n, k)), labels
-        if isinstance(loss, losses.CategoricalCrossentropy):
-            return loss, probabilities(rng, (n, k)), to_categorical(labels, k, dtype="float64")
-        return loss, rng.standard_normal((n, k)), rng.standard_normal((n, k))
+        if name == "sigmoid_crossentropy":
+            return (losses.SigmoidCrossEntropy(), rng.standard_normal((n, k)) * 3,
+                    rng.uniform(0, 1, (n, k)).round(rng.integers(2)))
+        return (losses.get(name), *loss_targets(name, rng, n, k))
     return make
 
 
-LOSS_NAMES = sorted(losses.LOSSES) + ["softmax_crossentropy", "softmax_crossentropy_sparse"]
+LOSS_NAMES = sorted(losses.LOSSES) + ["softmax_crossentropy", "softmax_crossentropy_sparse",
+                                      "sigmoid_crossentropy"]
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
@@ -184,26 +205,33 @@ def test_every_loss_passes_for_every_seed(name):
     print(f"loss {name}: worst error over {len(SEEDS)} seeds {worst:.1e}")
 
 
+# What each loss's model ends in: the fused pairs (softmax + categorical, sigmoid +
+# binary cross-entropy), a softplus for the losses of positive values.
+HEADS = {"categorical_crossentropy": "softmax", "sparse_categorical_crossentropy": "softmax",
+         "kullback_leibler_divergence": "softmax", "binary_crossentropy": "sigmoid",
+         "mean_squared_error": "tanh", "mean_squared_logarithmic_error": "softplus",
+         "poisson": "softplus"}
+MODEL_LOSSES = sorted({cls.name for cls in losses.LOSSES.values()})
+
+
 def tiny_model(loss, rng):
     """A model that ends in what the loss expects, compiled with it."""
-    head = {"mean_squared_error": "tanh", "mse": "linear"}.get(loss, "softmax")
     model = Sequential([Dense(int(rng.integers(2, 5)), activation=rng.choice(["tanh", "sigmoid"]),
                               input_shape=(4,), bias_initializer=uniform_bias),
-                        Dense(3, activation=head, bias_initializer=uniform_bias)])
+                        Dense(3, activation=HEADS.get(loss, "linear"),
+                              bias_initializer=uniform_bias)])
     model.compile(optimizer="sgd", loss=loss)
     return model
 
 
-@pytest.mark.parametrize("loss", sorted(losses.LOSSES))
+@pytest.mark.parametrize("loss", MODEL_LOSSES)
 def test_tiny_models_pass_with_every_loss(loss):
     worst = 0.0
     for seed in range(20):
         minicnn.set_seed(seed)
         rng = np.random.default_rng(seed)
         model = tiny_model(loss, rng)
-        labels = rng.integers(0, 3, 4)
-        y = (labels if "sparse" in loss else to_categorical(labels, 3, dtype="float64")
-             if "crossentropy" in loss else rng.standard_normal((4, 3)))
+        y = loss_targets(loss, rng, 4, 3)[1]
         result = check_model(model, rng.standard_normal((4, 4)), y, max_entries=None)
         assert result.passed, f"seed {seed}: {loss}: {result}"
         assert result.max_error < MARGIN, f"seed {seed}: {loss}: too close: {result}"

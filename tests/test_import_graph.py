@@ -17,12 +17,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "minicnn"
 
 TIERS = [
-    ("minicnn.strict", "minicnn.fileio", "minicnn.initializers", "minicnn.utils",
-     "minicnn.backend"),
+    ("minicnn.strict", "minicnn.fileio", "minicnn.initializers", "minicnn.regularizers",
+     "minicnn.utils", "minicnn.backend"),
     ("minicnn.ops",),
     ("minicnn.activations", "minicnn.gradcheck"),
     ("minicnn.layers",),
-    ("minicnn.losses", "minicnn.optimizers"),
+    ("minicnn.losses", "minicnn.metrics", "minicnn.optimizers"),
     ("minicnn.inspection", "minicnn.plan", "minicnn.datachecks", "minicnn.serialization",
      "minicnn.callbacks"),
     ("minicnn.training",),

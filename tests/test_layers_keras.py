@@ -412,7 +412,7 @@ def test_model_trains_and_round_trips_its_weights(tmp_path):
 def test_configs_record_the_arguments():
     assert LeakyReLU(0.1).config() == {"alpha": 0.1}
     assert ELU().config() == {"alpha": 1.0}
-    assert PReLU(shared_axes=2).config() == {"shared_axes": [2]}
+    assert PReLU(shared_axes=2).config() == {"shared_axes": [2], "alpha_regularizer": None}
     assert AveragePooling2D(3).config() == {"pool_size": (3, 3), "strides": (3, 3),
                                             "padding": "valid"}
     assert ZeroPadding2D((1, 2)).config() == {"padding": ((1, 1), (2, 2))}
@@ -430,7 +430,8 @@ def test_configs_record_the_arguments():
     (lambda: activations.Elu(-1.0), r"elu: alpha must be a finite number > 0, got -1.0"),
     (lambda: PReLU(shared_axes=[0]), r"PReLU: shared_axes must be .* >= 1 \(axis 0 is the batch\)"),
     (lambda: PReLU(shared_axes=[3]).maybe_build((None, 4, 4)), r"PReLU: shared_axes \[3\] name axis 3"),
-    (lambda: PReLU(alpha_regularizer="l2"), r"PReLU: alpha_regularizer='l2' is not supported"),
+    (lambda: PReLU(alpha_regularizer=0.01), r"PReLU alpha_regularizer: could not interpret "
+                                             r"regularizer 0.01"),
     (lambda: ZeroPadding2D(-1), r"ZeroPadding2D: padding must be an int >= 0, a pair"),
     (lambda: ZeroPadding2D((1, 2, 3)), r"ZeroPadding2D: padding must be .* got \(1, 2, 3\)"),
     (lambda: ZeroPadding2D(((1, 2), 3)), r"ZeroPadding2D: padding must be"),

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numbers
 from typing import Any, Callable, Sequence
 
-from minicnn import activations, backend, initializers
-from minicnn.layers.base import Layer, plain, unsupported
+from minicnn import activations, backend, initializers, regularizers
+from minicnn.layers.base import Layer, plain, regularizer_config, unsupported
 
 
 class _AlphaActivation(Layer):
@@ -62,8 +62,8 @@ class PReLU(Layer):
                  alpha_constraint: Any = None, shared_axes: int | Sequence[int] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        unsupported("PReLU", alpha_regularizer=alpha_regularizer,
-                    alpha_constraint=alpha_constraint)
+        unsupported("PReLU", alpha_constraint=alpha_constraint)
+        self.alpha_regularizer = regularizers.get(alpha_regularizer, "PReLU alpha_regularizer")
         self.alpha_initializer = initializers.get(alpha_initializer, "PReLU alpha_initializer")
         if shared_axes is None:
             shared_axes = ()
@@ -89,7 +89,8 @@ class PReLU(Layer):
                              f"{rank - 1} besides the batch")
         shape = [1 if axis in self.shared_axes else size
                  for axis, size in enumerate(input_shape) if axis > 0]
-        self.add_weight("alpha", shape, initializer=self.alpha_initializer)
+        self.add_weight("alpha", shape, initializer=self.alpha_initializer,
+                        regularizer=self.alpha_regularizer)
         super().build(input_shape)
 
     def _forward(self, x, training):
@@ -115,5 +116,5 @@ class PReLU(Layer):
         return plain({
             **super().get_config(),
             "alpha_initializer": initializers.serialize(self.alpha_initializer),
-            "alpha_regularizer": None, "alpha_constraint": None,
+            **regularizer_config(self, "alpha"), "alpha_constraint": None,
             "shared_axes": list(self.shared_axes) or None})  # Keras: None when none

@@ -38,7 +38,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Callable, Iterable, Sequence
 
-from minicnn import activations, backend, initializers
+from minicnn import activations, backend, initializers, regularizers
 from minicnn.backend import Array
 from minicnn.ops.windows import PADDINGS
 
@@ -82,6 +82,11 @@ class Layer:
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
         self._non_trainable: set[str] = set()  # weights made with add_weight(trainable=False)
+        # Penalties (minicnn.regularizers): per weight from add_weight(regularizer=...), and
+        # on the output; the model's passes add them to the loss and the gradients.
+        self.regularizers: dict[str, regularizers.Regularizer] = {}
+        self.activity_regularizer: regularizers.Regularizer | None = None
+        self.activity_penalty = self.activity_output = None  # set by the model's forward
         self.built = False
         # The model switches this off for its first layer: nobody needs dL/dinput there.
         self.input_grad = True
@@ -153,11 +158,12 @@ class Layer:
                    initializer: str | Callable = "glorot_uniform", regularizer: Any = None,
                    trainable: bool = True, constraint: Any = None) -> Array:
         """Create a weight (Keras's signature), register it as ``self.params[name]`` and
-        return it, on the backend in the default float type."""
-        for argument, value in (("regularizer", regularizer), ("constraint", constraint)):
-            if value is not None:
-                raise ValueError(f"{self.describe()}: add_weight({name!r}): {argument} is not "
-                                 f"supported; give {argument}=None")
+        return it, on the backend in the default float type. A ``regularizer`` (anything
+        ``minicnn.regularizers.get`` takes) adds its penalty to the model's loss."""
+        if constraint is not None:
+            raise ValueError(f"{self.describe()}: add_weight({name!r}): constraint is not "
+                             "supported; give constraint=None")
+        regularizer = regularizers.get(regularizer, f"{self.describe()}: add_weight({name!r})")
         if dtype is not None and str(dtype) != backend.floatx():
             raise ValueError(f"{self.describe()}: add_weight({name!r}): dtype {str(dtype)!r} "
                              f"differs from minicnn's float type {backend.floatx()!r}")
@@ -173,6 +179,10 @@ class Layer:
         self.grads[name] = None
         if not trainable:
             self._non_trainable.add(name)
+        if regularizer is not None:
+            self.regularizers[name] = regularizer
+        else:
+            self.regularizers.pop(name, None)
         return self.params[name]
 
     def add_param(self, name: str, value: Array) -> None:
@@ -489,6 +499,12 @@ def unsupported(layer: str, **arguments: Any) -> None:
         if value is not None:
             raise ValueError(f"{layer}: {argument}={value!r} is not supported; minicnn takes "
                              f"{argument}=None (Keras's default)")
+
+
+def regularizer_config(layer: Layer, *kinds: str) -> dict:
+    """``{kind}_regularizer`` entries of a layer's config, as Keras serializes them."""
+    return {f"{kind}_regularizer": regularizers.serialize(getattr(layer, f"{kind}_regularizer"))
+            for kind in kinds}
 
 
 class HookHandle:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from minicnn import activations, initializers, ops
+from minicnn import activations, initializers, ops, regularizers
 from minicnn.backend import Array
 from minicnn.layers.base import (Layer, check_data_format, check_padding, pair, plain,
-                                 positive_int, unsupported)
+                                 positive_int, regularizer_config, unsupported)
 from minicnn.ops import windows as win
 
 
@@ -44,9 +44,11 @@ class Conv2D(Layer):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_data_format(data_format, "Conv2D")
-        unsupported("Conv2D", kernel_regularizer=kernel_regularizer,
-                    bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-                    kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        unsupported("Conv2D", kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer, "Conv2D kernel_regularizer")
+        self.bias_regularizer = regularizers.get(bias_regularizer, "Conv2D bias_regularizer")
+        self.activity_regularizer = regularizers.get(activity_regularizer,
+                                                     "Conv2D activity_regularizer")
         self.filters = positive_int(filters, "filters", "Conv2D")
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2D")
         self.strides = pair(strides, "strides", "Conv2D")
@@ -89,9 +91,10 @@ class Conv2D(Layer):
 
     def build(self, input_shape: tuple) -> None:
         self.add_weight("kernel", (*self.kernel_size, input_shape[-1], self.filters),
-                        initializer=self.kernel_initializer)
+                        initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
         if self.use_bias:
-            self.add_weight("bias", (self.filters,), initializer=self.bias_initializer)
+            self.add_weight("bias", (self.filters,), initializer=self.bias_initializer,
+                            regularizer=self.bias_regularizer)
         super().build(input_shape)
 
     def im2col_operands(self) -> tuple[Array, Array]:
@@ -132,5 +135,5 @@ class Conv2D(Layer):
             "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
             "kernel_initializer": initializers.serialize(self.kernel_initializer),
             "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
+            **regularizer_config(self, "kernel", "bias", "activity"),
             "kernel_constraint": None, "bias_constraint": None})

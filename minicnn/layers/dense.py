@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from minicnn import activations, initializers
-from minicnn.layers.base import Layer, plain, positive_int, unsupported
+from minicnn import activations, initializers, regularizers
+from minicnn.layers.base import Layer, plain, positive_int, regularizer_config, unsupported
 
 
 class Dense(Layer):
@@ -23,9 +23,11 @@ class Dense(Layer):
         if "input_shape" not in kwargs and "input_dim" in kwargs:  # Keras 2's Dense(input_dim=)
             kwargs["input_shape"] = (kwargs.pop("input_dim"),)
         super().__init__(**kwargs)
-        unsupported("Dense", kernel_regularizer=kernel_regularizer,
-                    bias_regularizer=bias_regularizer, activity_regularizer=activity_regularizer,
-                    kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        unsupported("Dense", kernel_constraint=kernel_constraint, bias_constraint=bias_constraint)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer, "Dense kernel_regularizer")
+        self.bias_regularizer = regularizers.get(bias_regularizer, "Dense bias_regularizer")
+        self.activity_regularizer = regularizers.get(activity_regularizer,
+                                                     "Dense activity_regularizer")
         self.units = positive_int(units, "units", "Dense")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer, "Dense kernel_initializer")
@@ -39,9 +41,11 @@ class Dense(Layer):
         return (input_shape[0], self.units)
 
     def build(self, input_shape: tuple) -> None:
-        self.add_weight("kernel", (input_shape[-1], self.units), initializer=self.kernel_initializer)
+        self.add_weight("kernel", (input_shape[-1], self.units), initializer=self.kernel_initializer,
+                        regularizer=self.kernel_regularizer)
         if self.use_bias:
-            self.add_weight("bias", (self.units,), initializer=self.bias_initializer)
+            self.add_weight("bias", (self.units,), initializer=self.bias_initializer,
+                            regularizer=self.bias_regularizer)
         super().build(input_shape)
 
     def _forward(self, x, training):
@@ -69,5 +73,5 @@ class Dense(Layer):
             "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
             "kernel_initializer": initializers.serialize(self.kernel_initializer),
             "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
+            **regularizer_config(self, "kernel", "bias", "activity"),
             "kernel_constraint": None, "bias_constraint": None})

@@ -38,8 +38,8 @@ from __future__ import annotations
 import numbers
 from typing import Any, Callable
 
-from minicnn import backend, initializers
-from minicnn.layers.base import Layer, plain, unsupported
+from minicnn import backend, initializers, regularizers
+from minicnn.layers.base import Layer, plain, regularizer_config, unsupported
 
 
 class BatchNormalization(Layer):
@@ -53,9 +53,12 @@ class BatchNormalization(Layer):
                  beta_constraint: Any = None, gamma_constraint: Any = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        unsupported("BatchNormalization", beta_regularizer=beta_regularizer,
-                    gamma_regularizer=gamma_regularizer, beta_constraint=beta_constraint,
+        unsupported("BatchNormalization", beta_constraint=beta_constraint,
                     gamma_constraint=gamma_constraint)
+        self.beta_regularizer = regularizers.get(beta_regularizer,
+                                                 "BatchNormalization beta_regularizer")
+        self.gamma_regularizer = regularizers.get(gamma_regularizer,
+                                                  "BatchNormalization gamma_regularizer")
         if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
             raise ValueError(f"BatchNormalization: axis must be an int (the channel axis, "
                              f"-1 for channels-last), got {axis!r}")
@@ -87,9 +90,11 @@ class BatchNormalization(Layer):
         self._channel = self.axis % rank
         shape = (input_shape[self._channel],)
         if self.scale:
-            self.add_weight("gamma", shape, initializer=self.gamma_initializer)
+            self.add_weight("gamma", shape, initializer=self.gamma_initializer,
+                            regularizer=self.gamma_regularizer)
         if self.center:
-            self.add_weight("beta", shape, initializer=self.beta_initializer)
+            self.add_weight("beta", shape, initializer=self.beta_initializer,
+                            regularizer=self.beta_regularizer)
         self.add_weight("moving_mean", shape, initializer=self.moving_mean_initializer,
                         trainable=False)
         self.add_weight("moving_variance", shape, initializer=self.moving_variance_initializer,
@@ -170,5 +175,5 @@ class BatchNormalization(Layer):
             "gamma_initializer": serialize(self.gamma_initializer),
             "moving_mean_initializer": serialize(self.moving_mean_initializer),
             "moving_variance_initializer": serialize(self.moving_variance_initializer),
-            "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+            **regularizer_config(self, "beta", "gamma"), "beta_constraint": None,
             "gamma_constraint": None})

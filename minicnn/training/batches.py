@@ -44,19 +44,17 @@ def is_stream(data: Any) -> bool:
     return isinstance(data, Sequence) or (hasattr(data, "__next__") and not hasattr(data, "shape"))
 
 
-def unpack(batch: Any, where: str) -> tuple[Any, Any]:
-    """(x, y) from one batch of a generator or Sequence."""
+def unpack(batch: Any, where: str) -> tuple[Any, Any, Any]:
+    """(x, y, sample_weight or None) from one batch (x, y) or (x, y, sample_weight) of a
+    generator or Sequence."""
     if not isinstance(batch, (tuple, list)):
         raise ValueError(f"{where}: a generator or Sequence must give batches (x, y), "
                          f"got a {type(batch).__name__}")
-    if len(batch) == 3:
-        # The one place to wire sample weights from generators in.
-        raise ValueError(f"{where}: the batch is (x, y, sample_weight), but sample weights "
-                         "from a generator are not supported; give batches (x, y)")
-    if len(batch) != 2:
-        raise ValueError(f"{where}: a generator or Sequence must give batches (x, y), got a "
-                         f"{type(batch).__name__} of {len(batch)} items")
-    return batch[0], batch[1]
+    if len(batch) not in (2, 3):
+        raise ValueError(f"{where}: a generator or Sequence must give batches (x, y) or "
+                         f"(x, y, sample_weight), got a {type(batch).__name__} of "
+                         f"{len(batch)} items")
+    return batch[0], batch[1], batch[2] if len(batch) == 3 else None
 
 
 def inputs(batch: Any) -> Any:
@@ -113,10 +111,13 @@ class ReadAhead:
 
 
 class Arrays:
-    """Checked arrays, ``batch_size`` samples a step; the progress bar counts samples."""
+    """Checked arrays, ``batch_size`` samples a step; the progress bar counts samples.
+    With ``sample_weight`` (N,) each batch is (x, y, sample_weight)."""
 
-    def __init__(self, x: Array, y: Array, batch_size: int) -> None:
+    def __init__(self, x: Array, y: Array, batch_size: int,
+                 sample_weight: Array | None = None) -> None:
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.sample_weight = sample_weight
         self.target = int(x.shape[0])  # what the progress bar counts to
         self.steps = -(-self.target // batch_size)
         self.sample = x  # an array on the backend fit runs on
@@ -126,7 +127,8 @@ class Arrays:
         n, size = self.target, self.batch_size
         order = backend.permutation(rng, n) if shuffle else \
             backend.get_array_module(self.x).arange(n)
-        return ((self.x[index], self.y[index])
+        w = self.sample_weight
+        return ((self.x[index], self.y[index]) + (() if w is None else (w[index],))
                 for index in (order[start:start + size] for start in range(0, n, size)))
 
     def progress(self, step: int, samples: int) -> int:
@@ -136,7 +138,7 @@ class Arrays:
         pass
 
     def evaluate(self, model: Any, where: str) -> dict[str, float]:
-        return model.evaluate_batches(self.x, self.y, self.batch_size)
+        return model.evaluate_batches(self.x, self.y, self.batch_size, self.sample_weight)
 
     def close(self) -> None:
         pass
@@ -244,9 +246,9 @@ class Stream:
         totals: dict[str, float] = {}
         count = 0
         bar = Progbar(self.steps, verbose=verbose)
-        for step, (x, y) in enumerate(self.epoch(None, False, where), start=1):
+        for step, (x, y, *weights) in enumerate(self.epoch(None, False, where), start=1):
             n = int(x.shape[0])
-            for key, value in model.evaluate_batches(x, y, n).items():
+            for key, value in model.evaluate_batches(x, y, n, *weights).items():
                 totals[key] = totals.get(key, 0.0) + value * n
             count += n
             bar.update(step, {}, final=step == self.steps)

@@ -48,7 +48,8 @@ class History:
 
     def as_dict(self) -> dict[str, list[float]]:
         """The logs without the accuracy aliases (what a checkpoint stores)."""
-        return {k: v for k, v in self.history.items() if not k.endswith("accuracy")}
+        return {k: v for k, v in self.history.items()  # binary_accuracy etc. are metrics
+                if not (k.endswith("accuracy") and self.history.get(k[:-5]) is v)}
 
     def restore(self, logs: dict[str, list[float]]) -> None:
         """Refill from ``as_dict()`` output, e.g. when resuming from a checkpoint. The
@@ -105,7 +106,7 @@ class Trainer:
         self.epochs, self.verbose, self.shuffle = epochs, verbose, shuffle
         self.validation_freq = validation_freq
         self.initial_epoch, self.resume = initial_epoch, resume
-        metrics = ["loss"] + (["acc"] if model.metrics else [])
+        metrics = list(model.metrics_names)
         # Keras's params: batch_size and samples for arrays, steps for generators.
         self.callbacks = CallbackList(callbacks, model, {
             **data.params, "epochs": epochs,
@@ -176,7 +177,7 @@ class Trainer:
         bar = Progbar(data.target, verbose=self.verbose)  # samples, or steps for a generator
         total_loss, total_correct, done = 0.0, 0, 0
         batch_hooks = self.callbacks.wants("on_batch_begin") or self.callbacks.wants("on_batch_end")
-        for step, (xb, yb) in enumerate(batches, start=1):
+        for step, (xb, yb, *weights) in enumerate(batches, start=1):  # weights: [] or [w]
             size = int(xb.shape[0])
             if batch_hooks:
                 self.callbacks.call("on_batch_begin", step - 1, {"batch": step - 1, "size": size})
@@ -185,7 +186,8 @@ class Trainer:
             try:
                 loss_value, correct = train_step(
                     model, xb, yb, traced, epoch, step,
-                    check_finite=step % self.check_every == 0 or step == self.steps)
+                    check_finite=step % self.check_every == 0 or step == self.steps,
+                    sample_weight=weights[0] if weights else None)
             except TrainingDiverged as exc:
                 bar.interrupt()
                 raise TrainingDiverged(f"training diverged in epoch {epoch + 1}, step {step}/"

@@ -1,6 +1,7 @@
 """One training step of a compiled model, its divergence check, and its profile.
 
-    out = model.loss_input(x)   L = loss(out, y)   model.backward(dL/dout)   optimizer.apply
+    out = model.loss_input(x)   L = loss(out, y) + penalty   model.backward(dL/dout)
+    optimizer.apply
 
 The ReLU moves of the model's plan (``minicnn.plan``) are read once at the
 start of a step and given to both passes.
@@ -12,28 +13,47 @@ from typing import Any
 
 import numpy as np
 
-from minicnn import backend
+from minicnn import backend, metrics, plan
 from minicnn.backend import Array
 from minicnn.training.interrupts import TrainingDiverged
 from minicnn.training.tracing import GradientTracer
 
 
 def batch_loss(model: Any, x: Array, y: Array, training: bool,
-               relu_moves: frozenset[int] | None = None) -> tuple[Array, Array | None]:
-    """(mean loss, number correct or None without metrics) for one batch, on the device."""
+               relu_moves: frozenset[int] | None = None, sample_weight: Array | None = None
+               ) -> tuple[Array, Array | None]:
+    """(batch loss, the metrics' sums over the batch or None without metrics), on the
+    device. The batch loss is the loss's (weighted) mean plus the regularization
+    penalty, as Keras reports it; the sums follow ``model.metrics`` (see ``metric_sums``)."""
     out = model.loss_input(x, training, relu_moves)
-    loss_value = model.loss_function().forward(out, y)
-    correct = None
-    if model.metrics:
-        truth = y.reshape(-1) if model.loss.sparse else y.argmax(axis=1)
-        correct = (out.argmax(axis=1) == truth).sum()
-    return loss_value, correct
+    loss_fn = model.loss_function()
+    # (without weights, a custom loss written as forward(y_pred, y_true) works too)
+    loss_value = loss_fn.forward(out, y) if sample_weight is None else \
+        loss_fn.forward(out, y, sample_weight)
+    extra = plan.penalty(model.layers)
+    if extra is not None:
+        loss_value = loss_value + extra
+    return loss_value, metric_sums(model, loss_fn, out, y)
+
+
+def metric_sums(model: Any, loss_fn: Any, out: Array, y: Array) -> Array | None:
+    """Each metric of ``model.metric_functions`` summed over the batch, as one device
+    array in ``model.metrics`` order (added up over an epoch and read once at its end)."""
+    if not model.metrics:
+        return None
+    # The metrics see the model's output: the fused loss holds it when it took the logits.
+    y_pred = loss_fn.probabilities() if loss_fn is not model.loss else out
+    y_true = metrics.keras_targets(y, y_pred)
+    xp = backend.get_array_module(y_pred)
+    return xp.stack([metric.batch_sum(model.loss, y_true, y_pred)
+                     for metric in model.metric_functions])
 
 
 def train_step(model: Any, x: Array, y: Array, tracer: GradientTracer | None = None,
-               epoch: int = 0, step: int = 0, check_finite: bool = True
-               ) -> tuple[Array, Array | None]:
-    """One step on a checked batch: (mean loss, number correct), on the device.
+               epoch: int = 0, step: int = 0, check_finite: bool = True,
+               sample_weight: Array | None = None) -> tuple[Array, Array | None]:
+    """One step on a checked batch: (batch loss, metric sums), on the device; the
+    loss and its gradient weighted by ``sample_weight`` (N,) when given.
 
     Only shapes are checked: a check of values would stall a GPU on every step.
     With ``check_finite`` it raises ``TrainingDiverged`` before touching the
@@ -45,7 +65,7 @@ def train_step(model: Any, x: Array, y: Array, tracer: GradientTracer | None = N
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             moves = model.relu_moves()
-            loss_value, correct = batch_loss(model, x, y, True, moves)
+            loss_value, correct = batch_loss(model, x, y, True, moves, sample_weight)
             model.backward(model.loss_function().backward(), moves)
             if check_finite:
                 check_finite_step(model.layers, loss_value)
@@ -106,6 +126,8 @@ def profile_step(model: Any, x: Array, y: Array) -> dict:
         t = _clock(x)
         loss_fn = model.loss_function()
         loss_value = loss_fn.forward(out, y)
+        extra = plan.penalty(model.layers)
+        loss_value = loss_value if extra is None else loss_value + extra
         grad = loss_fn.backward()
         mark[0] = _clock(x)
         loss_time = mark[0] - t
