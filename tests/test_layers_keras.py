@@ -412,7 +412,7 @@ def test_model_trains_and_round_trips_its_weights(tmp_path):
 def test_configs_record_the_arguments():
     assert LeakyReLU(0.1).config() == {"alpha": 0.1}
     assert ELU().config() == {"alpha": 1.0}
-    assert PReLU(shared_axes=2).config() == {"shared_axes": [2], "alpha_regularizer": None}
+    assert PReLU(shared_axes=2).config() == {"shared_axes": [2]}
     assert AveragePooling2D(3).config() == {"pool_size": (3, 3), "strides": (3, 3),
                                             "padding": "valid"}
     assert ZeroPadding2D((1, 2)).config() == {"padding": ((1, 1), (2, 2))}

@@ -232,9 +232,9 @@ def altered(tmp_path, good, change) -> str:
      r"that fits no parameter"),
     (lambda m, a: m["model_config"]["config"]["layers"][0].update(class_name="Conv9D"),
      r"load_model: unknown layer class 'Conv9D'.*custom_objects.*\(in .*altered\.npz\)"),
-    (lambda m, a: m["training_config"].update(loss="hinge"),
+    (lambda m, a: m["training_config"].update(loss="hinges"),
      r"load_model: .*altered\.npz: the saved compile arguments do not work here: unknown "
-     r"loss 'hinge'.*custom_objects"),
+     r"loss 'hinges'.*custom_objects"),
 ], ids=["version", "fields", "model_config", "training_config", "weight", "optimizer",
         "layer", "loss"])
 def test_damaged_metadata_is_named(tmp_path, change, pattern):

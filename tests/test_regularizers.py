@@ -70,16 +70,37 @@ def test_bad_values_are_refused_by_name(make, pattern):
 
 
 def test_configs_record_the_regularizers():
+    """get_config has them as Keras serializes them, and from_config reads them back; the
+    architecture a weights file records (config) leaves them out."""
     dense = Dense(2, kernel_regularizer="l2", activity_regularizer=regularizers.l1(0.5))
-    assert dense.config()["kernel_regularizer"] == {"class_name": "L1L2",
-                                                    "config": {"l1": 0.0, "l2": 0.01}}
-    assert dense.config()["bias_regularizer"] is None
-    assert dense.config()["activity_regularizer"]["config"] == {"l1": 0.5, "l2": 0.0}
+    config = dense.get_config()
+    assert config["kernel_regularizer"] == {"class_name": "L1L2",
+                                            "config": {"l1": 0.0, "l2": 0.01}}
+    assert config["bias_regularizer"] is None
+    assert config["activity_regularizer"]["config"] == {"l1": 0.5, "l2": 0.0}
+    again = Dense.from_config(config)
+    assert again.kernel_regularizer.get_config() == {"l1": 0.0, "l2": 0.01}
+    assert again.activity_regularizer.get_config() == {"l1": 0.5, "l2": 0.0}
+    assert "kernel_regularizer" not in dense.config()
     assert Conv2D(2, 3, bias_regularizer="l1").get_config()["bias_regularizer"]["config"] == \
         {"l1": 0.01, "l2": 0.0}
-    bn = BatchNormalization(gamma_regularizer="l2").config()
+    bn = BatchNormalization(gamma_regularizer="l2").get_config()
     assert bn["gamma_regularizer"]["config"]["l2"] == 0.01 and bn["beta_regularizer"] is None
-    assert PReLU(alpha_regularizer="l1").config()["alpha_regularizer"]["config"]["l1"] == 0.01
+    assert PReLU(alpha_regularizer="l1").get_config()["alpha_regularizer"]["config"]["l1"] == 0.01
+
+
+def test_a_saved_model_keeps_its_regularizers(tmp_path):
+    from minicnn.models import load_model
+    model = Sequential([Dense(3, input_shape=(4,), kernel_regularizer=regularizers.l1_l2(0.1, 0.2),
+                              activity_regularizer="l2")])
+    model.compile(SGD(), "mse", metrics=["mae"])
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    assert loaded.layers[0].kernel_regularizer.get_config() == {"l1": 0.1, "l2": 0.2}
+    assert loaded.layers[0].activity_regularizer.get_config() == {"l1": 0.0, "l2": 0.01}
+    assert loaded.metrics_names == ["loss", "mean_absolute_error"]
+    x, y = np.ones((2, 4)), np.zeros((2, 3))
+    assert_close(loaded.evaluate(x, y), model.evaluate(x, y))
 
 
 # ---------------------------------------------------------------- in the loss
