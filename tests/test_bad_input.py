@@ -234,7 +234,8 @@ def test_bad_batch_size(backend, batch_size):
 def test_validation_data_must_be_a_pair():
     x, y = np.zeros((4, 8, 8, 3)), to_categorical([0, 1, 2, 3], 4)
     with pytest.raises(ValueError, match=r"validation_data must be \(x_val, y_val\) or "
-                                         r"\(x_val, y_val, val_sample_weight\), got 1 items"):
+                                         r"\(x_val, y_val, val_sample_weight\), a generator "
+                                         r"or a Sequence, got 1 items"):
         cnn().fit(x, y, verbose=0, validation_data=(x,))
 
 
