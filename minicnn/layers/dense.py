@@ -41,8 +41,8 @@ class Dense(Layer):
         return (input_shape[0], self.units)
 
     def build(self, input_shape: tuple) -> None:
-        self.add_weight("kernel", (input_shape[-1], self.units), initializer=self.kernel_initializer,
-                        regularizer=self.kernel_regularizer)
+        self.add_weight("kernel", (input_shape[-1], self.units),
+                        initializer=self.kernel_initializer, regularizer=self.kernel_regularizer)
         if self.use_bias:
             self.add_weight("bias", (self.units,), initializer=self.bias_initializer,
                             regularizer=self.bias_regularizer)
