@@ -585,3 +585,19 @@ def test_fit_generator_refuses_arrays_and_batches_that_are_not_pairs():
         small_cnn().fit_generator(iter([x]), steps_per_epoch=1, verbose=0)
     with pytest.raises(ValueError, match=r"fit: y is missing"):
         small_cnn().fit(x, verbose=0)
+
+
+def test_image_generator_flow_with_sample_weight_trains_weighted():
+    """ImageDataGenerator.flow(x, y, sample_weight=w) gives (x, y, w) batches: without
+    augmentation, the same steps as fit(x, y, sample_weight=w)."""
+    from minicnn.preprocessing.image import ImageDataGenerator
+    x, y = data(8)
+    w = np.linspace(0.5, 2, 8)
+    minicnn.set_seed(0)
+    by_flow = small_cnn()
+    minicnn.set_seed(0)
+    by_arrays = small_cnn()
+    flow = ImageDataGenerator().flow(x, y, sample_weight=w, batch_size=4, shuffle=False)
+    by_flow.fit_generator(flow, epochs=2, shuffle=False, verbose=0)
+    by_arrays.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, sample_weight=w)
+    assert_same_weights(by_flow, by_arrays)
