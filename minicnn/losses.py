@@ -215,6 +215,7 @@ class CategoricalHinge(Loss):
         negative = others.max(axis=-1)
         top = others == negative[..., None]
         self._t, self._others = t, others
+        top = top.astype(y_pred.dtype)
         self._top = top / top.sum(axis=-1, keepdims=True)  # reduce_max's gradient: ties share
         self._per_row = xp.maximum(negative - positive + 1, 0)
         return _per_sample(self._per_row[..., None])

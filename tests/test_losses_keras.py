@@ -482,3 +482,19 @@ def test_bad_weights_are_refused_before_any_step(kwargs, error, pattern):
 def test_custom_loss_functions_are_refused_clearly():
     with pytest.raises(ValueError, match=r"has no gradient; a custom loss must subclass"):
         losses.get(lambda y_true, y_pred: (y_true - y_pred) ** 2)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES) + ["sigmoid", "softmax"])
+def test_float32_stays_float32(backend, name):
+    """Values and gradients in the model's float type: no float64 from a mask or a count."""
+    rng = np.random.default_rng(0)
+    if name in ("sigmoid", "softmax"):
+        loss = losses.SigmoidCrossEntropy() if name == "sigmoid" else losses.SoftmaxCrossEntropy()
+        p, t = rng.standard_normal((4, 3)), to_categorical([0, 1, 2, 1], 3)
+    else:
+        loss, (p, t) = losses.get(name), case(name, rng, (4, 3))
+    for w in (None, minicnn.to_device(np.array([1.0, 0.0, 2.0, 0.5]), dtype="float32")):
+        value = loss.forward(minicnn.to_device(p, dtype="float32"),
+                             minicnn.to_device(t, dtype="float32"), w)
+        assert np.asarray(minicnn.to_host(value)).dtype == np.float32
+        assert minicnn.to_host(loss.backward()).dtype == np.float32
