@@ -745,8 +745,9 @@ def load_model(filepath: str | os.PathLike, custom_objects: dict | None = None,
     compiled (and ``compile`` is True), compiled as it was, its optimizer in the
     state it had, so that ``fit`` goes on exactly where the saved model stopped.
     ``custom_objects`` maps the names of your own layers, activations,
-    initializers, losses and optimizers to them. Everything in the file is checked
-    first; a damaged or foreign file raises ``WeightsFileError`` naming it."""
+    initializers, losses, metric functions and optimizers to them. Everything in
+    the file is checked first; a damaged or foreign file raises ``WeightsFileError``
+    naming it."""
     path = os.fspath(filepath)
     meta, arrays = serialization.read_model_file(path, "load_model")
     try:

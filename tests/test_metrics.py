@@ -192,3 +192,18 @@ def test_history_as_dict_keeps_metrics_whose_names_end_in_accuracy():
     history = model.fit(x, y, batch_size=3, epochs=1, verbose=0)
     assert set(history.as_dict()) == {"loss", "acc", "binary_accuracy"}
     assert history.history["acc"] == history.history["binary_accuracy"]
+
+
+def test_a_saved_model_finds_its_metric_functions_in_custom_objects(tmp_path):
+    from minicnn.models import load_model
+
+    def max_error(y_true, y_pred):
+        return abs(y_true - y_pred).max(axis=-1)
+
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((5, 4)), rng.standard_normal((5, 2))
+    model = model_with(2, "linear", "mse", ["mae", max_error])
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz", custom_objects={"max_error": max_error})
+    assert loaded.metrics_names == ["loss", "mean_absolute_error", "max_error"]
+    assert_close(loaded.evaluate(x, y), model.evaluate(x, y))
