@@ -29,11 +29,11 @@ from minicnn.ops import get_ops, set_ops, use_ops  # noqa: E402
 # The subpackages as attributes, so Keras-style code works after renaming the import
 # alone: ``import minicnn; minicnn.layers.Dense(10)`` as ``keras.layers.Dense(10)``.
 from minicnn import (activations, callbacks, datasets, initializers, layers,  # noqa: E402
-                     losses, models, ops, optimizers, utils)
+                     losses, metrics, models, ops, optimizers, preprocessing, regularizers, utils)
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "callbacks", "datasets", "initializers", "layers", "losses", "models",
-           "ops", "optimizers", "utils", "floatx", "get_array_module", "get_backend", "get_ops",
+__all__ = ["activations", "callbacks", "datasets", "initializers", "layers", "losses", "metrics",
+           "models", "ops", "optimizers", "preprocessing", "regularizers", "utils", "floatx", "get_array_module", "get_backend", "get_ops",
            "set_backend", "set_floatx", "set_ops", "set_seed", "to_device", "to_host",
            "use_backend", "use_floatx", "use_ops", "__version__"]
