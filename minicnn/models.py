@@ -22,10 +22,11 @@ import numpy as np
 from minicnn import backend, datachecks, inspection, losses, optimizers, plan, serialization
 from minicnn import metrics as metrics_module
 from minicnn.backend import Array
+from minicnn.callbacks import History
 from minicnn.layers.base import Layer, batch_shape
 from minicnn.training import batches
 from minicnn.training import step as training_step
-from minicnn.training.loop import History, Trainer, check_validation_freq
+from minicnn.training.loop import Trainer, check_validation_freq
 
 
 def _snake_case(name: str) -> str:
