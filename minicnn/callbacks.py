@@ -269,7 +269,7 @@ class ProgbarLogger(Callback):
             self.on_epoch_begin(epoch)
         logs = logs or {}
         values = {key: logs[key] for key in self.params.get("metrics", []) if key in logs}
-        self.progbar.update(self.target, values or self._values(), final=True)
+        self.progbar.update(self.seen, values or self._values(), final=True)
         self.progbar = None
 
 
