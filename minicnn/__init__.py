@@ -2,12 +2,12 @@
 
 ``minicnn.set_backend("cupy")`` runs the same code on the GPU through CuPy.
 The package reads bottom-up; each module imports only from the levels below it:
-``backend`` (with ``strict``, the test backend; and ``initializers``, ``fileio``)
+``backend`` (with ``strict``, the test backend; ``initializers``, ``fileio``, ``progbar``)
 -> ``ops`` (the computations, fast and plain: ``minicnn.set_ops("reference")``
 runs the textbook versions) -> ``activations``, ``gradcheck`` -> ``losses``,
 ``optimizers``, ``layers.base`` -> the layers -> ``inspection``, ``plan``
 (the fusions), ``datachecks``, ``serialization``, ``callbacks`` -> ``training``
-(fit's loop, one step, checkpoints, tracing, the progress bar) -> ``models``
+(fit's loop, one step, checkpoints, tracing, clean stops) -> ``models``
 (``Sequential``, which runs fit through ``training``) -> ``datasets`` (CIFAR-10)
 -> ``viz`` (plots, pictures, the report).
 """

@@ -13,13 +13,16 @@ Keras 2's shape: subclass ``Callback`` and override any of
 costs an epoch of training.
 
 Keras 2.2.4's own callbacks, with its arguments, defaults and semantics:
-``EarlyStopping``, ``ModelCheckpoint`` (weights only, ``.npz``),
-``LearningRateScheduler``, ``ReduceLROnPlateau`` (both set ``optimizer.lr``),
-``TerminateOnNaN``, ``LambdaCallback`` and ``CSVLogger``; ``TensorBoard``
-writes TensorBoard's event files through the optional tensorboardX package.
+``History`` (what ``fit`` returns), ``BaseLogger``, ``ProgbarLogger``,
+``EarlyStopping``, ``ModelCheckpoint`` (``.npz``), ``LearningRateScheduler``,
+``ReduceLROnPlateau`` (both set ``optimizer.lr``), ``TerminateOnNaN``,
+``LambdaCallback`` and ``CSVLogger``; tf.keras's ``BackupAndRestore`` (fit's
+checkpoints as a callback); ``TensorBoard`` writes TensorBoard's event files
+through the optional tensorboardX package.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import itertools
@@ -32,6 +35,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from minicnn import backend
+from minicnn.progbar import Progbar
 from minicnn.serialization import refuse_hdf5
 
 HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
@@ -106,6 +110,202 @@ class CallbackList:
             method = getattr(callback, hook, None)
             if callable(method):
                 method(*args)
+
+
+# ------------------------------------------------------------ what Keras's fit adds itself
+class History(Callback):
+    """Each epoch's logs (Keras 2.2.4): ``epoch`` (the epoch numbers, from 0) and
+    ``history`` ({name: [one value per epoch]}), e.g. ``history.history["val_acc"][-1]``.
+
+    ``fit`` returns its own History (also set as ``model.history`` when fit
+    starts), fed after every other callback so what they add to the logs (a
+    scheduler's ``lr``) is recorded. One passed in ``callbacks=`` records as
+    Keras's does: it starts over at ``on_train_begin``. minicnn's extras:
+    ``val_accuracy`` and the like name the same list as ``val_acc`` (Keras 2.3+
+    spells accuracy out); ``as_dict()`` leaves those aliases out and
+    ``restore()`` refills from it (what a checkpoint stores); ``resumed_epochs``
+    counts the epochs that came from a checkpoint, not from this fit; and
+    ``traces`` holds ``fit(trace_gradients=N)``'s rows, one per layer per
+    traced step.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch: list[int] = []
+        self.history: dict[str, list[float]] = {}
+        self.resumed_epochs = 0
+        self.traces: list[dict] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.epoch, self.history, self.resumed_epochs = [], {}, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+            if key.endswith("acc"):
+                self.history[key + "uracy"] = self.history[key]
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """The logs without the accuracy aliases (what a checkpoint stores)."""
+        return {k: v for k, v in self.history.items()  # binary_accuracy etc. are metrics
+                if not (k.endswith("accuracy") and self.history.get(k[:-5]) is v)}
+
+    def restore(self, logs: dict[str, list[float]]) -> None:
+        """Refill from ``as_dict()`` output, e.g. when resuming from a checkpoint. The
+        lists may differ in length (validation_freq): "loss" has one value per epoch."""
+        epochs = max((len(values) for values in logs.values()), default=0)
+        self.epoch = list(range(epochs))
+        for key, values in logs.items():
+            self.history[key] = list(values)
+            if key.endswith("acc"):
+                self.history[key + "uracy"] = self.history[key]
+        self.resumed_epochs = epochs
+
+
+class BaseLogger(Callback):
+    """Average the batch logs into the epoch's logs (Keras 2.2.4).
+
+    Each batch's values count with its ``size``, so an epoch's value is the
+    sample-weighted mean over its batches; a name in ``stateful_metrics``
+    already holds its running value and is taken as the last batch left it.
+    At the epoch's end the averages of the names in ``params["metrics"]``
+    replace those in the logs. Keras adds one to every ``fit``; minicnn's fit
+    averages its epoch logs itself (the same numbers), so this one is only
+    needed where code drives the hooks itself or expects the class.
+    """
+
+    def __init__(self, stateful_metrics: Iterable[str] | None = None) -> None:
+        super().__init__()
+        self.stateful_metrics = set(stateful_metrics or ())
+        self.seen = 0
+        self.totals: dict[str, float] = {}
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.seen = 0
+        self.totals = {}
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        size = logs.get("size", 0)
+        self.seen += size
+        for key, value in logs.items():
+            if key in self.stateful_metrics:
+                self.totals[key] = value
+            else:
+                self.totals[key] = self.totals.get(key, 0) + value * size
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        for key in self.params.get("metrics", []):
+            if key in self.totals:  # shown to the callbacks that come after this one
+                logs[key] = (self.totals[key] if key in self.stateful_metrics
+                             else self.totals[key] / self.seen)
+
+
+class ProgbarLogger(Callback):
+    """Print ``Epoch i/n`` and Keras's progress bar for every epoch (Keras 2.2.4).
+
+    ``count_mode``: the bar counts ``'samples'`` or ``'steps'`` (batches); a
+    generator has no sample count, so there it counts steps either way. While
+    an epoch runs the bar shows each metric's average over the batches so far
+    (weighted as the bar counts, as Keras's Progbar does; a name in
+    ``stateful_metrics`` as the batch left it), and at its end the epoch's logs,
+    validation included. The bar is ``minicnn.progbar.Progbar``: at
+    ``verbose=1`` it redraws one line in place, or writes one line per epoch
+    when stdout is not a terminal; ``verbose=2`` writes that line only.
+
+    Differences from Keras: fit's own bar stays off while a ProgbarLogger is
+    among the callbacks (Keras would draw two), and at ``fit(verbose=0)`` it
+    draws as at verbose 1 (Keras 2.2.4 fails there: it was asked for, so it
+    shows). Batch hooks read each batch's logs back from the device, a cost
+    fit's own bar avoids by reading only when it redraws.
+    """
+
+    def __init__(self, count_mode: str = "samples",
+                 stateful_metrics: Iterable[str] | None = None) -> None:
+        super().__init__()
+        if count_mode not in ("samples", "steps"):
+            raise ValueError(f"ProgbarLogger: unknown count_mode {count_mode!r}; "
+                             "use 'samples' or 'steps'")
+        self.use_steps = count_mode == "steps"
+        self.stateful_metrics = set(stateful_metrics or ())
+        self.progbar: Progbar | None = None
+        self.target = self.seen = 0
+        self.sums: dict[str, list[float]] = {}  # name: [weighted sum, weight], or [value, 1]
+
+    def _epoch_target(self) -> int:
+        samples, steps = self.params.get("samples"), self.params.get("steps")
+        if steps is None and samples is not None:
+            steps = -(-samples // self.params.get("batch_size", samples or 1))
+        return steps if self.use_steps or samples is None else samples
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        print(f"Epoch {epoch + 1}/{self.params.get('epochs', epoch + 1)}", flush=True)
+        self.target, self.seen, self.sums = self._epoch_target(), 0, {}
+        self.progbar = Progbar(self.target, verbose=self.params.get("verbose") or 1)
+
+    def _values(self) -> dict[str, float]:
+        return {key: total / max(weight, 1) for key, (total, weight) in self.sums.items()}
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.progbar is None:  # a batch hook called without on_epoch_begin
+            self.on_epoch_begin(0)
+        logs = logs or {}
+        step = 1 if self.use_steps or self.params.get("samples") is None else logs.get("size", 0)
+        self.seen += step
+        for key in self.params.get("metrics", []):
+            if key in self.stateful_metrics and key in logs:
+                self.sums[key] = [logs[key], 1]
+            elif key in logs:
+                total, weight = self.sums.get(key, [0.0, 0])
+                self.sums[key] = [total + logs[key] * step, weight + step]
+        if self.seen < self.target:  # the last batch is drawn by on_epoch_end
+            self.progbar.update(self.seen, self._values())
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.progbar is None:
+            self.on_epoch_begin(epoch)
+        logs = logs or {}
+        values = {key: logs[key] for key in self.params.get("metrics", []) if key in logs}
+        self.progbar.update(self.seen, values or self._values(), final=True)
+        self.progbar = None
+
+
+class BackupAndRestore(Callback):
+    """Keep the run in ``backup_dir`` so a stopped ``fit`` continues (tf.keras's name).
+
+    ``fit`` writes a checkpoint (the file ``checkpoint.npz`` in ``backup_dir``:
+    weights, optimizer state, random generators, history; see
+    ``minicnn.training.checkpoint``) before the first epoch and at the end of
+    every epoch. When ``fit`` starts and that file exists, it restores it and
+    goes on from the saved epoch up to ``epochs`` in total, so a run killed
+    (Ctrl-C, an exception, a lost machine) and started again with the same
+    callback ends as if it had never stopped. When training ends normally the
+    backup is deleted, as in tf.keras; minicnn removes its own file and the
+    folder only if that leaves it empty (tf.keras deletes the whole folder).
+    It is ``fit(checkpoint=backup_dir/checkpoint.npz, resume=True)`` plus the
+    clean-up, so the two cannot be given together.
+    """
+
+    FILENAME = "checkpoint.npz"
+
+    def __init__(self, backup_dir: str | os.PathLike) -> None:
+        super().__init__()
+        path = os.fspath(backup_dir) if isinstance(backup_dir, (str, os.PathLike)) else None
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"BackupAndRestore: backup_dir must be a folder path, "
+                             f"got {backup_dir!r}")
+        self.backup_dir = path
+        self.checkpoint_path = os.path.join(path, self.FILENAME)  # fit saves and resumes here
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        # Training finished: nothing is left to resume.
+        if os.path.exists(self.checkpoint_path):
+            os.remove(self.checkpoint_path)
+        with contextlib.suppress(OSError):  # a folder with other files in it stays
+            os.rmdir(self.backup_dir)
 
 
 # ------------------------------------------------------------ Keras 2.2.4's callbacks

@@ -22,10 +22,11 @@ import numpy as np
 from minicnn import backend, datachecks, inspection, losses, optimizers, plan, serialization
 from minicnn import metrics as metrics_module
 from minicnn.backend import Array
+from minicnn.callbacks import History
 from minicnn.layers.base import Layer, batch_shape
 from minicnn.training import batches
 from minicnn.training import step as training_step
-from minicnn.training.loop import History, Trainer, check_validation_freq
+from minicnn.training.loop import Trainer, check_validation_freq
 
 
 def _snake_case(name: str) -> str:
@@ -354,7 +355,9 @@ class Sequential:
         ``checkpoint(model, epoch, history)``. ``resume=True`` with a path
         continues from that file when it exists: weights, optimizer, random
         generators and history, so the run goes on exactly as if it had never
-        stopped. ``trace_gradients=N`` records per-layer activation and gradient
+        stopped; the callback ``minicnn.callbacks.BackupAndRestore(dir)`` does
+        the same in its folder and deletes the file when training has finished.
+        ``trace_gradients=N`` records per-layer activation and gradient
         statistics every N steps into ``history.traces`` (see ``minicnn.training.tracing``).
         ``validation_batch_size`` (default ``batch_size``) only sets how many
         validation images go through at once: larger is faster on a GPU.

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minicnn"
 
 TIERS = [
     ("minicnn.strict", "minicnn.fileio", "minicnn.initializers", "minicnn.regularizers",
-     "minicnn.utils", "minicnn.backend"),
+     "minicnn.utils", "minicnn.progbar", "minicnn.backend"),
     ("minicnn.ops",),
     ("minicnn.activations", "minicnn.gradcheck"),
     ("minicnn.layers",),

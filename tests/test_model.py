@@ -14,7 +14,7 @@ from minicnn import backend as B
 from minicnn.layers import Activation, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD
-from minicnn.training.loop import History
+from minicnn.callbacks import History
 from minicnn.utils import to_categorical
 
 from conftest import assert_close, assert_same_accuracy

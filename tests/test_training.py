@@ -10,7 +10,7 @@ import minicnn
 from minicnn.layers import Conv2D, Dense, Flatten, Layer, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD
-from minicnn.training.progbar import Progbar
+from minicnn.progbar import Progbar
 
 from conftest import assert_close
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from minicnn import backend
 from minicnn.backend import Array
-from minicnn.training.progbar import Progbar
+from minicnn.progbar import Progbar
 from minicnn.utils import Sequence
 
 

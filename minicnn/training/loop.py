@@ -22,45 +22,11 @@ from minicnn import backend
 from minicnn.backend import Array
 from minicnn.training import checkpoint as checkpoint_io
 from minicnn.training.batches import Arrays, Stream
-from minicnn.callbacks import CallbackList
+from minicnn.callbacks import BackupAndRestore, CallbackList, History, ProgbarLogger
 from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
-from minicnn.training.progbar import Progbar
+from minicnn.progbar import Progbar
 from minicnn.training.step import train_step
 from minicnn.training.tracing import GradientTracer
-
-
-class History:
-    """Per-epoch logs of ``fit``: ``history.history["val_acc"][-1]`` and friends."""
-
-    def __init__(self) -> None:
-        self.epoch: list[int] = []
-        self.history: dict[str, list[float]] = {}
-        self.resumed_epochs = 0  # epochs that came from a checkpoint, not from this fit
-        self.traces: list[dict] = []  # fit(trace_gradients=N): one row per layer per traced step
-
-    def append(self, epoch: int, logs: dict[str, float]) -> None:
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
-            # Keras 2.3+ spells accuracy out; keep both names pointing at one list.
-            if key.endswith("acc"):
-                self.history[key + "uracy"] = self.history[key]
-
-    def as_dict(self) -> dict[str, list[float]]:
-        """The logs without the accuracy aliases (what a checkpoint stores)."""
-        return {k: v for k, v in self.history.items()  # binary_accuracy etc. are metrics
-                if not (k.endswith("accuracy") and self.history.get(k[:-5]) is v)}
-
-    def restore(self, logs: dict[str, list[float]]) -> None:
-        """Refill from ``as_dict()`` output, e.g. when resuming from a checkpoint. The
-        lists may differ in length (validation_freq): "loss" has one value per epoch."""
-        epochs = max((len(values) for values in logs.values()), default=0)
-        self.epoch = list(range(epochs))
-        for key, values in logs.items():
-            self.history[key] = list(values)
-            if key.endswith("acc"):
-                self.history[key + "uracy"] = self.history[key]
-        self.resumed_epochs = epochs
 
 
 Source = Arrays | Stream  # where the batches come from
@@ -108,18 +74,30 @@ class Trainer:
         self.initial_epoch, self.resume = initial_epoch, resume
         metrics = list(model.metrics_names)
         # Keras's params: batch_size and samples for arrays, steps for generators.
-        self.callbacks = CallbackList(callbacks, model, {
-            **data.params, "epochs": epochs,
-            "verbose": verbose, "do_validation": validation is not None,
-            "metrics": metrics + (["val_" + m for m in metrics] if validation is not None
-                                  else [])})
+        params = {**data.params, "epochs": epochs,
+                  "verbose": verbose, "do_validation": validation is not None,
+                  "metrics": metrics + (["val_" + m for m in metrics] if validation is not None
+                                        else [])}
+        self.callbacks = CallbackList(callbacks, model, params)
+        # A ProgbarLogger draws the bar instead of fit (Keras would draw both).
+        self.own_bar = not any(isinstance(c, ProgbarLogger) for c in self.callbacks.callbacks)
         self.rng = backend.device_rng()
-        self.history = History()
+        self.history = History()  # fed by hand after the other callbacks, never reset
+        self.history.set_model(model)
+        self.history.set_params(params)
         self.tracer = GradientTracer(trace_gradients) if trace_gradients else None
         self.history.traces = self.tracer.rows if self.tracer is not None else []
+        backups = [c for c in self.callbacks.callbacks if isinstance(c, BackupAndRestore)]
+        if len(backups) > 1 or (backups and checkpoint is not None):
+            raise ValueError("fit: give one place to keep the run: checkpoint=PATH or one "
+                             f"BackupAndRestore callback, got {len(backups)} BackupAndRestore "
+                             f"and checkpoint={checkpoint!r}")
+        self.backup = backups[0] if backups else None
+        if self.backup is not None:  # fit does the saving and resuming; the callback cleans up
+            checkpoint, self.resume = self.backup.checkpoint_path, True
         self.checkpoint = checkpoint
         self.path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
-        if resume and self.path is None:
+        if self.resume and self.path is None:
             raise ValueError("fit: resume=True needs checkpoint=PATH to resume from")
         self.steps = data.steps
         self.check_every = finite_check_interval(model, data.sample)
@@ -159,7 +137,7 @@ class Trainer:
                 # Callbacks first, as Keras runs its History last: what they add to the
                 # logs (a scheduler's "lr") is recorded and checkpointed too.
                 self.callbacks.call("on_epoch_end", epoch, logs)
-                history.append(epoch, logs)
+                history.on_epoch_end(epoch, logs)
                 self.save(epoch + 1)
                 if self.stop:  # the signal came during validation or the save
                     raise TrainingInterrupted(self.interrupt_message(epoch + 1, 0))
@@ -171,10 +149,11 @@ class Trainer:
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the (shuffled) batches, then validation: the epoch's logs."""
         model, data = self.model, self.data
-        if self.verbose:
+        verbose = self.verbose if self.own_bar else 0
+        if verbose:
             print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
         batches = data.epoch(self.rng, self.shuffle, f"fit, epoch {epoch + 1}")
-        bar = Progbar(data.target, verbose=self.verbose)  # samples, or steps for a generator
+        bar = Progbar(data.target, verbose=verbose)  # samples, or steps for a generator
         total_loss, total_correct, done = 0.0, 0, 0
         batch_hooks = self.callbacks.wants("on_batch_begin") or self.callbacks.wants("on_batch_end")
         for step, (xb, yb, *weights) in enumerate(batches, start=1):  # weights: [] or [w]
@@ -230,6 +209,9 @@ class Trainer:
                  "partial epoch is dropped" if step else f"{stop.name} received after epoch {epoch}")
         if path is None:
             return f"{where}. No checkpoint file was asked for, so fit cannot resume this run."
+        if self.backup is not None:
+            return (f"{where}. The last completed state ({epoch} epoch(s)) is in {path}: run "
+                    "fit again with the same BackupAndRestore callback to continue.")
         return (f"{where}. The last completed state ({epoch} epoch(s)) is in {path}: resume "
                 f"with fit(..., checkpoint={path!r}, resume=True), or add --resume to the "
                 "example's command line.")

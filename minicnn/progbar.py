@@ -1,4 +1,5 @@
-"""Keras-style progress display for ``fit``.
+"""Keras-style progress display for ``fit``, ``evaluate`` and ``ProgbarLogger``
+(below the callbacks and the training loop, which both draw it).
 
     Epoch 1/20
     50000/50000 [==============================] - 24s 480us/step - loss: 1.9456 - acc: 0.2772
