@@ -65,6 +65,7 @@ KERAS_ARGUMENTS = {
     "ReduceLROnPlateau": "monitor factor patience verbose mode min_delta cooldown min_lr",
     "CSVLogger": "filename separator append",
     "TerminateOnNaN": "",
+    "BackupAndRestore": "backup_dir",  # tf.keras's
     "LambdaCallback": "on_epoch_begin on_epoch_end on_batch_begin on_batch_end on_train_begin "
                       "on_train_end",
     "TensorBoard": "log_dir histogram_freq batch_size write_graph write_grads write_images "
