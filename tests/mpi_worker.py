@@ -86,6 +86,16 @@ def main(data_path: str, out: str) -> None:
     logs = distributed.average_logs({"loss": 2.0 * rank, "acc": 1.0})
     results["logs"] = np.array([logs["loss"], logs["acc"]])
 
+    # 5. The strict backend: arrays that refuse to mix with NumPy's, as CuPy's do.
+    with minicnn.use_backend("strict"):
+        distributed.set_seed(2)
+        model = small_model(distributed.DistributedOptimizer(SGD(lr=0.1, momentum=0.5)))
+        model.fit(minicnn.to_device(x[rank::size]), minicnn.to_device(y[rank::size]),
+                  batch_size=16, epochs=1, verbose=0, callbacks=[distributed.BroadcastWeights()])
+        results.update(weights_of(model, "strict"))
+        results["strict_array"] = backend.to_host(
+            distributed.allreduce(minicnn.to_device(np.full(2, rank, dtype=np.float32))))
+
     np.savez(Path(out) / f"rank{rank}.npz", **results)
 
 

@@ -9,6 +9,7 @@ saying why, where mpi4py or mpiexec is missing; ``pip install
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import shutil
 import subprocess
@@ -174,3 +175,27 @@ def test_distributed_optimizer_wants_a_minicnn_optimizer():
         distributed.DistributedOptimizer("sgd")
     assert not distributed.is_distributed(SGD())
     assert optimizers.serialize(SGD())["class_name"] == "SGD"
+
+
+@needs_mpi
+def test_strict_backend_arrays_are_averaged_too(ranks):
+    first, second = group(ranks[0], "strict"), group(ranks[1], "strict")
+    assert first
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    for r in ranks:
+        np.testing.assert_array_equal(r["strict_array"], [0.5, 0.5])
+
+
+@needs_mpi
+def test_the_distributed_benchmark_runs_and_reports(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_distributed.py"),
+                             "--rounds", "1", "--warmup", "1", "--steps", "1", "--batch-size", "2",
+                             "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["params"] == 1_288_842 and report["ranks"] == 2
+    for key in ("single_img_s", "ranks_img_s", "allreduce_in_step_s", "bare_allreduce_s"):
+        assert report[key]["median"] > 0, key
+    assert "of which gradient Allreduce" in result.stdout
