@@ -8,6 +8,8 @@ machine that speeds up or slows down affects both alike):
 
 * one process with P x T threads, training at batch P x B: the step the ranks
   take together (the same images, the same averaged gradient);
+* one process with T threads at batch B: one worker alone, the compute time
+  of a rank's step without communication (the "1 worker" of a scaling model);
 * ``mpiexec -n P``, each rank with T threads, training at batch B through
   ``minicnn.distributed.DistributedOptimizer``.
 
@@ -45,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per launch (default 2)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per launch (default 5)")
     p.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    p.add_argument("--worker", choices=["single", "rank"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["single", "one", "rank"], help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -96,7 +98,7 @@ def worker(args: argparse.Namespace) -> None:
             reduce_seconds[0] += time.perf_counter() - start
 
         mpi.allreduce_inplace = timed_allreduce
-    else:
+    elif args.worker == "single":
         batch *= args.ranks  # the step P ranks take together
     minicnn.set_seed(0)
     model = tutorial_network(optimizer)
@@ -142,7 +144,7 @@ def mpiexec() -> str:
 
 
 def launch(args: argparse.Namespace, kind: str) -> dict:
-    threads = args.threads * (args.ranks if kind == "single" else 1)
+    threads = args.threads * (args.ranks if kind == "single" else 1)  # "one", "rank": T
     env = dict(os.environ, PYTHONPATH=str(ROOT), MINICNN_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
@@ -182,21 +184,26 @@ def main(argv=None) -> dict:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; "
           f"Python {platform.python_version()}; {args.rounds} rounds of {args.steps} steps "
           f"after {args.warmup} warm-up steps")
-    runs: dict[str, list[dict]] = {"single": [], "rank": []}
+    runs: dict[str, list[dict]] = {"single": [], "one": [], "rank": []}
     for r in range(args.rounds):
-        for kind in (("single", "rank") if r % 2 == 0 else ("rank", "single")):
+        order = ["single", "rank", "one"]
+        for kind in order[r % 3:] + order[:r % 3]:  # each contender leads in turn
             runs[kind].append(launch(args, kind))
     results = {
         "ranks": p, "threads_per_rank": t, "batch_per_rank": b, "rounds": args.rounds,
         "params": runs["rank"][0]["params"],
         "single_img_s": summary([x["img_s"] for x in runs["single"]]),
         "single_step_s": summary([x["step_s"] for x in runs["single"]]),
+        "one_img_s": summary([x["img_s"] for x in runs["one"]]),
+        "one_step_s": summary([x["step_s"] for x in runs["one"]]),
         "ranks_img_s": summary([x["img_s"] for x in runs["rank"]]),
         "ranks_step_s": summary([x["step_s"] for x in runs["rank"]]),
         "allreduce_in_step_s": summary([x["allreduce_in_step_s"] for x in runs["rank"]]),
         "bare_allreduce_s": summary([x["bare_allreduce_s"] for x in runs["rank"]]),
         "speedup": statistics.median(a["img_s"] / s["img_s"]
                                      for a, s in zip(runs["rank"], runs["single"])),
+        "scaling": statistics.median(a["img_s"] / o["img_s"]
+                                     for a, o in zip(runs["rank"], runs["one"])),
     }
 
     def row(name: str, key: str, scale: float = 1.0, unit: str = "") -> None:
@@ -207,11 +214,14 @@ def main(argv=None) -> dict:
     print(f"{'':<44} {'median':>10}   (min - max)")
     row(f"1 process x {p * t} threads, images/s", "single_img_s")
     row(f"{p} ranks x {t} thread(s), images/s", "ranks_img_s")
+    row(f"1 process x {t} thread(s) at batch {b}, images/s", "one_img_s")
     row("1 process, seconds per step", "single_step_s")
     row(f"{p} ranks, seconds per step", "ranks_step_s")
+    row(f"1 process x {t} thread(s), seconds per step", "one_step_s")
     row("  of which gradient Allreduce (incl. waiting), ms", "allreduce_in_step_s", 1e3)
     row(f"bare Allreduce of {results['params']:,} floats, ms", "bare_allreduce_s", 1e3)
     print(f"ranks / single images/s (median of per-round ratios): {results['speedup']:.3f}")
+    print(f"ranks / one worker images/s (median of per-round ratios): {results['scaling']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results

@@ -359,6 +359,9 @@ def run_example(args: argparse.Namespace) -> dict:
     if args.distributed:
         root = distributed.rank() == 0
         distributed.set_seed(args.seed)  # each rank its own dropout and shuffling
+        if args.backend == "cupy":  # the ranks on one machine share out its GPUs
+            cuda = minicnn.backend.xp().cuda
+            cuda.Device(distributed.local_rank() % cuda.runtime.getDeviceCount()).use()
     elif args.seed is not None:
         minicnn.set_seed(args.seed)
     out, created = make_out_dir(args.out) if root else (None, [])

@@ -196,6 +196,7 @@ def test_the_distributed_benchmark_runs_and_reports(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["params"] == 1_288_842 and report["ranks"] == 2
-    for key in ("single_img_s", "ranks_img_s", "allreduce_in_step_s", "bare_allreduce_s"):
+    for key in ("single_img_s", "one_img_s", "ranks_img_s", "allreduce_in_step_s",
+                "bare_allreduce_s"):
         assert report[key]["median"] > 0, key
     assert "of which gradient Allreduce" in result.stdout

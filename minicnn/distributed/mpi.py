@@ -95,7 +95,8 @@ def set_seed(seed: int | None) -> None:
     if seed is None:
         backend.set_seed(None)
     else:
-        backend.set_seed((int(seed), rank()))  # SeedSequence entropy: (seed, rank)
+        # One int per (seed, rank), hashed by SeedSequence: unrelated streams per rank.
+        backend.set_seed(int(np.random.SeedSequence((int(seed), rank())).generate_state(1)[0]))
 
 
 # ------------------------------------------------------------------- collectives
