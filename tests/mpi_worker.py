@@ -86,7 +86,27 @@ def main(data_path: str, out: str) -> None:
     logs = distributed.average_logs({"loss": 2.0 * rank, "acc": 1.0})
     results["logs"] = np.array([logs["loss"], logs["acc"]])
 
-    # 5. The strict backend: arrays that refuse to mix with NumPy's, as CuPy's do.
+    # 5. DistributedOptimizer copies: same class name and config, the state copied.
+    minicnn.set_seed(0)
+    plain = SGD(lr=0.1, momentum=0.9, clipnorm=1.0)
+    model = small_model(plain)
+    model.train_on_batch(x[:8], y[:8])
+    wrapped = distributed.DistributedOptimizer(plain)
+    key = next(iter(plain.velocities))
+    results["copy_same_config"] = np.array(wrapped.get_config() == plain.get_config())
+    results["copy_same_state"] = np.array(
+        wrapped.iterations == plain.iterations == 1
+        and np.array_equal(wrapped.velocities[key], plain.velocities[key]))
+    results["copy_shares_state"] = np.array(wrapped.velocities[key] is plain.velocities[key])
+    results["copy_is_sgd"] = np.array(isinstance(wrapped, SGD) and distributed.is_distributed(
+        wrapped) and not distributed.is_distributed(plain))
+    try:
+        distributed.DistributedOptimizer(wrapped)
+        results["wrapped_twice"] = np.array("accepted")
+    except ValueError as exc:
+        results["wrapped_twice"] = np.array(str(exc))
+
+    # 6. The strict backend: arrays that refuse to mix with NumPy's, as CuPy's do.
     with minicnn.use_backend("strict"):
         distributed.set_seed(2)
         model = small_model(distributed.DistributedOptimizer(SGD(lr=0.1, momentum=0.5)))

@@ -188,6 +188,14 @@ def test_strict_backend_arrays_are_averaged_too(ranks):
 
 
 @needs_mpi
+def test_distributed_optimizer_is_a_copy_of_the_same_class(ranks):
+    for r in ranks:
+        assert r["copy_same_config"] and r["copy_same_state"] and r["copy_is_sgd"]
+        assert not r["copy_shares_state"]
+        assert "already averages over the ranks" in str(r["wrapped_twice"])
+
+
+@needs_mpi
 def test_the_distributed_benchmark_runs_and_reports(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_distributed.py"),
