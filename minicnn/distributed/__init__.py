@@ -17,8 +17,8 @@ would compute on the union of the p batches (``docs/distributed.md``).
     model.compile(optimizer=distributed.DistributedOptimizer(SGD(lr=0.05)), ...)
     model.fit(x_shard, y_shard, callbacks=[distributed.BroadcastWeights(root=0)])
 
-``init``, ``rank``, ``size``, ``local_rank`` and ``comm`` (the mpi4py
-communicator) set up and describe the job; ``DistributedOptimizer`` wraps any
+``init``, ``rank``, ``size``, ``local_rank``, ``local_size`` and ``comm``
+(the mpi4py communicator) set up and describe the job; ``DistributedOptimizer`` wraps any
 minicnn optimizer; ``broadcast_weights`` and the ``BroadcastWeights`` callback
 start every rank from the root's weights (and optimizer state, for a resumed
 run); ``allreduce`` averages a number or array over the ranks, and ``fit``
@@ -33,9 +33,10 @@ from __future__ import annotations
 
 from minicnn.distributed.callbacks import BroadcastWeights, broadcast_weights
 from minicnn.distributed.mpi import (INSTALL_HELP, allreduce, average_logs, comm, init,
-                                      is_initialized, local_rank, rank, set_seed, size)
+                                     is_initialized, local_rank, local_size, rank, set_seed,
+                                     size)
 from minicnn.distributed.optimizer import DistributedOptimizer, is_distributed
 
 __all__ = ["BroadcastWeights", "DistributedOptimizer", "INSTALL_HELP", "allreduce",
            "average_logs", "broadcast_weights", "comm", "init", "is_distributed",
-           "is_initialized", "local_rank", "rank", "set_seed", "size"]
+           "is_initialized", "local_rank", "local_size", "rank", "set_seed", "size"]
