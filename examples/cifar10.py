@@ -3,16 +3,23 @@
     python examples/cifar10.py --backend numpy --data ../shared/datasets/cifar-10-python.tar.gz
     python examples/cifar10.py --backend cupy                 # the same code on the GPU
     python examples/cifar10.py --train-limit 2000 --test-limit 500 --epochs 1   # a quick look
+    mpiexec -n 2 python examples/cifar10.py --distributed      # data-parallel on 2 processes
 
 Three Conv2D (256/256/128, 3x3 valid, relu), each followed by 2x2 max-pooling
 and dropout 0.3, then Dense 512/256 relu and Dense 10 softmax; SGD lr 0.05,
 decay 1e-4, batch 32, 20 epochs, validated on the test set. Prints what the
 tutorial printed and saves its pictures, the history, the metrics and the
 weights into ``--out`` (default: a new folder under runs/).
+
+With --distributed, under ``mpiexec -n P``, each of the P processes (ranks)
+trains on every P-th image, the gradients are averaged over the ranks every
+step (minicnn.distributed, docs/distributed.md), and only rank 0 prints and
+writes files and checkpoints.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -20,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,8 +39,10 @@ import numpy as np  # noqa: E402
 import pandas as pd
 
 import minicnn
+from minicnn import distributed
 from minicnn.backend import Array
 from minicnn.datasets import cifar10
+from minicnn.training import checkpoint as checkpoint_io
 from minicnn.fileio import make_folders, remove_empty_folders, write_text_atomic
 from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
@@ -51,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=20,
                    help="passes over the training images (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32,
-                   help="images per training step (default: %(default)s)")
+                   help="images per training step, per rank with --distributed (P ranks "
+                        "then take P times as many per step) (default: %(default)s)")
     p.add_argument("--validation-batch-size", type=int, default=None, metavar="N",
                    help="test images per pass when validating; it does not change the numbers "
                         "(default: --batch-size, or 1000 with --backend cupy)")
@@ -89,6 +100,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "after every epoch (default: none)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint in --checkpoint-dir up to --epochs in total")
+    p.add_argument("--distributed", action="store_true",
+                   help="train data-parallel on the ranks of mpiexec -n P: rank r trains on "
+                        "images r, r+P, ..., gradients are averaged every step, only rank 0 "
+                        'prints and writes; needs pip install "minicnn[distributed]" '
+                        "(default: one process)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                    help="0: silent, 1: a live progress bar, 2: one line per epoch "
                         "(default: %(default)s)")
@@ -106,8 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_model(lr: float, decay: float) -> Sequential:
-    """The tutorial's network, layer for layer."""
+def build_model(lr: float, decay: float, data_parallel: bool = False) -> Sequential:
+    """The tutorial's network, layer for layer; ``data_parallel``: its SGD averages
+    the gradients over the ranks."""
     model = Sequential()
     model.add(Conv2D(filters=256, kernel_size=(3, 3), input_shape=(32, 32, 3), activation="relu"))
     model.add(MaxPooling2D(pool_size=(2, 2)))
@@ -122,8 +139,10 @@ def build_model(lr: float, decay: float) -> Sequential:
     model.add(Dense(512, activation="relu"))
     model.add(Dense(256, activation="relu"))
     model.add(Dense(10, activation="softmax"))
-    model.compile(loss=["categorical_crossentropy"], optimizer=SGD(lr=lr, decay=decay),
-                  metrics=["accuracy"])
+    optimizer = SGD(lr=lr, decay=decay)
+    if data_parallel:
+        optimizer = distributed.DistributedOptimizer(optimizer)
+    model.compile(loss=["categorical_crossentropy"], optimizer=optimizer, metrics=["accuracy"])
     return model
 
 
@@ -164,10 +183,12 @@ class Trained(NamedTuple):
     history: Any  # the History that model.fit returned
     x_test: Array  # the scaled test images, already on the device
     train_seconds: float
+    ranks: int  # processes that trained together (1 without --distributed)
 
 
-def load(args: argparse.Namespace, out: Path, created: list[Path]) -> Data:
-    """Read CIFAR-10, cut it to the limits, print its shapes and save samples.png."""
+def load(args: argparse.Namespace, out: Path | None, created: list[Path]) -> Data:
+    """Read CIFAR-10, cut it to the limits, print its shapes and save samples.png
+    (not without ``out``: the ranks but 0 of a distributed run write nothing)."""
     try:
         (x_train, y_train), (x_test, y_test) = cifar10.load_data(args.data)
     except (cifar10.DatasetError, FileNotFoundError) as exc:
@@ -180,7 +201,7 @@ def load(args: argparse.Namespace, out: Path, created: list[Path]) -> Data:
     print(f"{data.x_train.shape[0]} train samples, {data.x_test.shape[0]} test samples")
     print("First ten training labels:",
           ", ".join(f"{int(k)} ({names[int(k)]})" for k in data.y_train[:10, 0]))
-    if not args.no_plots:
+    if not args.no_plots and out is not None:
         from minicnn.viz import plots  # matplotlib only when pictures are wanted
         plots.sample_grid(data.x_train[:10], data.y_train[:10], names, out / "samples.png")
     return data
@@ -200,21 +221,52 @@ def checkpoint_path(args: argparse.Namespace) -> str | None:
     return checkpoint
 
 
+def shard(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's images r, r+P, r+2P, ... of the first P*floor(N/P): equal shards, so
+    every rank takes the same number of steps (a collective waits for all of them)."""
+    r, p = distributed.rank(), distributed.size()
+    n = len(images) // p * p
+    if n == 0:
+        sys.exit(f"cifar10.py: --distributed: {len(images)} {where} images cannot be shared "
+                 f"by {p} ranks")
+    if n < len(images):
+        print(f"cifar10.py: --distributed: the last {len(images) - n} {where} image(s) are "
+              f"left out so that the {p} ranks get equal shards")
+    return images[r:n:p], labels[r:n:p]
+
+
 def train(args: argparse.Namespace, data: Data) -> Trained:
     """The training step: scale the images on the device, build the network, fit it."""
+    callbacks, initial_epoch = [], 0
+    train_set, test_set = (data.x_train, data.y_train), (data.x_test, data.y_test)
+    if args.distributed:
+        train_set, test_set = shard(*train_set, "training"), shard(*test_set, "test")
+        print(f"Data-parallel on {distributed.size()} ranks: {len(train_set[0])} training "
+              f"images and batches of {args.batch_size} per rank "
+              f"({args.batch_size * distributed.size()} images per step)")
     # Scale on the device: one uint8 copy travels, the float copy is made there.
-    x_train = scale_pixels(minicnn.to_device(data.x_train), args.dtype)
-    x_test = scale_pixels(minicnn.to_device(data.x_test), args.dtype)
-    y_train = minicnn.to_device(to_categorical(data.y_train, 10, dtype=args.dtype))
-    y_test = minicnn.to_device(to_categorical(data.y_test, 10, dtype=args.dtype))
-    model = build_model(args.lr, args.decay)
+    x_train = scale_pixels(minicnn.to_device(train_set[0]), args.dtype)
+    x_val = scale_pixels(minicnn.to_device(test_set[0]), args.dtype)
+    y_train = minicnn.to_device(to_categorical(train_set[1], 10, dtype=args.dtype))
+    y_val = minicnn.to_device(to_categorical(test_set[1], 10, dtype=args.dtype))
+    model = build_model(args.lr, args.decay, args.distributed)
     model.summary()
-    checkpoint = checkpoint_path(args)
+    root = not args.distributed or distributed.rank() == 0
+    checkpoint = checkpoint_path(args) if root else None  # only rank 0 writes
+    if args.distributed:
+        # Rank 0 resumes from its checkpoint; the others start at its epoch, and take
+        # its weights and optimizer state when fit begins.
+        if checkpoint is not None and args.resume and os.path.exists(checkpoint):
+            initial_epoch = checkpoint_io.load(checkpoint, model).epoch
+        initial_epoch = distributed.comm().bcast(initial_epoch, root=0)
+        callbacks = [distributed.BroadcastWeights(root=0)]
     start = time.perf_counter()
     try:
         history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-                            verbose=args.verbose, validation_data=(x_test, y_test),
-                            shuffle=True, checkpoint=checkpoint, resume=args.resume,
+                            verbose=args.verbose if root else 0,
+                            validation_data=(x_val, y_val), callbacks=callbacks,
+                            shuffle=True, checkpoint=checkpoint, initial_epoch=initial_epoch,
+                            resume=args.resume and checkpoint is not None,
                             trace_gradients=args.trace_gradients,
                             validation_batch_size=args.validation_batch_size or (
                                 1000 if args.backend == "cupy" else None))
@@ -223,7 +275,10 @@ def train(args: argparse.Namespace, data: Data) -> Trained:
         sys.exit(130)
     except TrainingDiverged as exc:
         sys.exit(f"cifar10.py: {exc}")
-    return Trained(model, history, x_test, time.perf_counter() - start)
+    x_test = x_val if not args.distributed else scale_pixels(minicnn.to_device(data.x_test),
+                                                             args.dtype)
+    return Trained(model, history, x_test, time.perf_counter() - start,
+                   distributed.size() if args.distributed else 1)
 
 
 def explain(model: Sequential, images: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
@@ -271,6 +326,7 @@ def report_run(args: argparse.Namespace, data: Data, run: Trained, out: Path) ->
                "seconds_per_epoch": round(run.train_seconds / epochs_run, 2),
                "backend": args.backend, "dtype": args.dtype, "seed": args.seed,
                "batch_size": args.batch_size, "lr": args.lr, "decay": args.decay,
+               "ranks": run.ranks,
                "per_class": per_class.to_dict(orient="index")}
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
     run.model.save_weights(out / "weights.npz")
@@ -292,19 +348,59 @@ def report_run(args: argparse.Namespace, data: Data, run: Trained, out: Path) ->
     return metrics
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def run_example(args: argparse.Namespace) -> dict:
+    """The whole run: backend, data, training, and (on rank 0 only) the report."""
     try:
         minicnn.set_backend(args.backend)
     except RuntimeError as exc:
         sys.exit(f"cifar10.py: {exc}")
     minicnn.set_floatx(args.dtype)
-    if args.seed is not None:
+    root = True
+    if args.distributed:
+        root = distributed.rank() == 0
+        distributed.set_seed(args.seed)  # each rank its own dropout and shuffling
+        if args.backend == "cupy":  # the ranks on one machine share out its GPUs
+            cuda = minicnn.backend.xp().cuda
+            cuda.Device(distributed.local_rank() % cuda.runtime.getDeviceCount()).use()
+    elif args.seed is not None:
         minicnn.set_seed(args.seed)
-    out, created = make_out_dir(args.out)
+    out, created = make_out_dir(args.out) if root else (None, [])
     data = load(args, out, created)
     run = train(args, data)
-    return report_run(args, data, run, out)
+    return report_run(args, data, run, out) if root else {}
+
+
+def run_distributed(args: argparse.Namespace) -> dict:
+    """``run_example`` on every rank of mpiexec, the ranks but 0 silent. A rank that
+    fails ends the whole job (MPI's Abort): the others would otherwise wait for it
+    in the next collective for ever."""
+    try:
+        distributed.init()
+    except ImportError as exc:
+        sys.exit(f"cifar10.py: --distributed: {exc}")
+    try:
+        if distributed.rank() == 0:
+            return run_example(args)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return run_example(args)
+    except SystemExit as exc:
+        if exc.code in (0, None) or distributed.size() == 1:
+            raise
+        print(exc.code if isinstance(exc.code, str) else f"cifar10.py: rank "
+              f"{distributed.rank()} exits with status {exc.code}", file=sys.stderr, flush=True)
+        distributed.comm().Abort(exc.code if isinstance(exc.code, int) else 1)
+    except BaseException:
+        if distributed.size() == 1:
+            raise
+        traceback.print_exc()
+        sys.stderr.flush()
+        distributed.comm().Abort(1)
+    return {}  # not reached: Abort ends the process
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    return run_distributed(args) if args.distributed else run_example(args)
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def test_example_help_explains_every_flag_and_its_real_default():
     options = text[text.index("options:"):text.index("examples:")]
     # One entry per flag: its first line starts with "  -", its help follows.
     entries = re.split(r"\n(?=  -)", options.split("\n", 1)[1].rstrip())
-    assert len(entries) == 19  # -h and the 18 flags
+    assert len(entries) == 20  # -h and the 19 flags
     for entry in entries:
         flag, _, rest = entry.strip().partition("  ")
         assert len(rest.split()) >= 4, f"{flag!r} has no sentence of help"
@@ -165,3 +165,36 @@ def test_trace_gradients_alone_traces_every_20_steps():
     assert example.parse_args([]).trace_gradients == 0
     assert example.parse_args(["--trace-gradients"]).trace_gradients == 20
     assert example.parse_args(["--trace-gradients", "5"]).trace_gradients == 5
+
+
+def test_example_distributed_on_two_ranks_with_resume(tmp_path):
+    """``mpiexec -n 2 ... --distributed``: one report from rank 0, and --resume
+    continues the run that rank 0 checkpointed."""
+    from test_distributed import mpi_missing, run_mpi
+
+    reason = mpi_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    data = write_fake_cifar(tmp_path / "data")  # 40 training and 8 test images
+    out, ck = tmp_path / "run", tmp_path / "ck"
+
+    def example(*extra: str) -> subprocess.CompletedProcess:
+        result = run_mpi(str(ROOT / "examples" / "cifar10.py"), "--distributed", "--data",
+                         str(data), "--out", str(out), "--seed", "0", "--verbose", "2",
+                         "--batch-size", "8", "--checkpoint-dir", str(ck), *extra, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return result
+
+    first = example("--epochs", "1")
+    assert "Data-parallel on 2 ranks: 20 training images and batches of 8 per rank" in first.stdout
+    assert first.stdout.count("Total params: 1,288,842") == 1  # rank 1 prints nothing
+    assert first.stdout.count("Epoch 1/1") == 1
+    resumed = example("--epochs", "2", "--resume")
+    assert "Resuming from" in resumed.stdout and "1 epoch(s) done" in resumed.stdout
+    assert "Epoch 2/2" in resumed.stdout and "Epoch 1/2" not in resumed.stdout
+    # The report of the resumed run covers both epochs (the first run printed epoch 1).
+    both = subprocess.CompletedProcess(resumed.args, 0, first.stdout + resumed.stdout, "")
+    check_outputs(out, 2, both, data)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["train_samples"] == 40
+    assert sorted(p.name for p in ck.iterdir()) == ["checkpoint.npz"]  # rank 0's only

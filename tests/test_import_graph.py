@@ -24,7 +24,7 @@ TIERS = [
     ("minicnn.layers",),
     ("minicnn.losses", "minicnn.metrics", "minicnn.optimizers"),
     ("minicnn.inspection", "minicnn.plan", "minicnn.datachecks", "minicnn.serialization",
-     "minicnn.callbacks"),
+     "minicnn.callbacks", "minicnn.distributed"),
     ("minicnn.training",),
     ("minicnn.models",),
     ("minicnn.datasets", "minicnn.preprocessing", "minicnn.viz"),

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from minicnn import backend
+from minicnn import backend, distributed
 from minicnn.backend import Array
 from minicnn.training import checkpoint as checkpoint_io
 from minicnn.training.batches import Arrays, Stream
@@ -192,6 +192,8 @@ class Trainer:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 val = self.validation.evaluate(model, f"fit, validation after epoch {epoch + 1}")
             logs.update({"val_" + key: value for key, value in val.items()})
+        if distributed.is_distributed(model.optimizer):  # every rank logs the same numbers
+            logs = distributed.average_logs(logs)
         bar.update(data.target, logs, final=True)
         if not np.isfinite(logs.get("val_loss", 0.0)):
             raise TrainingDiverged(f"training diverged in epoch {epoch + 1}: the validation loss "

@@ -1,0 +1,123 @@
+"""Run by tests/test_distributed.py under ``mpiexec -n 2``: each rank trains and
+writes what it ended with to OUT/rank<r>.npz; the test compares the files.
+
+    mpiexec -n 2 python tests/mpi_worker.py DATA.npz OUT
+
+DATA.npz holds x, y and the initial weights w0, w1, ... that rank 0 starts from
+(the other ranks build their own, different ones: BroadcastWeights must fix it).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import minicnn
+from minicnn import backend, distributed
+from minicnn.layers import Conv2D, Dense, Flatten, MaxPooling2D
+from minicnn.models import Sequential
+from minicnn.optimizers import SGD, Adam
+
+
+def small_model(optimizer) -> Sequential:
+    """Conv, pool, dense: no dropout, no batch statistics, so batches add up."""
+    model = Sequential()
+    model.add(Conv2D(4, (3, 3), activation="relu", input_shape=(8, 8, 3)))
+    model.add(MaxPooling2D((2, 2)))
+    model.add(Flatten())
+    model.add(Dense(16, activation="relu"))
+    model.add(Dense(4, activation="softmax"))
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def weights_of(model, prefix: str) -> dict:
+    return {f"{prefix}/{i}": w for i, w in enumerate(model.get_weights())}
+
+
+def main(data_path: str, out: str) -> None:
+    distributed.init()
+    rank, size = distributed.rank(), distributed.size()
+    data = np.load(data_path)
+    x, y = data["x"], data["y"]
+    initial = [data[f"w{i}"] for i in range(len([k for k in data.files if k.startswith("w")]))]
+    results: dict[str, np.ndarray] = {"size": np.array(size)}
+
+    # 1. The proof: batch 16 on x[rank::2] per rank == batch 32 on x in one process.
+    distributed.set_seed(1)  # a different random model on each rank
+    model = small_model(distributed.DistributedOptimizer(SGD(lr=0.1, momentum=0.9, decay=0.01)))
+    if rank == 0:
+        model.set_weights(initial)
+    history = model.fit(x[rank::size], y[rank::size], batch_size=16, epochs=2, shuffle=False,
+                        verbose=0, callbacks=[distributed.BroadcastWeights(root=0)])
+    results.update(weights_of(model, "equivalence"))
+    results["equivalence_loss"] = np.array(history.history["loss"])
+    results["equivalence_acc"] = np.array(history.history["acc"])
+    results["equivalence_iterations"] = np.array(model.optimizer.iterations)
+    results["equivalence_class"] = np.array(type(model.optimizer).__name__)
+
+    # 2. Shuffled, with per-rank seeds, twice: the ranks still agree, and a rerun repeats.
+    for run in (1, 2):
+        distributed.set_seed(5)
+        results[f"stream/{run}"] = backend.permutation(backend.device_rng(), 16)
+        model = small_model(distributed.DistributedOptimizer(Adam(lr=0.01)))
+        model.fit(x[rank::size], y[rank::size], batch_size=8, epochs=2, shuffle=True,
+                  verbose=0, callbacks=[distributed.BroadcastWeights()])
+        results.update(weights_of(model, f"shuffled/{run}"))
+
+    # 3. broadcast_weights carries the optimizer state of a resumed run.
+    minicnn.set_seed(10 + rank)
+    model = small_model(SGD(lr=0.1, momentum=0.9))
+    if rank == 1:  # only the root's state matters; give rank 1 something else to lose
+        model.train_on_batch(x[:4], y[:4])
+    model.train_on_batch(x[:8], y[:8])
+    distributed.broadcast_weights(model, root=1)
+    results.update(weights_of(model, "broadcast"))
+    results["broadcast_iterations"] = np.array(model.optimizer.iterations)
+    state = model.optimizer.get_state()["velocities"]
+    for layer in sorted(state):
+        for name in sorted(state[layer]):
+            results[f"velocity/{layer}/{name}"] = backend.to_host(state[layer][name])
+
+    # 4. allreduce of numbers and arrays, and the epoch logs.
+    results["allreduce_number"] = np.array(distributed.allreduce(float(rank + 1)))
+    results["allreduce_sum"] = distributed.allreduce(np.arange(3.0) * (rank + 1), average=False)
+    logs = distributed.average_logs({"loss": 2.0 * rank, "acc": 1.0})
+    results["logs"] = np.array([logs["loss"], logs["acc"]])
+
+    # 5. DistributedOptimizer copies: same class name and config, the state copied.
+    minicnn.set_seed(0)
+    plain = SGD(lr=0.1, momentum=0.9, clipnorm=1.0)
+    model = small_model(plain)
+    model.train_on_batch(x[:8], y[:8])
+    wrapped = distributed.DistributedOptimizer(plain)
+    key = next(iter(plain.velocities))
+    results["copy_same_config"] = np.array(wrapped.get_config() == plain.get_config())
+    results["copy_same_state"] = np.array(
+        wrapped.iterations == plain.iterations == 1
+        and np.array_equal(wrapped.velocities[key], plain.velocities[key]))
+    results["copy_shares_state"] = np.array(wrapped.velocities[key] is plain.velocities[key])
+    results["copy_is_sgd"] = np.array(isinstance(wrapped, SGD) and distributed.is_distributed(
+        wrapped) and not distributed.is_distributed(plain))
+    try:
+        distributed.DistributedOptimizer(wrapped)
+        results["wrapped_twice"] = np.array("accepted")
+    except ValueError as exc:
+        results["wrapped_twice"] = np.array(str(exc))
+
+    # 6. The strict backend: arrays that refuse to mix with NumPy's, as CuPy's do.
+    with minicnn.use_backend("strict"):
+        distributed.set_seed(2)
+        model = small_model(distributed.DistributedOptimizer(SGD(lr=0.1, momentum=0.5)))
+        model.fit(minicnn.to_device(x[rank::size]), minicnn.to_device(y[rank::size]),
+                  batch_size=16, epochs=1, verbose=0, callbacks=[distributed.BroadcastWeights()])
+        results.update(weights_of(model, "strict"))
+        results["strict_array"] = backend.to_host(
+            distributed.allreduce(minicnn.to_device(np.full(2, rank, dtype=np.float32))))
+
+    np.savez(Path(out) / f"rank{rank}.npz", **results)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
