@@ -1,15 +1,17 @@
 """minicnn: a convolutional-network framework written from scratch on NumPy.
 
 ``minicnn.set_backend("cupy")`` runs the same code on the GPU through CuPy.
-The package reads bottom-up; each module imports only from the levels below it:
-``backend`` (with ``strict``, the test backend; ``initializers``, ``fileio``, ``progbar``)
--> ``ops`` (the computations, fast and plain: ``minicnn.set_ops("reference")``
-runs the textbook versions) -> ``activations``, ``gradcheck`` -> ``losses``,
-``optimizers``, ``layers.base`` -> the layers -> ``inspection``, ``plan``
-(the fusions), ``datachecks``, ``serialization``, ``callbacks`` -> ``training``
-(fit's loop, one step, checkpoints, tracing, clean stops) -> ``models``
-(``Sequential``, which runs fit through ``training``) -> ``datasets`` (CIFAR-10)
--> ``viz`` (plots, pictures, the report).
+The package reads bottom-up; each module imports only from the levels below it
+(``tests/test_import_graph.py`` holds the list and checks it):
+``backend`` (with ``strict``, the test backend; ``initializers``, ``regularizers``,
+``fileio``, ``utils``, ``progbar``) -> ``ops`` (the computations, fast and plain:
+``minicnn.set_ops("reference")`` runs the textbook versions) -> ``activations``,
+``gradcheck`` -> the layers -> ``losses``, ``metrics``, ``optimizers`` ->
+``inspection``, ``plan`` (the fusions), ``datachecks``, ``serialization``,
+``callbacks``, ``distributed`` -> ``training`` (fit's loop and batch sources, one
+step, checkpoints, tracing, clean stops) -> ``models`` (``Sequential``, which runs
+fit through ``training``) -> ``datasets`` (CIFAR-10), ``preprocessing``
+(augmentation), ``viz`` (plots, pictures, the report).
 """
 from __future__ import annotations
 
