@@ -40,7 +40,9 @@ buf = m buf + g', w -= lr c (g' + m buf) with Nesterov, w -= lr c buf without
 (Keras's velocity is -lr c buf). Under a schedule the two differ slightly, as
 Keras's and PyTorch's SGD always have: Keras scales each gradient by the rate of
 its own step before it enters the velocity, PyTorch scales the whole buffer by
-the current rate.
+the current rate. ``momentum_style="pytorch"`` keeps PyTorch's buffer instead
+(the ``velocities`` slot then holds buf), for updates equal to PyTorch's under
+any schedule. A multiplier c = 0 freezes the weight (no decay either).
 
 With ``clipnorm`` every gradient is first scaled by clipnorm / ||g|| when the
 norm of all gradients together exceeds it (Keras 2.2's rule); with
@@ -244,7 +246,7 @@ class SGD(Optimizer):
                  nesterov: bool = False, clipnorm: float | None = None,
                  clipvalue: float | None = None, learning_rate: float | None = None,
                  weight_decay: float = 0.0, lr_multipliers: dict | Any = None,
-                 exclude_from_weight_decay: Any = None) -> None:
+                 exclude_from_weight_decay: Any = None, momentum_style: str = "keras") -> None:
         super().__init__(lr, decay, clipnorm, clipvalue, learning_rate)
         self.momentum = self._unit(momentum, "momentum")
         if not isinstance(nesterov, (bool, numbers.Integral)):
@@ -270,6 +272,10 @@ class SGD(Optimizer):
                                  f"or a function f(layer, weight_name), got {excluded!r}")
             excluded = [self._name(k, "exclude_from_weight_decay") for k in excluded]
         self.exclude_from_weight_decay = excluded
+        if momentum_style not in ("keras", "pytorch"):
+            raise ValueError(f'SGD: momentum_style must be "keras" or "pytorch", '
+                             f"got {momentum_style!r}")
+        self.momentum_style = momentum_style
         self._factors: dict[Key, tuple[float, bool]] = {}  # per weight: (c, decays)
         self._scratch: dict[Key, Any] = {}  # work arrays, not state
 
@@ -289,6 +295,8 @@ class SGD(Optimizer):
             config["lr_multipliers"] = dict(self.lr_multipliers)
         if isinstance(self.exclude_from_weight_decay, list) and self.exclude_from_weight_decay:
             config["exclude_from_weight_decay"] = list(self.exclude_from_weight_decay)
+        if self.momentum_style != "keras":
+            config["momentum_style"] = self.momentum_style
         return config
 
     def _factor(self, layer: Any, weight: str) -> tuple[float, bool]:
@@ -324,12 +332,18 @@ class SGD(Optimizer):
     def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
         xp = backend.get_array_module(param)
         c, decays = self._factors.get(key, (1.0, False))
+        if c == 0.0:  # PyTorch's group with lr 0: the weight stays where it is
+            return
         shrink = lr * self.weight_decay if decays else 0.0  # lr c * (lambda / c)
         lr = lr * c
         if self.momentum == 0.0:
             ops.sgd_update(param, grad, lr, functools.partial(self._step, key, param), shrink)
             return
         step = self._step(key, param)
+        if self.momentum_style == "pytorch":
+            self._pytorch_update(key, param, grad, step, lr,
+                                 self.weight_decay / c if decays else 0.0)
+            return
         xp.multiply(grad, lr, out=step)  # lr*g; a Python float keeps float32
         if shrink:
             step += param * shrink
@@ -342,6 +356,24 @@ class SGD(Optimizer):
             param += step
         else:
             param += v
+
+    def _pytorch_update(self, key: Key, param: Any, grad: Any, step: Any, lr: float,
+                        coupled: float) -> None:
+        """PyTorch's: d = g + coupled w;  buf = m buf + d;  w -= lr (d + m buf) (Nesterov)
+        or w -= lr buf (buf starts at zero, so its first value is d, as PyTorch's)."""
+        xp = backend.get_array_module(param)
+        xp.copyto(step, grad)
+        if coupled:
+            step += param * coupled
+        buf = self._slot("velocities", key, param)
+        buf *= self.momentum
+        buf += step
+        if self.nesterov:
+            step += buf * self.momentum
+        else:
+            xp.copyto(step, buf)
+        step *= lr
+        param -= step
 
 
 class RMSprop(Optimizer):

@@ -61,15 +61,17 @@ def torch_sgd_loop(params, grads_per_step, groups, momentum, nesterov, lr_at):
     return {k: np.array(v).reshape(params[k].shape) for k, v in p.items()}
 
 
-@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.85, False), (0.85, True)])
-def test_multipliers_and_weight_decay_match_torch_param_groups(backend, momentum, nesterov):
+@pytest.mark.parametrize("momentum,nesterov,style", [
+    (0.0, False, "keras"), (0.85, False, "keras"), (0.85, True, "keras"),
+    (0.85, False, "pytorch"), (0.85, True, "pytorch")])
+def test_multipliers_and_weight_decay_match_torch_param_groups(backend, momentum, nesterov, style):
     rng = np.random.default_rng(1)
     layers, steps = layers_and_grads(rng, minicnn.to_device)
     start = {(l.name, w): minicnn.to_host(p).copy() for l in layers for w, p in l.params.items()}
     lr, wd, bias_scale = 0.05, 0.3, 64.0
     sgd = SGD(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd,
               lr_multipliers={"beta": bias_scale, "conv/bias": 0.5},
-              exclude_from_weight_decay=["dense/kernel"])
+              exclude_from_weight_decay=["dense/kernel"], momentum_style=style)
     for grads in steps:
         for layer in layers:
             layer.grads = {w: minicnn.to_device(grads[(layer.name, w)]) for w in layer.params}
@@ -87,6 +89,43 @@ def test_multipliers_and_weight_decay_match_torch_param_groups(backend, momentum
                 assert_close(got, want[(layer.name, w)].astype(np.float32), rtol=1e-4,
                              err_msg=f"{layer.name}/{w}")
                 assert got.dtype == np.float32
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_pytorch_momentum_matches_torch_under_a_schedule_and_keras_does_not(backend, nesterov):
+    rng = np.random.default_rng(4)
+    layers, steps = layers_and_grads(rng, minicnn.to_device)
+    start = {(l.name, w): minicnn.to_host(p).copy() for l in layers for w, p in l.params.items()}
+    schedule = schedules.PiecewiseLinear([0, 2, 6], [0.2, 1.0, 0.07])
+    groups = [([("conv", "kernel"), ("conv", "bias"), ("dense", "kernel")], 0.1, 0.2),
+              ([("bn", "beta")], 0.1 * 64, 0.2 / 64)]
+    want = torch_sgd_loop(start, steps, groups, 0.85, nesterov, lambda t: schedule(t))
+    results = {}
+    for style in ("pytorch", "keras"):
+        copies = [FakeLayer(l.name, {w: p.copy() for w, p in l.params.items()}, l.frozen)
+                  for l in layers]
+        sgd = SGD(lr=schedules.PiecewiseLinear([0, 2, 6], [0.02, 0.1, 0.007]), momentum=0.85,
+                  nesterov=nesterov, weight_decay=0.2, lr_multipliers={"beta": 64.0},
+                  momentum_style=style)
+        for grads in steps:
+            for layer in copies:
+                layer.grads = {w: minicnn.to_device(grads[(layer.name, w)]) for w in layer.params}
+            sgd.apply(copies)
+        results[style] = {(l.name, w): minicnn.to_host(l.params[w]) for l in copies
+                          for w in l.trained_params()}
+    for key, got in results["pytorch"].items():
+        assert_close(got, want[key].astype(np.float32), rtol=1e-4, err_msg=str(key))
+    assert not np.allclose(results["keras"][("conv", "kernel")], want[("conv", "kernel")], rtol=1e-3)
+
+
+def test_a_zero_multiplier_freezes_the_weight():
+    layer = FakeLayer("d", {"w": np.ones(3), "b": np.ones(3)})
+    layer.grads = {"w": np.ones(3), "b": np.ones(3)}
+    for style in ("keras", "pytorch"):
+        SGD(lr=0.1, momentum=0.9, weight_decay=0.5, lr_multipliers={"w": 0.0},
+            momentum_style=style).apply([layer])
+        np.testing.assert_array_equal(layer.params["w"], np.ones(3))
+    assert not np.allclose(layer.params["b"], 1.0)
 
 
 def test_each_step_decays_by_lr_times_lambda_whatever_the_multiplier():
@@ -146,6 +185,7 @@ def test_defaults_leave_keras_sgd_and_its_config_alone():
     (lambda: SGD(lr_multipliers={"a/b/c": 2.0}), "layer_name/weight_name"),
     (lambda: SGD(lr_multipliers=[("beta", 2.0)]), "dict of weight names"),
     (lambda: SGD(exclude_from_weight_decay="bias"), "list of weight names"),
+    (lambda: SGD(momentum_style="torch"), "momentum_style must be"),
     (lambda: SGD(lr=schedules.PiecewiseLinear([0, 1], [1.0])), "same length"),
     (lambda: SGD(lr={"class_name": "Nope", "config": {}}), "unknown schedule 'Nope'"),
 ])
@@ -157,13 +197,14 @@ def test_bad_arguments_are_named(make, pattern):
 def test_config_round_trips_with_schedule_multipliers_and_decay():
     sgd = SGD(lr=schedules.PiecewiseLinear([0, 10, 40], [0.2, 1.0, 0.07]), momentum=0.85,
               nesterov=True, weight_decay=0.01, lr_multipliers={"beta": 64.0},
-              exclude_from_weight_decay=["dense/kernel"])
+              exclude_from_weight_decay=["dense/kernel"], momentum_style="pytorch")
     config = json.loads(json.dumps(optimizers.serialize(sgd)))
     again = optimizers.deserialize(config)
     assert again.get_config() == sgd.get_config()
     assert isinstance(again.lr, schedules.PiecewiseLinear)
     assert again.lr_multipliers == {"beta": 64.0}
     assert again.exclude_from_weight_decay == ["dense/kernel"]
+    assert again.momentum_style == "pytorch"
 
 
 # ---------------------------------------------------------------- schedules
@@ -218,7 +259,8 @@ def test_a_saved_model_keeps_its_schedule_and_param_groups(tmp_path):
                         BatchNormalization(scale=False) if _has_scale() else BatchNormalization(),
                         Flatten(), Dense(3, activation="softmax")])
     sgd = SGD(lr=schedules.PiecewiseLinear([0, 3, 6], [0.02, 0.1, 0.01]), momentum=0.85,
-              nesterov=True, weight_decay=0.05, lr_multipliers={"beta": 8.0})
+              nesterov=True, weight_decay=0.05, lr_multipliers={"beta": 8.0},
+              momentum_style="pytorch")
     model.compile(optimizer=sgd, loss="sparse_categorical_crossentropy")
     x, y = rng.standard_normal((8, 5, 5, 1)), rng.integers(0, 3, 8)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
