@@ -135,6 +135,10 @@ class Loss:
         """dL/dy_pred for the last ``forward``."""
         return self.sample_gradient() * self._scale
 
+    def get_config(self) -> dict:
+        """The constructor's arguments that differ from the defaults (none for most losses)."""
+        return {}
+
     def __repr__(self) -> str:
         return self.name
 
@@ -354,6 +358,14 @@ class CategoricalCrossentropy(Loss):
             return self._logits.backward()
         return super().backward()
 
+    def get_config(self) -> dict:
+        config = {}
+        if self.from_logits:
+            config["from_logits"] = True
+        if self.label_smoothing:
+            config["label_smoothing"] = self.label_smoothing
+        return config
+
     def values(self, y_pred, y_true):
         if self._logits is not None:
             return self._logits.values(y_pred, y_true)
@@ -472,8 +484,25 @@ LOSSES = {
 }
 
 
-def get(identifier: str | list[str] | tuple[str, ...] | Loss) -> Loss:
-    """A loss from a name, a one-element list of names (Keras accepts both) or an instance."""
+def serialize(loss: Loss) -> str | dict:
+    """The loss's name, or ``{"class_name": name, "config": {...}}`` when it was made with
+    arguments (``CategoricalCrossentropy(label_smoothing=0.2)``): what ``get`` takes back."""
+    config = loss.get_config()
+    return {"class_name": loss.name, "config": config} if config else loss.name
+
+
+def get(identifier: str | dict | list[str] | tuple[str, ...] | Loss) -> Loss:
+    """A loss from a name, a one-element list of names (Keras accepts both), ``serialize``'s
+    dict or an instance."""
+    if isinstance(identifier, dict):
+        name, config = identifier.get("class_name"), identifier.get("config", {})
+        if name not in LOSSES or not isinstance(config, dict):
+            raise ValueError(f"loss: expected {{\"class_name\": a loss name, \"config\": {{...}}}}, "
+                             f"got {identifier!r}")
+        try:
+            return LOSSES[name](**config)
+        except TypeError as exc:
+            raise ValueError(f"loss: {name} does not take the config {config!r}: {exc}") from None
     if isinstance(identifier, (list, tuple)):
         if len(identifier) != 1:
             raise ValueError(f"loss: a Sequential model has one output, so give one loss, "

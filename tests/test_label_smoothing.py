@@ -130,3 +130,20 @@ def test_from_logits_after_a_softmax_reads_the_probabilities_as_logits():
 def test_bad_label_smoothing_is_named(bad):
     with pytest.raises(ValueError, match=r"CategoricalCrossentropy: label_smoothing must be"):
         CategoricalCrossentropy(label_smoothing=bad)
+
+
+def test_a_saved_model_keeps_its_loss_arguments(tmp_path):
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((6, 4)).astype(np.float32), rng.integers(0, 3, 6)
+    model = Sequential([Dense(3, input_shape=(4,))])
+    model.compile(optimizer="sgd", loss=SparseCategoricalCrossentropy(from_logits=True,
+                                                                      label_smoothing=0.25))
+    model.save(tmp_path / "m.npz")
+    loaded = minicnn.models.load_model(tmp_path / "m.npz")
+    assert type(loaded.loss) is SparseCategoricalCrossentropy
+    assert loaded.loss.get_config() == {"from_logits": True, "label_smoothing": 0.25}
+    assert_close(minicnn.to_host(loaded.compute_loss(x, labels)),
+                 minicnn.to_host(model.compute_loss(x, labels)))
+    assert losses.serialize(losses.get("mse")) == "mean_squared_error"  # plain: a name
+    with pytest.raises(ValueError, match="does not take the config"):
+        losses.get({"class_name": "categorical_crossentropy", "config": {"smoothing": 0.1}})
