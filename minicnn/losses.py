@@ -497,7 +497,7 @@ def get(identifier: str | dict | list[str] | tuple[str, ...] | Loss) -> Loss:
     if isinstance(identifier, dict):
         name, config = identifier.get("class_name"), identifier.get("config", {})
         if name not in LOSSES or not isinstance(config, dict):
-            raise ValueError(f"loss: expected {{\"class_name\": a loss name, \"config\": {{...}}}}, "
+            raise ValueError('loss: expected {"class_name": a loss name, "config": {...}}, '
                              f"got {identifier!r}")
         try:
             return LOSSES[name](**config)

@@ -6,8 +6,9 @@ time-based decay, t = updates (batches) done so far:
     lr_t = lr / (1 + decay * t)
 
 (``lr`` may also be a ``schedules.LearningRateSchedule``: lr(t) then replaces
-lr, read at every update) and then, per weight w with gradient g (eps = ``epsilon``, 1e-7 by default,
-Keras's K.epsilon(); every slot starts at zero; n = t + 1 counts this update):
+lr, read at every update) and then, per weight w with gradient g (eps =
+``epsilon``, 1e-7 by default, Keras's K.epsilon(); every slot starts at zero;
+n = t + 1 counts this update):
 
     SGD       v = momentum * v - lr_t * g;  w += v
               (Nesterov: w += momentum * v - lr_t * g;  no momentum: w -= lr_t * g)
@@ -158,7 +159,7 @@ class Optimizer:
         return self.learning_rate
 
     @lr.setter
-    def lr(self, value: float | LearningRateSchedule) -> None:  # Keras's K.set_value(optimizer.lr, ...)
+    def lr(self, value: float | LearningRateSchedule) -> None:  # Keras's K.set_value(lr, ...)
         self.learning_rate = self._rate(value)
 
     def get_state(self) -> dict:
@@ -216,9 +217,6 @@ class Optimizer:
         for key, param, grad in self.gradients(layers):
             self._update(key, param, grad, lr, n)
         self.iterations += 1
-
-
-Selector = Any  # "layer/weight" or "weight" name; see SGD
 
 
 def _selected(table: dict, layer_name: str, weight: str) -> Any:

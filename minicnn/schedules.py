@@ -121,7 +121,8 @@ class ExponentialDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
                  staircase: bool = False) -> None:
         owner = "ExponentialDecay"
-        self.initial_learning_rate = _real(initial_learning_rate, owner, "initial_learning_rate", 0.0)
+        self.initial_learning_rate = _real(initial_learning_rate, owner,
+                                           "initial_learning_rate", 0.0)
         self.decay_steps = _real(decay_steps, owner, "decay_steps", 0.0, low_open=True)
         self.decay_rate = _real(decay_rate, owner, "decay_rate", 0.0)
         if not isinstance(staircase, (bool, numbers.Integral)):
@@ -130,7 +131,8 @@ class ExponentialDecay(LearningRateSchedule):
 
     def __call__(self, step: int) -> float:
         p = step / self.decay_steps
-        return self.initial_learning_rate * self.decay_rate ** (math.floor(p) if self.staircase else p)
+        exponent = math.floor(p) if self.staircase else p
+        return self.initial_learning_rate * self.decay_rate ** exponent
 
     def get_config(self) -> dict:
         return {"initial_learning_rate": self.initial_learning_rate,
@@ -145,7 +147,8 @@ class CosineDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate: float, decay_steps: float,
                  alpha: float = 0.0) -> None:
         owner = "CosineDecay"
-        self.initial_learning_rate = _real(initial_learning_rate, owner, "initial_learning_rate", 0.0)
+        self.initial_learning_rate = _real(initial_learning_rate, owner,
+                                           "initial_learning_rate", 0.0)
         self.decay_steps = _real(decay_steps, owner, "decay_steps", 0.0, low_open=True)
         self.alpha = _real(alpha, owner, "alpha", 0.0)
 

@@ -23,7 +23,8 @@ exactly where ``save`` stopped:
                               "training_config": null (not compiled, or saved with
                                   include_optimizer=False) or {"loss": name (or
                                   {"class_name": name, "config"} for a loss made with
-                                  arguments, e.g. label_smoothing), "metrics": [names], "optimizer_config":
+                                  arguments, e.g. label_smoothing), "metrics": [names],
+                                  "optimizer_config":
                                   {"class_name", "config"}},
                               "optimizer_iterations": the update count (null without
                                   training_config),

@@ -12,7 +12,8 @@ import minicnn
 from minicnn import losses
 from minicnn.gradcheck import check_loss, check_model
 from minicnn.layers import Dense
-from minicnn.losses import CategoricalCrossentropy, SoftmaxCrossEntropy, SparseCategoricalCrossentropy
+from minicnn.losses import (CategoricalCrossentropy, SoftmaxCrossEntropy,
+                            SparseCategoricalCrossentropy)
 from minicnn.models import Sequential
 from minicnn.utils import to_categorical
 
@@ -58,12 +59,13 @@ def test_values_match_the_smoothed_formula(backend, ls):
     z32, p32 = z.astype(np.float32), p.astype(np.float32)
     onehot = to_categorical(labels, 5)
     dev = minicnn.to_device
+    from_p, from_z = naive_from_probabilities(p, labels, ls), naive_from_logits(z, labels, ls)
     for loss, pred, target, want in [
-            (CategoricalCrossentropy(label_smoothing=ls), p32, onehot, naive_from_probabilities(p, labels, ls)),
-            (SparseCategoricalCrossentropy(label_smoothing=ls), p32, labels, naive_from_probabilities(p, labels, ls)),
-            (CategoricalCrossentropy(from_logits=True, label_smoothing=ls), z32, onehot, naive_from_logits(z, labels, ls)),
-            (SparseCategoricalCrossentropy(from_logits=True, label_smoothing=ls), z32, labels, naive_from_logits(z, labels, ls)),
-            (SoftmaxCrossEntropy(sparse=True, label_smoothing=ls), z32, labels, naive_from_logits(z, labels, ls))]:
+            (CategoricalCrossentropy(label_smoothing=ls), p32, onehot, from_p),
+            (SparseCategoricalCrossentropy(label_smoothing=ls), p32, labels, from_p),
+            (CategoricalCrossentropy(from_logits=True, label_smoothing=ls), z32, onehot, from_z),
+            (SparseCategoricalCrossentropy(from_logits=True, label_smoothing=ls), z32, labels, from_z),
+            (SoftmaxCrossEntropy(sparse=True, label_smoothing=ls), z32, labels, from_z)]:
         got = float(minicnn.to_host(loss.forward(dev(pred), dev(target))))
         assert got == pytest.approx(want, rel=1e-5), (loss, ls)
 

@@ -56,6 +56,8 @@ def predict_tta(model: Any, x: Array, batch_size: int | None = None, flip: bool 
     xp = backend.get_array_module(x)
     s = int(translate)
     padded = xp.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect")
-    shifted = (_mirror(model, padded[:, :h, :w], batch_size, bool(flip))
-               + _mirror(model, padded[:, 2 * s:h + 2 * s, 2 * s:w + 2 * s], batch_size, bool(flip)))
+    up_left = padded[:, :h, :w]
+    down_right = padded[:, 2 * s:h + 2 * s, 2 * s:w + 2 * s]
+    shifted = (_mirror(model, up_left, batch_size, bool(flip))
+               + _mirror(model, down_right, batch_size, bool(flip)))
     return 0.5 * out + 0.25 * shifted
