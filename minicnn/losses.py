@@ -41,6 +41,15 @@ is 1 where a clip left the value alone, else 0 (the clip's gradient).
         g = -t mask / clip(s, eps, 1 - eps),   dl/dp = (g - <g, s>) / sum p
     sparse_categorical_crossentropy   the same with integer labels (N,) or (N, 1) for t
 
+Label smoothing (tf.keras's ``label_smoothing`` = ls on the two categorical
+cross-entropies; PyTorch's CrossEntropyLoss(label_smoothing=) for integer labels)
+replaces the targets before any of the above, gradients included:
+
+    t' = t (1 - ls) + ls / K
+
+``from_logits=True`` (tf.keras's) takes the logits z instead of probabilities:
+the loss is the fused softmax form below, whatever the model ends in.
+
 Over more than two axes, K is the number of entries a sample's mean runs over, and
 a "sum" loss is averaged over the rows between the batch and the last axis.
 
@@ -125,6 +134,10 @@ class Loss:
     def backward(self) -> Array:
         """dL/dy_pred for the last ``forward``."""
         return self.sample_gradient() * self._scale
+
+    def get_config(self) -> dict:
+        """The constructor's arguments that differ from the defaults (none for most losses)."""
+        return {}
 
     def __repr__(self) -> str:
         return self.name
@@ -307,14 +320,59 @@ class BinaryCrossentropy(Loss):
         return (q - self._t) * self._mask / (q * (1 - q)) / _entries(q)
 
 
+def _label_smoothing(value: Any, owner: str) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+    if not ok:
+        raise ValueError(f"{owner}: label_smoothing must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def smooth_labels(t: Array, label_smoothing: float) -> Array:
+    """t' = t (1 - ls) + ls / K over the last axis (a new array; t itself without smoothing)."""
+    if not label_smoothing:
+        return t
+    return t * (1.0 - label_smoothing) + label_smoothing / t.shape[-1]
+
+
 class CategoricalCrossentropy(Loss):
-    """Cross-entropy of probabilities (used when the model does not end in softmax)."""
+    """Cross-entropy of probabilities (used when the model does not end in softmax), or of
+    logits with ``from_logits=True``; tf.keras's class, with its ``label_smoothing``."""
     name = "categorical_crossentropy"
 
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0) -> None:
+        owner = type(self).__name__
+        if not isinstance(from_logits, (bool, int)):
+            raise ValueError(f"{owner}: from_logits must be True or False, got {from_logits!r}")
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = _label_smoothing(label_smoothing, owner)
+        self._logits = (SoftmaxCrossEntropy(self.sparse, self.label_smoothing)
+                        if self.from_logits else None)
+
+    def forward(self, y_pred: Array, y_true: Array, sample_weight: Array | None = None) -> Array:
+        if self._logits is not None:
+            return self._logits.forward(y_pred, y_true, sample_weight)
+        return super().forward(y_pred, y_true, sample_weight)
+
+    def backward(self) -> Array:
+        if self._logits is not None:
+            return self._logits.backward()
+        return super().backward()
+
+    def get_config(self) -> dict:
+        config = {}
+        if self.from_logits:
+            config["from_logits"] = True
+        if self.label_smoothing:
+            config["label_smoothing"] = self.label_smoothing
+        return config
+
     def values(self, y_pred, y_true):
+        if self._logits is not None:
+            return self._logits.values(y_pred, y_true)
         xp = backend.get_array_module(y_pred)
         if self.sparse:
             y_true = one_hot_like(y_true, y_pred)
+        y_true = smooth_labels(y_true.astype(y_pred.dtype, copy=False), self.label_smoothing)
         total = y_pred.sum(axis=-1, keepdims=True)
         s = y_pred / total
         q = xp.clip(s, EPSILON, 1 - EPSILON)
@@ -323,6 +381,8 @@ class CategoricalCrossentropy(Loss):
         return _per_sample(-(t * xp.log(q)).sum(axis=-1)[..., None])
 
     def sample_gradient(self):
+        if self._logits is not None:
+            return self._logits.sample_gradient()
         s, q, t, total, mask = self._cache
         g = -t * mask / q
         return (g - (g * s).sum(axis=-1, keepdims=True)) / total / _rows(s)
@@ -342,8 +402,9 @@ class SoftmaxCrossEntropy(Loss):
     """
     name = "softmax_crossentropy"
 
-    def __init__(self, sparse: bool = False) -> None:
+    def __init__(self, sparse: bool = False, label_smoothing: float = 0.0) -> None:
         self.sparse = sparse
+        self.label_smoothing = _label_smoothing(label_smoothing, self.name)
 
     def _targets(self, logits: Array, y_true: Array) -> Array:
         if self.sparse:
@@ -352,7 +413,7 @@ class SoftmaxCrossEntropy(Loss):
             raise ValueError(f"{self.name}: targets of shape {tuple(y_true.shape)} do not match "
                              f"the logits' {tuple(logits.shape)}; give one-hot rows, or use "
                              "the sparse loss for integer labels")
-        return y_true
+        return smooth_labels(y_true, self.label_smoothing)
 
     def forward(self, logits: Array, y_true: Array, sample_weight: Array | None = None) -> Array:
         if sample_weight is not None or logits.ndim != 2:
@@ -423,8 +484,25 @@ LOSSES = {
 }
 
 
-def get(identifier: str | list[str] | tuple[str, ...] | Loss) -> Loss:
-    """A loss from a name, a one-element list of names (Keras accepts both) or an instance."""
+def serialize(loss: Loss) -> str | dict:
+    """The loss's name, or ``{"class_name": name, "config": {...}}`` when it was made with
+    arguments (``CategoricalCrossentropy(label_smoothing=0.2)``): what ``get`` takes back."""
+    config = loss.get_config()
+    return {"class_name": loss.name, "config": config} if config else loss.name
+
+
+def get(identifier: str | dict | list[str] | tuple[str, ...] | Loss) -> Loss:
+    """A loss from a name, a one-element list of names (Keras accepts both), ``serialize``'s
+    dict or an instance."""
+    if isinstance(identifier, dict):
+        name, config = identifier.get("class_name"), identifier.get("config", {})
+        if name not in LOSSES or not isinstance(config, dict):
+            raise ValueError('loss: expected {"class_name": a loss name, "config": {...}}, '
+                             f"got {identifier!r}")
+        try:
+            return LOSSES[name](**config)
+        except TypeError as exc:
+            raise ValueError(f"loss: {name} does not take the config {config!r}: {exc}") from None
     if isinstance(identifier, (list, tuple)):
         if len(identifier) != 1:
             raise ValueError(f"loss: a Sequential model has one output, so give one loss, "
@@ -447,7 +525,9 @@ def fused_with(loss: Loss, final_activation: activations.ActivationFunction | No
     cross-entropy (softmax + categorical, sigmoid + binary), else None."""
     if isinstance(loss, CategoricalCrossentropy) and isinstance(final_activation,
                                                                activations.Softmax):
-        return SoftmaxCrossEntropy(sparse=loss.sparse)
+        if loss.from_logits:  # tf.keras reads the softmax's outputs as logits, so does this
+            return None
+        return SoftmaxCrossEntropy(sparse=loss.sparse, label_smoothing=loss.label_smoothing)
     if type(loss) is BinaryCrossentropy and isinstance(final_activation, activations.Sigmoid):
         return SigmoidCrossEntropy()
     return None

@@ -760,7 +760,8 @@ def load_model(filepath: str | os.PathLike, custom_objects: dict | None = None,
     training = meta["training_config"]
     if compile and training is not None:
         custom = custom_objects or {}
-        loss = custom.get(training["loss"], training["loss"])
+        loss = training["loss"]  # a name, or a dict of a loss made with arguments
+        loss = custom.get(loss, loss) if isinstance(loss, str) else loss
         if isinstance(loss, type):
             loss = loss()
         try:

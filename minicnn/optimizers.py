@@ -5,8 +5,10 @@ time-based decay, t = updates (batches) done so far:
 
     lr_t = lr / (1 + decay * t)
 
-and then, per weight w with gradient g (eps = ``epsilon``, 1e-7 by default,
-Keras's K.epsilon(); every slot starts at zero; n = t + 1 counts this update):
+(``lr`` may also be a ``schedules.LearningRateSchedule``: lr(t) then replaces
+lr, read at every update) and then, per weight w with gradient g (eps =
+``epsilon``, 1e-7 by default, Keras's K.epsilon(); every slot starts at zero;
+n = t + 1 counts this update):
 
     SGD       v = momentum * v - lr_t * g;  w += v
               (Nesterov: w += momentum * v - lr_t * g;  no momentum: w -= lr_t * g)
@@ -24,6 +26,24 @@ Keras's K.epsilon(); every slot starts at zero; n = t + 1 counts this update):
               m = beta_1 * m + (1 - beta_1) * g;  v = beta_2 * v + (1 - beta_2) * g^2
               m_bar = (1 - mu_n) * g / (1 - P_n) + mu_{n+1} * m / (1 - P_n * mu_{n+1})
               w -= lr * m_bar / (sqrt(v / (1 - beta_2^n)) + eps)
+
+SGD's additions, for modern recipes (off by default, so Keras's SGD is unchanged):
+a learning-rate multiplier c per weight (``lr_multipliers``) and a weight decay
+lambda (``weight_decay``) that enters the gradient before the momentum, as
+PyTorch's SGD ``weight_decay`` does, but divided by the multiplier:
+
+    g' = g + (lambda / c) w,  then the SGD lines above with lr_t * c and g'
+
+so every update shrinks w by lr_t * lambda * w through the momentum whatever
+its multiplier (PyTorch: a param group with lr * c and weight_decay lambda / c).
+With momentum m and a constant lr this is exactly PyTorch's SGD:
+buf = m buf + g', w -= lr c (g' + m buf) with Nesterov, w -= lr c buf without
+(Keras's velocity is -lr c buf). Under a schedule the two differ slightly, as
+Keras's and PyTorch's SGD always have: Keras scales each gradient by the rate of
+its own step before it enters the velocity, PyTorch scales the whole buffer by
+the current rate. ``momentum_style="pytorch"`` keeps PyTorch's buffer instead
+(the ``velocities`` slot then holds buf), for updates equal to PyTorch's under
+any schedule. A multiplier c = 0 freezes the weight (no decay either).
 
 With ``clipnorm`` every gradient is first scaled by clipnorm / ||g|| when the
 norm of all gradients together exceeds it (Keras 2.2's rule); with
@@ -43,7 +63,8 @@ import math
 import numbers
 from typing import Any, Iterable
 
-from minicnn import backend, ops
+from minicnn import backend, ops, schedules
+from minicnn.schedules import LearningRateSchedule
 
 EPSILON = 1e-7  # Keras's K.epsilon(): what epsilon=None means
 
@@ -78,7 +99,7 @@ class Optimizer:
                  clipvalue: float | None = None, learning_rate: float | None = None) -> None:
         if learning_rate is not None:  # the name Keras 2.3+ and PyTorch users type
             lr = learning_rate
-        self.learning_rate = self._check(lr, "lr", 0.0)
+        self.learning_rate = self._rate(lr)
         self.decay = self._check(decay, "decay", 0.0)
         # Keras's default for both is "no clipping"; 0 means the same there.
         self.clipnorm = None if clipnorm is None else self._check(clipnorm, "clipnorm", 0.0)
@@ -86,6 +107,14 @@ class Optimizer:
         self.iterations = 0
         for slot in self.slots:
             setattr(self, slot, {})
+
+    def _rate(self, lr: Any) -> float | LearningRateSchedule:
+        """A learning rate: a number >= 0, a schedule, or a schedule's serialized dict."""
+        if isinstance(lr, dict):
+            lr = schedules.deserialize(lr)
+        if isinstance(lr, LearningRateSchedule):
+            return lr
+        return self._check(lr, "lr", 0.0)
 
     def _check(self, value: Any, name: str, low: float, high: float = math.inf,
                **bounds: bool) -> float:
@@ -103,7 +132,10 @@ class Optimizer:
         return {}
 
     def get_config(self) -> dict:
-        config = {"lr": self.learning_rate, **self._config()}
+        lr = self.learning_rate
+        if isinstance(lr, LearningRateSchedule):
+            lr = schedules.serialize(lr)
+        config = {"lr": lr, **self._config()}
         for name in ("clipnorm", "clipvalue"):
             if getattr(self, name):
                 config[name] = getattr(self, name)
@@ -116,16 +148,19 @@ class Optimizer:
     @property
     def current_learning_rate(self) -> float:
         """The rate the next update will use (before Adam's and Adamax's bias correction)."""
-        return self.learning_rate / (1.0 + self.decay * self.iterations)
+        lr = self.learning_rate
+        if isinstance(lr, LearningRateSchedule):
+            lr = float(lr(self.iterations))
+        return lr / (1.0 + self.decay * self.iterations)
 
     @property
-    def lr(self) -> float:
-        """Keras 2's name for the initial learning rate."""
+    def lr(self) -> float | LearningRateSchedule:
+        """Keras 2's name for the initial learning rate (or the schedule)."""
         return self.learning_rate
 
     @lr.setter
-    def lr(self, value: float) -> None:  # Keras's K.set_value(optimizer.lr, ...)
-        self.learning_rate = self._check(value, "lr", 0.0)
+    def lr(self, value: float | LearningRateSchedule) -> None:  # Keras's K.set_value(lr, ...)
+        self.learning_rate = self._rate(value)
 
     def get_state(self) -> dict:
         """What a restart needs: ``{"iterations": t, slot: {layer: {weight: array}}}`` for
@@ -184,21 +219,105 @@ class Optimizer:
         self.iterations += 1
 
 
+def _selected(table: dict, layer_name: str, weight: str) -> Any:
+    """The entry for this weight: its "layer/weight" key, else its bare "weight" key."""
+    full = f"{layer_name}/{weight}"
+    return table[full] if full in table else table.get(weight)
+
+
 class SGD(Optimizer):
+    """Keras 2.2.4's SGD, plus PyTorch's per-parameter options (see the module docstring).
+
+    ``lr_multipliers``: a dict mapping "layer_name/weight_name" (one weight) or
+    "weight_name" (that weight in every layer, e.g. "beta" for every
+    BatchNormalization's bias) to the factor c on the learning rate; the full name
+    wins over the bare one, weights not named keep c = 1. Or a function
+    ``f(layer, weight_name) -> c``. ``weight_decay``: lambda, the decay per unit of
+    learning rate. ``exclude_from_weight_decay``: names in the same two forms (a list),
+    or a function ``f(layer, weight_name) -> bool``, for weights that do not decay
+    (all do by default, biases and BatchNormalization's included). Functions are
+    not part of ``get_config``: a model whose optimizer uses one saves without it.
+    """
     slots = ("velocities",)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, decay: float = 0.0,
                  nesterov: bool = False, clipnorm: float | None = None,
-                 clipvalue: float | None = None, learning_rate: float | None = None) -> None:
+                 clipvalue: float | None = None, learning_rate: float | None = None,
+                 weight_decay: float = 0.0, lr_multipliers: dict | Any = None,
+                 exclude_from_weight_decay: Any = None, momentum_style: str = "keras") -> None:
         super().__init__(lr, decay, clipnorm, clipvalue, learning_rate)
         self.momentum = self._unit(momentum, "momentum")
         if not isinstance(nesterov, (bool, numbers.Integral)):
             raise ValueError(f"SGD: nesterov must be True or False, got {nesterov!r}")
         self.nesterov = bool(nesterov)
+        self.weight_decay = self._check(weight_decay, "weight_decay", 0.0)
+        if lr_multipliers is None:
+            lr_multipliers = {}
+        if isinstance(lr_multipliers, dict):
+            lr_multipliers = {self._name(k, "lr_multipliers"):
+                              self._check(v, f"lr_multipliers[{k!r}]", 0.0)
+                              for k, v in lr_multipliers.items()}
+        elif not callable(lr_multipliers):
+            raise ValueError(f"SGD: lr_multipliers must be a dict of weight names to factors "
+                             f"or a function f(layer, weight_name), got {lr_multipliers!r}")
+        self.lr_multipliers = lr_multipliers
+        excluded = exclude_from_weight_decay
+        if excluded is None:
+            excluded = []
+        if not callable(excluded):
+            if isinstance(excluded, (str, bytes, dict)) or not isinstance(excluded, Iterable):
+                raise ValueError(f"SGD: exclude_from_weight_decay must be a list of weight names "
+                                 f"or a function f(layer, weight_name), got {excluded!r}")
+            excluded = [self._name(k, "exclude_from_weight_decay") for k in excluded]
+        self.exclude_from_weight_decay = excluded
+        if momentum_style not in ("keras", "pytorch"):
+            raise ValueError(f'SGD: momentum_style must be "keras" or "pytorch", '
+                             f"got {momentum_style!r}")
+        self.momentum_style = momentum_style
+        self._factors: dict[Key, tuple[float, bool]] = {}  # per weight: (c, decays)
         self._scratch: dict[Key, Any] = {}  # work arrays, not state
 
+    @staticmethod
+    def _name(key: Any, argument: str) -> str:
+        if not isinstance(key, str) or not key or key.count("/") > 1:
+            raise ValueError(f'SGD: {argument} names weights as "layer_name/weight_name" or '
+                             f'"weight_name", got {key!r}')
+        return key
+
     def _config(self) -> dict:
-        return {"momentum": self.momentum, "decay": self.decay, "nesterov": self.nesterov}
+        config = {"momentum": self.momentum, "decay": self.decay, "nesterov": self.nesterov}
+        # Only when used, so the config stays Keras's own otherwise.
+        if self.weight_decay:
+            config["weight_decay"] = self.weight_decay
+        if isinstance(self.lr_multipliers, dict) and self.lr_multipliers:
+            config["lr_multipliers"] = dict(self.lr_multipliers)
+        if isinstance(self.exclude_from_weight_decay, list) and self.exclude_from_weight_decay:
+            config["exclude_from_weight_decay"] = list(self.exclude_from_weight_decay)
+        if self.momentum_style != "keras":
+            config["momentum_style"] = self.momentum_style
+        return config
+
+    def _factor(self, layer: Any, weight: str) -> tuple[float, bool]:
+        """(c, decays) for one weight of a layer."""
+        if callable(self.lr_multipliers):
+            c = self._check(self.lr_multipliers(layer, weight),
+                            f"lr_multipliers({layer.name!r}, {weight!r})", 0.0)
+        else:
+            c = _selected(self.lr_multipliers, layer.name, weight)
+            c = 1.0 if c is None else c
+        if callable(self.exclude_from_weight_decay):
+            excluded = bool(self.exclude_from_weight_decay(layer, weight))
+        else:
+            names = self.exclude_from_weight_decay
+            excluded = f"{layer.name}/{weight}" in names or weight in names
+        return c, self.weight_decay > 0 and not excluded
+
+    def apply(self, layers: Iterable[Any]) -> None:
+        layers = list(layers)
+        plain = not self.lr_multipliers and not self.weight_decay
+        self._factors = {} if plain else {(layer.name, name): self._factor(layer, name)
+                                          for layer in layers for name in layer.trained_params()}
+        super().apply(layers)
 
     def _step(self, key: Key, param: Any) -> Any:
         """A scratch array for lr*g, kept per parameter: NumPy has no fused axpy, and
@@ -210,11 +329,22 @@ class SGD(Optimizer):
 
     def _update(self, key: Key, param: Any, grad: Any, lr: float, n: int) -> None:
         xp = backend.get_array_module(param)
+        c, decays = self._factors.get(key, (1.0, False))
+        if c == 0.0:  # PyTorch's group with lr 0: the weight stays where it is
+            return
+        shrink = lr * self.weight_decay if decays else 0.0  # lr c * (lambda / c)
+        lr = lr * c
         if self.momentum == 0.0:
-            ops.sgd_update(param, grad, lr, functools.partial(self._step, key, param))
+            ops.sgd_update(param, grad, lr, functools.partial(self._step, key, param), shrink)
             return
         step = self._step(key, param)
+        if self.momentum_style == "pytorch":
+            self._pytorch_update(key, param, grad, step, lr,
+                                 self.weight_decay / c if decays else 0.0)
+            return
         xp.multiply(grad, lr, out=step)  # lr*g; a Python float keeps float32
+        if shrink:
+            step += param * shrink
         v = self._slot("velocities", key, param)
         v *= self.momentum
         v -= step
@@ -224,6 +354,24 @@ class SGD(Optimizer):
             param += step
         else:
             param += v
+
+    def _pytorch_update(self, key: Key, param: Any, grad: Any, step: Any, lr: float,
+                        coupled: float) -> None:
+        """PyTorch's: d = g + coupled w;  buf = m buf + d;  w -= lr (d + m buf) (Nesterov)
+        or w -= lr buf (buf starts at zero, so its first value is d, as PyTorch's)."""
+        xp = backend.get_array_module(param)
+        xp.copyto(step, grad)
+        if coupled:
+            step += param * coupled
+        buf = self._slot("velocities", key, param)
+        buf *= self.momentum
+        buf += step
+        if self.nesterov:
+            step += buf * self.momentum
+        else:
+            xp.copyto(step, buf)
+        step *= lr
+        param -= step
 
 
 class RMSprop(Optimizer):

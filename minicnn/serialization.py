@@ -21,8 +21,10 @@ exactly where ``save`` stopped:
                               "input_shape": one sample's shape,
                               "layer_names": the names the entries below use,
                               "training_config": null (not compiled, or saved with
-                                  include_optimizer=False) or {"loss": name,
-                                  "metrics": [names], "optimizer_config":
+                                  include_optimizer=False) or {"loss": name (or
+                                  {"class_name": name, "config"} for a loss made with
+                                  arguments, e.g. label_smoothing), "metrics": [names],
+                                  "optimizer_config":
                                   {"class_name", "config"}},
                               "optimizer_iterations": the update count (null without
                                   training_config),
@@ -44,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from minicnn import activations, backend, initializers, layers
+from minicnn import activations, backend, initializers, layers, losses
 from minicnn.fileio import write_atomic
 
 
@@ -316,7 +318,8 @@ def save_model(path: str | os.PathLike, model: Any, overwrite: bool = True,
     arrays = weight_arrays(model, prefix="weights/")
     if compiled:
         meta["training_config"] = {
-            "loss": _name(model.loss), "metrics": [_name(m) for m in model.metrics],
+            "loss": losses.serialize(model.loss) if isinstance(model.loss, losses.Loss)
+            else _name(model.loss), "metrics": [_name(m) for m in model.metrics],
             "optimizer_config": {"class_name": type(model.optimizer).__name__,
                                  "config": model.optimizer.get_config()}}
         meta["optimizer_iterations"] = int(model.optimizer.iterations)

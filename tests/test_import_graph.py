@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minicnn"
 
 TIERS = [
     ("minicnn.strict", "minicnn.fileio", "minicnn.initializers", "minicnn.regularizers",
+     "minicnn.schedules",
      "minicnn.utils", "minicnn.progbar", "minicnn.backend"),
     ("minicnn.ops",),
     ("minicnn.activations", "minicnn.gradcheck"),

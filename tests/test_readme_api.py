@@ -66,6 +66,9 @@ KERAS_ARGUMENTS = {
     "CSVLogger": "filename separator append",
     "TerminateOnNaN": "",
     "BackupAndRestore": "backup_dir",  # tf.keras's
+    # tf.keras's Optimizer(use_ema, ema_momentum, ema_overwrite_frequency), as a callback
+    "ExponentialMovingAverage": "momentum update_frequency overwrite_frequency "
+                                "include_non_trainable",
     "LambdaCallback": "on_epoch_begin on_epoch_end on_batch_begin on_batch_end on_train_begin "
                       "on_train_end",
     "TensorBoard": "log_dir histogram_freq batch_size write_graph write_grads write_images "

@@ -93,9 +93,11 @@ def dropout_backward(dy: Array, mask: Array) -> Array:
     return _state["impl"].dropout_backward(dy, mask)
 
 
-def sgd_update(param: Array, grad: Array, lr: float, scratch: Callable[[], Array]) -> None:
-    """w -= lr * g, in place (``scratch()``: a work array of w's shape, if one is needed)."""
-    _state["impl"].sgd_update(param, grad, lr, scratch)
+def sgd_update(param: Array, grad: Array, lr: float, scratch: Callable[[], Array],
+               shrink: float = 0.0) -> None:
+    """w -= lr * g + shrink * w, in place (``scratch()``: a work array of w's shape, if
+    one is needed)."""
+    _state["impl"].sgd_update(param, grad, lr, scratch, shrink)
 
 
 def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[Array, Array]:

@@ -1,7 +1,7 @@
 """Element-wise ops, fast: each a GPU kernel beside its NumPy twin.
 
     dropout:                y = x * m,  m = (u >= rate) / (1 - rate);  dx = dy * m
-    SGD step:               w -= lr * g
+    SGD step:               w -= lr * g + s * w      (s: a weight decay's shrink, often 0)
     softmax cross-entropy:  p = softmax(z),  loss = -sum(t * log p) / N
 
 On a GPU each is one launch instead of several; on the host the twins run,
@@ -23,12 +23,12 @@ DROPOUT = Kernel(
     out_params="T y, T mask",
     operation="mask = u >= rate ? scale : (T)0; y = x * mask;")
 
-# w -= lr * g in one pass (the twin is sgd_update's two NumPy steps).
+# w -= lr * g + s * w in one pass (the twin is sgd_update's NumPy steps).
 SGD_UPDATE = Kernel(
     name="minicnn_sgd_update",
-    in_params="T g, T lr",
+    in_params="T g, T lr, T s",
     out_params="T w",
-    operation="w -= lr * g;")
+    operation="w -= lr * g + s * w;")
 
 # One thread per row n of the logits (K classes): the row's loss and its softmax,
 # in the same steps as the NumPy twin (softmax_cross_entropy's).
@@ -78,16 +78,20 @@ def dropout_backward(dy: Array, mask: Array) -> Array:
     return dx
 
 
-def sgd_update(param: Array, grad: Array, lr: float, scratch: Callable[[], Array]) -> None:
-    """w -= lr * g, in place. ``scratch()`` returns a work array of w's shape; it is
+def sgd_update(param: Array, grad: Array, lr: float, scratch: Callable[[], Array],
+               shrink: float = 0.0) -> None:
+    """w -= lr * g + shrink * w, in place (shrink: a weight decay's, 0 without one).
+    ``scratch()`` returns a work array of w's shape; it is
     called only on the host, where NumPy has no fused axpy (w -= lr*g would allocate
     lr*g every step): g is scaled into it, then subtracted in place."""
     gpu = kernel(SGD_UPDATE, param)
     if gpu is not None:  # one launch per parameter instead of two
-        gpu(grad, param.dtype.type(lr), param)
+        gpu(grad, param.dtype.type(lr), param.dtype.type(shrink), param)
         return
     step = scratch()
     backend.get_array_module(param).multiply(grad, lr, out=step)  # a Python float keeps float32
+    if shrink:
+        step += param * shrink
     param -= step
 
 

@@ -137,9 +137,10 @@ def dropout_backward(dy: Array, mask: Array) -> Array:
     return dy * mask
 
 
-def sgd_update(param: Array, grad: Array, lr: float, scratch: Callable[[], Array]) -> None:
-    """w -= lr * g, in place. (No scratch array.)"""
-    param -= lr * grad
+def sgd_update(param: Array, grad: Array, lr: float, scratch: Callable[[], Array],
+               shrink: float = 0.0) -> None:
+    """w -= lr * g + shrink * w, in place. (No scratch array.)"""
+    param -= lr * grad + shrink * param
 
 
 def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[Array, Array]:
