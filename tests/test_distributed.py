@@ -208,3 +208,23 @@ def test_the_distributed_benchmark_runs_and_reports(tmp_path):
                 "bare_allreduce_s"):
         assert report[key]["median"] > 0, key
     assert "of which gradient Allreduce" in result.stdout
+
+
+@needs_mpi
+def test_a_rank_that_diverges_alone_stops_every_rank(tmp_path):
+    """Only rank 1's third batch overflows. The check reads the gradients averaged
+    over the ranks, so both raise at that step (a rank raising alone would leave the
+    other in the next Allreduce for ever: the timeout turns such a hang into a
+    failure); TerminateOnNaN sees the averaged loss, so both stop at the same step."""
+    try:
+        result = run_mpi(str(ROOT / "tests" / "mpi_diverge_worker.py"), str(tmp_path),
+                         timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the MPI job hung: one rank stopped while the other waited")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for rank in ranks:
+        assert "training diverged in epoch 1, step 3/6" in rank["checked"], rank["checked"]
+        assert rank["checked_iterations"] == 2  # the weights untouched by the bad step
+        assert rank["terminated_epochs"] == 1
+        assert rank["terminated_iterations"] == 3  # the bad step's update ran, then the stop

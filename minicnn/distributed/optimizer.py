@@ -12,12 +12,19 @@ collective is paid once per step, and MPI or NCCL pipelines the large buffer
 over the links. The update is the same on every rank from the same averaged
 gradient, so the optimizer's state (iterations, hence the decayed learning
 rate; momentum and other slots) stays identical without being sent.
+
+``fit`` averages before its divergence check (``average_gradients`` with the
+batch loss riding in the same buffer, then ``update``): a NaN or inf on any
+rank makes the averages non-finite on every rank, so all ranks raise
+``TrainingDiverged`` at the same step instead of one leaving the others
+waiting in the next Allreduce.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 from minicnn import backend
+from minicnn.backend import Array
 from minicnn.distributed import mpi as _mpi_job
 from minicnn.optimizers import Optimizer
 
@@ -30,10 +37,15 @@ class _GradientAveraging:
 
     _buffers: dict | None = None
 
-    def average_gradients(self, layers: list) -> None:
+    def average_gradients(self, layers: list, loss: Array | None = None) -> Array | None:
         """Replace every trained weight's gradient in ``layers`` by its average over
-        the ranks (in place, so the layers hold the averaged values)."""
+        the ranks (in place, so the layers hold the averaged values). ``loss`` (a
+        scalar on the device) is averaged in the same message: its average is
+        returned (None without it), the same on every rank."""
         grads = [layer.grads[name] for layer in layers for name in layer.trained_params()]
+        if loss is not None:
+            loss = backend.get_array_module(loss).asarray(loss).reshape(1).copy()
+            grads.append(loss)
         groups: dict[tuple, list] = {}
         for g in grads:  # one buffer per array module and dtype (all floatx in practice)
             groups.setdefault((backend.get_array_module(g).__name__, str(g.dtype)), []).append(g)
@@ -54,10 +66,15 @@ class _GradientAveraging:
             for g in members:
                 g[...] = flat[start:start + g.size].reshape(g.shape)
                 start += g.size
+        return None if loss is None else loss.reshape(())
 
     def apply(self, layers: Iterable[Any]) -> None:
         layers = list(layers)
         self.average_gradients(layers)
+        super().apply(layers)  # type: ignore[misc]
+
+    def update(self, layers: Iterable[Any]) -> None:
+        """The wrapped optimizer's update from gradients already averaged."""
         super().apply(layers)  # type: ignore[misc]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from minicnn import backend, metrics, plan
+from minicnn import backend, distributed, metrics, plan
 from minicnn.backend import Array
 from minicnn.training.interrupts import TrainingDiverged
 from minicnn.training.tracing import GradientTracer
@@ -59,7 +59,14 @@ def train_step(model: Any, x: Array, y: Array, tracer: GradientTracer | None = N
     With ``check_finite`` it raises ``TrainingDiverged`` before touching the
     weights when the loss or any gradient is NaN or infinite; NumPy's own
     overflow warnings are silenced because that check reports the problem.
+
+    With a ``DistributedOptimizer`` the gradients and the loss are averaged over
+    the ranks first and the check reads the averages, which every rank holds
+    alike: all ranks raise together (a rank raising alone would leave the others
+    in the next Allreduce for ever). The loss returned is then that average too,
+    so batch callbacks that watch it (TerminateOnNaN) stop every rank at once.
     """
+    averaging = distributed.is_distributed(model.optimizer)
     if tracer is not None:
         tracer.start(model.layers)  # its hooks make every layer watched: no ReLU moves
     try:
@@ -67,12 +74,17 @@ def train_step(model: Any, x: Array, y: Array, tracer: GradientTracer | None = N
             moves = model.relu_moves()
             loss_value, correct = batch_loss(model, x, y, True, moves, sample_weight)
             model.backward(model.loss_function().backward(), moves)
+            if averaging:
+                loss_value = model.optimizer.average_gradients(model.layers, loss_value)
             if check_finite:
                 check_finite_step(model.layers, loss_value)
     finally:
         if tracer is not None:
             tracer.before_update(model.layers)  # also takes its hooks off again
-    model.optimizer.apply(model.layers)
+    if averaging:
+        model.optimizer.update(model.layers)
+    else:
+        model.optimizer.apply(model.layers)
     if tracer is not None:
         tracer.after_update(model.layers, epoch, step)
     return loss_value, correct
