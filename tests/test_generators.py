@@ -122,6 +122,31 @@ def test_fit_generator_with_steps_per_epoch_equals_fit_on_the_arrays(workers):
     assert len(pulled) == 15  # read ahead, but never beyond the batches fit takes
 
 
+def test_a_fractional_steps_per_epoch_rounds_up_as_keras_loop_does():
+    # Keras 2.2.4's own docs: fit_generator(datagen.flow(x, y, batch_size=32),
+    # steps_per_epoch=len(x_train) / 32); its loop runs `while steps_done < steps`.
+    x, y = data(18)
+    minicnn.set_seed(3)
+    on_arrays = small_cnn()
+    on_arrays.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)  # 5 steps an epoch
+    minicnn.set_seed(3)
+    on_generator = small_cnn()
+    pulled = []
+    history = on_generator.fit_generator(loop_forever(x, y, counter=pulled),
+                                         steps_per_epoch=len(x) / 4, epochs=2, verbose=0)
+    assert on_generator.optimizer.iterations == 10 and len(pulled) == 10
+    assert_same_weights(on_generator, on_arrays)
+    assert len(history.history["loss"]) == 2
+    # validation_steps and evaluate_generator's steps round up the same way
+    sequence = Batches(x, y, size=4)
+    on_generator.fit(loop_forever(x, y), steps_per_epoch=1.5, epochs=1, verbose=0,
+                     validation_data=sequence, validation_steps=4.2)
+    assert on_generator.optimizer.iterations == 12
+    assert sequence.asked[1:] == [0, 1, 2, 3, 4]  # after the build's look at batch 0
+    on_generator.evaluate_generator(sequence, steps=np.float64(2.5))
+    assert sequence.asked[6:] == [0, 1, 2]
+
+
 def test_a_generator_is_read_on_across_epochs_not_restarted():
     x, y = data(12)
     minicnn.set_seed(3)
@@ -542,12 +567,18 @@ def test_a_generator_needs_its_number_of_steps(call):
     (dict(workers=-1), r"workers must be an int >= 0, got -1"),
     (dict(max_queue_size=0), r"max_queue_size must be an int >= 1, got 0"),
     (dict(steps_per_epoch=6), r"steps_per_epoch=6 is more than the 5 batches"),
-    (dict(steps_per_epoch=0), r"steps_per_epoch must be a positive int, got 0"),
+    (dict(steps_per_epoch=0), r"steps_per_epoch must be a positive number of batches, got 0"),
+    (dict(steps_per_epoch=float("nan")), r"steps_per_epoch must be a positive number of batches"),
+    (dict(steps_per_epoch=float("inf")), r"steps_per_epoch must be a positive number of batches"),
+    (dict(steps_per_epoch=-0.5), r"steps_per_epoch must be a positive number of batches"),
+    (dict(steps_per_epoch=True), r"steps_per_epoch must be a positive number of batches"),
+    (dict(steps_per_epoch=5.01), r"steps_per_epoch=6 is more than the 5 batches"),
     (dict(batch_size=4), r"leave batch_size out"),
     (dict(y=np.zeros(3)), r"leave y out"),
     (dict(validation_split=0.2), r"validation_split cannot split a generator"),
     (dict(class_weight={0: 2.0}), r"class_weight must contain all classes in the data"),
-], ids=["multiprocessing", "workers", "queue", "steps>len", "steps=0", "batch_size", "y",
+], ids=["multiprocessing", "workers", "queue", "steps>len", "steps=0", "steps=nan", "steps=inf",
+        "steps<0", "steps=True", "steps=5.01", "batch_size", "y",
         "validation_split", "class_weight"])
 def test_fit_on_a_sequence_refuses_before_the_first_step(kwargs, pattern):
     x, y = data()

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
+import numbers
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
@@ -72,6 +74,16 @@ def reading_options(workers: Any, max_queue_size: Any, use_multiprocessing: Any,
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{where}: {name} must be an int >= {low}, got {value!r}")
     return {"workers": int(workers), "max_queue_size": int(max_queue_size)}
+
+
+def step_count(steps: Any, name: str, where: str) -> int:
+    """A number of batches: an int >= 1, or a finite real > 0 rounded up, as Keras's
+    loop ``while steps_done < steps_per_epoch`` does (its docs pass
+    ``len(x_train) / 32``)."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Real) or \
+            not math.isfinite(steps) or steps <= 0:
+        raise ValueError(f"{where}: {name} must be a positive number of batches, got {steps!r}")
+    return math.ceil(steps)
 
 
 class GeneratorExhausted(ValueError):
@@ -165,8 +177,7 @@ class Stream:
                                  "(its number of batches per epoch), or use a "
                                  "minicnn.utils.Sequence")
             steps = length
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"{where}: {steps_name} must be a positive int, got {steps!r}")
+        steps = step_count(steps, steps_name, where)
         if self.is_sequence and steps > length:
             raise ValueError(f"{where}: {steps_name}={steps} is more than the {length} batches "
                              f"of the Sequence {type(data).__name__}; an epoch is at most "
