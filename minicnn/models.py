@@ -762,6 +762,9 @@ def load_model(filepath: str | os.PathLike, custom_objects: dict | None = None,
         custom = custom_objects or {}
         loss = training["loss"]  # a name, or a dict of a loss made with arguments
         loss = custom.get(loss, loss) if isinstance(loss, str) else loss
+        if isinstance(loss, dict) and loss.get("class_name") in custom:  # yours, with arguments
+            made = custom[loss["class_name"]]
+            loss = made(**loss.get("config", {})) if isinstance(made, type) else made
         if isinstance(loss, type):
             loss = loss()
         try:

@@ -13,7 +13,10 @@ divide it by the batch size) and dR/doutput to the gradient flowing into the
 layer. ``get`` takes what Keras's does: None, a name ('l1', 'l2', 'l1_l2',
 'L1L2'), a Keras config dict {"class_name": "L1L2", "config": {"l1": .., "l2": ..}}
 or an instance. A custom penalty subclasses ``Regularizer`` and defines both
-``__call__`` and ``gradient``: minicnn has no automatic differentiation.
+``__call__`` and ``gradient``: minicnn has no automatic differentiation. It
+saves with the model (``serialize``: its class name and ``get_config()``,
+which a penalty with arguments overrides) and loads back with
+``load_model(path, custom_objects={"MyPenalty": MyPenalty})``.
 """
 from __future__ import annotations
 
@@ -100,8 +103,12 @@ def serialize(regularizer: Regularizer | None) -> dict | None:
     return {"class_name": type(regularizer).__name__, "config": regularizer.get_config()}
 
 
-def get(identifier: Any, where: str = "regularizer") -> Regularizer | None:
-    """A regularizer from None, a name, a Keras config dict or an instance."""
+def get(identifier: Any, where: str = "regularizer",
+        custom_objects: dict | None = None) -> Regularizer | None:
+    """A regularizer from None, a name, a Keras config dict or an instance. A name or
+    config's ``class_name`` is looked up in ``custom_objects`` first (your own
+    Regularizer subclass, made with its ``from_config``, or a function returning
+    one), then among the built-in names, as Keras's ``regularizers.get`` does."""
     if identifier is None or isinstance(identifier, Regularizer):
         return identifier
     if isinstance(identifier, str):
@@ -111,15 +118,23 @@ def get(identifier: Any, where: str = "regularizer") -> Regularizer | None:
                                                                          dict):
             raise ValueError(f"{where}: a regularizer config must be "
                              "{'class_name': ..., 'config': {...}}, got " f"{identifier!r}")
-        make = NAMES.get(identifier["class_name"])
+        name = identifier["class_name"]
+        custom = (custom_objects or {}).get(name)
+        make = custom or NAMES.get(name)
         if make is None:
-            raise ValueError(f"{where}: unknown regularizer {identifier['class_name']!r}: "
-                             f"expected one of {', '.join(NAMES)}")
+            raise ValueError(f"{where}: unknown regularizer {name!r}: expected one of "
+                             f"{', '.join(NAMES)}; if it is your own Regularizer subclass, "
+                             f"pass it as custom_objects={{{name!r}: {name}}}")
+        config = dict(identifier["config"])
         try:
-            return make(**identifier["config"])
+            made = make.from_config(config) if isinstance(make, type) and \
+                issubclass(make, Regularizer) else make(**config)
         except TypeError as exc:
-            raise ValueError(f"{where}: bad config for {identifier['class_name']}: {exc}") \
-                from None
+            raise ValueError(f"{where}: bad config for {name}: {exc}") from None
+        if not isinstance(made, Regularizer):
+            raise ValueError(f"{where}: custom_objects[{name!r}] made a "
+                             f"{type(made).__name__}, not a minicnn.regularizers.Regularizer")
+        return made
     if callable(identifier):
         raise ValueError(f"{where}: {identifier!r} has no gradient; a custom penalty must "
                          "subclass minicnn.regularizers.Regularizer and define __call__(x) "

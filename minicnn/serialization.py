@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from minicnn import activations, backend, initializers, layers, losses
+from minicnn import activations, backend, initializers, layers, losses, regularizers
 from minicnn.fileio import write_atomic
 
 
@@ -195,6 +195,7 @@ def load_weights(path: str | os.PathLike, model: Any) -> None:
 # The config keys Keras resolves through custom_objects (keras/layers deserialize them).
 _CUSTOM_KEYS = ("activation",)
 _CUSTOM_SUFFIXES = ("_initializer",)
+_REGULARIZER_SUFFIX = "_regularizer"  # kernel_, bias_, activity_
 
 
 def layer_classes() -> dict[str, type]:
@@ -204,8 +205,8 @@ def layer_classes() -> dict[str, type]:
 
 def layer_from_config(entry: Any, custom_objects: dict | None, who: str) -> Any:
     """A new layer from ``{"class_name": ..., "config": {...}}`` (a model config's entry).
-    Your own layer classes, activations and initializers come from ``custom_objects``
-    (name: class or function), as in Keras."""
+    Your own layer classes, activations, initializers and regularizers come from
+    ``custom_objects`` (name: class or function), as in Keras."""
     custom_objects = custom_objects or {}
     if not (isinstance(entry, dict) and isinstance(entry.get("class_name"), str)
             and isinstance(entry.get("config"), dict)):
@@ -222,6 +223,8 @@ def layer_from_config(entry: Any, custom_objects: dict | None, who: str) -> Any:
             config[key] = activations.deserialize(value, custom_objects, f"{who}: {name}")
         elif key.endswith(_CUSTOM_SUFFIXES) and value is not None:
             config[key] = initializers.deserialize(value, custom_objects, f"{who}: {name} {key}")
+        elif key.endswith(_REGULARIZER_SUFFIX) and value is not None:
+            config[key] = regularizers.get(value, f"{who}: {name} {key}", custom_objects)
     try:
         return cls.from_config(config)
     except TypeError as exc:  # an argument the class does not take
@@ -288,13 +291,34 @@ KERAS_VERSION = "2.2.4"  # the Keras whose config format model_config follows
 
 
 def _name(thing: Any) -> str:
-    """A loss's or metric's name as compile takes it."""
+    """A loss's or metric's name as compile takes it, and as ``load_model`` looks it up
+    (a name it does not know comes from ``custom_objects``). A loss of your own
+    without a ``name`` of its own (``Loss.name`` is empty; a subclass of a built-in
+    loss inherits that loss's name) is named by its class, as Keras names a custom
+    loss function by its ``__name__``, so it never loads back as the built-in one."""
     if isinstance(thing, str):
         return thing
+    if isinstance(thing, losses.Loss):
+        name = thing.name
+        builtin = losses.LOSSES.get(name)
+        if not name or (builtin is not None and type(thing) is not builtin):
+            return type(thing).__name__
+        return name
     name = getattr(thing, "name", None) or getattr(thing, "__name__", None)
     if not isinstance(name, str) or not name:
-        raise ValueError(f"save: cannot name {thing!r} in the training config")
+        raise ValueError(f"save: cannot name the {type(thing).__name__} {thing!r} in the "
+                         "training config: give it a name (a function's __name__ or a name "
+                         "attribute) that load_model can find in custom_objects")
     return name
+
+
+def loss_entry(loss: Any) -> str | dict:
+    """The training config's "loss": ``losses.serialize``'s name, or its dict for a loss
+    made with arguments, under the name ``_name`` gives (a custom loss's class name)."""
+    if not isinstance(loss, losses.Loss):
+        return _name(loss)
+    entry = losses.serialize(loss)
+    return {**entry, "class_name": _name(loss)} if isinstance(entry, dict) else _name(loss)
 
 
 def save_model(path: str | os.PathLike, model: Any, overwrite: bool = True,
@@ -318,8 +342,7 @@ def save_model(path: str | os.PathLike, model: Any, overwrite: bool = True,
     arrays = weight_arrays(model, prefix="weights/")
     if compiled:
         meta["training_config"] = {
-            "loss": losses.serialize(model.loss) if isinstance(model.loss, losses.Loss)
-            else _name(model.loss), "metrics": [_name(m) for m in model.metrics],
+            "loss": loss_entry(model.loss), "metrics": [_name(m) for m in model.metrics],
             "optimizer_config": {"class_name": type(model.optimizer).__name__,
                                  "config": model.optimizer.get_config()}}
         meta["optimizer_iterations"] = int(model.optimizer.iterations)

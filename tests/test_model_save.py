@@ -383,3 +383,42 @@ def test_a_custom_loss_comes_from_custom_objects(tmp_path):
     loaded = load_model(tmp_path / "m.npz", custom_objects={"half_squares": HalfSquares})
     assert isinstance(loaded.loss, HalfSquares)
     assert loaded.evaluate(x, y) == model.evaluate(x, y)
+
+
+class Quartic(minicnn.losses.Loss):
+    """A loss of the user's own with no name: mean (y_pred - y_true)^4."""
+
+    def values(self, y_pred, y_true):
+        self.d = y_pred - y_true
+        return (self.d ** 4).mean(axis=-1)
+
+    def sample_gradient(self):
+        return 4 * self.d ** 3 / self.d.shape[-1]
+
+
+class DoubledSquares(minicnn.losses.MeanSquaredError):
+    """A subclass of a built-in loss that keeps the built-in's name attribute."""
+
+    def forward(self, y_pred, y_true, sample_weight=None):
+        return 2 * super().forward(y_pred, y_true, sample_weight)
+
+    def backward(self):
+        return 2 * super().backward()
+
+
+@pytest.mark.parametrize("loss_class", [Quartic, DoubledSquares])
+def test_a_custom_loss_without_a_name_of_its_own_saves_by_its_class_name(tmp_path, loss_class):
+    x = np.random.default_rng(0).random((6, 4), dtype=np.float32)
+    y = np.random.default_rng(1).random((6, 3), dtype=np.float32)
+    model = Sequential([Dense(3, input_shape=(4,))])
+    model.compile(optimizers.SGD(lr=0.1), loss=loss_class())
+    # ModelCheckpoint saves the whole model by default (save_weights_only=False)
+    model.fit(x, y, batch_size=3, epochs=2, verbose=0,
+              callbacks=[ModelCheckpoint(str(tmp_path / "m.npz"))])
+    name = loss_class.__name__
+    with pytest.raises(ValueError, match=rf"unknown loss '{name}'.*custom_objects"):
+        load_model(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz", custom_objects={name: loss_class})
+    assert type(loaded.loss) is loss_class  # not the built-in whose name it inherits
+    assert_close(loaded.evaluate(x, y), model.evaluate(x, y))
+

@@ -272,3 +272,51 @@ def test_weights_load_across_models_with_and_without_regularizers(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="another architecture"):
         Sequential([Dense(2, input_shape=(4,))]).load_weights(tmp_path / "w.npz")
+
+
+class Clipped(regularizers.Regularizer):
+    """A penalty of the user's own with an argument: R(w) = c * sum w^4, dR/dw = 4 c w^3."""
+
+    def __init__(self, c=0.5):
+        self.c = c
+
+    def __call__(self, x):
+        return self.c * (x ** 4).sum()
+
+    def gradient(self, x):
+        return 4 * self.c * x ** 3
+
+    def get_config(self):
+        return {"c": self.c}
+
+
+def test_a_custom_regularizer_saves_and_loads_through_custom_objects(tmp_path):
+    model = Sequential([Dense(3, input_shape=(4,), kernel_regularizer=Clipped(0.25),
+                              bias_regularizer="l2", activity_regularizer=Clipped(0.125))])
+    model.compile(SGD(lr=0.1), "mse")
+    x, y = dense_data(6)
+    model.fit(x, y, batch_size=3, epochs=1, verbose=0)
+    model.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"unknown regularizer 'Clipped'.*custom_objects="
+                                         r"\{'Clipped': Clipped\}"):
+        minicnn.models.load_model(tmp_path / "m.npz")
+    loaded = minicnn.models.load_model(tmp_path / "m.npz", custom_objects={"Clipped": Clipped})
+    dense = loaded.layers[0]
+    assert isinstance(dense.kernel_regularizer, Clipped) and dense.kernel_regularizer.c == 0.25
+    assert isinstance(dense.activity_regularizer, Clipped)
+    assert dense.activity_regularizer.c == 0.125
+    assert dense.bias_regularizer.get_config() == {"l1": 0.0, "l2": 0.01}
+    assert_close(loaded.evaluate(x, y), model.evaluate(x, y))  # the penalties count again
+    # a function from custom_objects that makes one works too, as in Keras
+    again = minicnn.models.model_from_json(model.to_json(),
+                                           custom_objects={"Clipped": lambda c: Clipped(2 * c)})
+    assert again.layers[0].kernel_regularizer.c == 0.5
+    with pytest.raises(ValueError, match=r"custom_objects\['Clipped'\] made a float"):
+        minicnn.models.model_from_json(model.to_json(), custom_objects={"Clipped": lambda c: c})
+
+
+def test_get_takes_custom_objects():
+    made = regularizers.get({"class_name": "Clipped", "config": {"c": 3.0}}, "here",
+                            custom_objects={"Clipped": Clipped})
+    assert isinstance(made, Clipped) and made.c == 3.0
+    assert isinstance(regularizers.get("Clipped", custom_objects={"Clipped": Clipped}), Clipped)
