@@ -816,7 +816,9 @@ class TensorBoard(Callback):
         """The new rows of fit(trace_gradients=N), at their global training step."""
         history = getattr(self.model, "history", None)
         rows = getattr(history, "traces", None) or []
-        steps = -(-self.params.get("samples", 0) // self.params.get("batch_size", 1))
+        steps = self.params.get("steps")  # a generator's run has steps, no samples
+        if steps is None:
+            steps = -(-self.params.get("samples", 0) // self.params.get("batch_size", 1))
         for row in rows[self._traces_written:]:
             step = (row["epoch"] - 1) * steps + row["step"]
             for key in TRACE_STATISTICS:

@@ -268,6 +268,24 @@ def test_gradient_tracing_statistics_are_scalars(tmp_path):
     assert [s for s, _ in events.scalars["grad_norm/conv2d_1"]] == [1, 3, 5]
 
 
+def test_gradient_tracing_from_a_generator_is_at_the_global_step(tmp_path):
+    # A generator's params have "steps" and no "samples": the steps per epoch come from it.
+    x, y = data()
+
+    def batches():
+        while True:
+            for start in range(0, N, BATCH):
+                yield x[start:start + BATCH], y[start:start + BATCH]
+
+    model = tiny_model()
+    history = model.fit(batches(), steps_per_epoch=3, epochs=2, verbose=0, trace_gradients=2,
+                        callbacks=[TensorBoard(log_dir=tmp_path / "runs")])
+    events = Events(tmp_path / "runs")
+    assert sorted({(row["epoch"], row["step"]) for row in history.traces}) == \
+        [(1, 1), (1, 3), (2, 2)]
+    assert [s for s, _ in events.scalars["grad_norm/conv2d_1"]] == [1, 3, 5]
+
+
 # ---------------------------------------------------------------- errors
 def test_without_tensorboardx_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import tensorboardX now fails
