@@ -39,7 +39,10 @@ is 1 where a clip left the value alone, else 0 (the clip's gradient).
     categorical_crossentropy       -sum t log clip(s, eps, 1 - eps),  s = p / sum p (Keras
                                    rescales the outputs to sum to 1)
         g = -t mask / clip(s, eps, 1 - eps),   dl/dp = (g - <g, s>) / sum p
-    sparse_categorical_crossentropy   the same with integer labels (N,) or (N, 1) for t
+    sparse_categorical_crossentropy   labels k (N,) or (N, 1); Keras 2.2.4 clips before it
+                                   rescales: l = -log(q_k / S),  q = clip(p, eps, 1 - eps),
+                                   S = sum q       dl/dp_j = mask_j (1 / S - [j = k] / q_k)
+        (the same as categorical_crossentropy of the one-hot rows unless a clip bites)
 
 Label smoothing (tf.keras's ``label_smoothing`` = ls on the two categorical
 cross-entropies; PyTorch's CrossEntropyLoss(label_smoothing=) for integer labels)
@@ -389,8 +392,22 @@ class CategoricalCrossentropy(Loss):
 
 
 class SparseCategoricalCrossentropy(CategoricalCrossentropy):
+    """Keras 2.2.4's order: clip p, then normalise in sparse_softmax_cross_entropy
+    of log(q), where the one-hot loss rescales first and clips after."""
     name = "sparse_categorical_crossentropy"
     sparse = True
+
+    def values(self, y_pred, y_true):
+        xp = backend.get_array_module(y_pred)
+        q = xp.clip(y_pred, EPSILON, 1 - EPSILON)
+        t = one_hot_like(y_true, y_pred)
+        total = q.sum(axis=-1, keepdims=True)
+        self._cache = (q, t, total, (y_pred >= EPSILON) & (y_pred <= 1 - EPSILON))
+        return _per_sample((xp.log(total) - (t * xp.log(q)).sum(axis=-1, keepdims=True)))
+
+    def sample_gradient(self):
+        q, t, total, mask = self._cache
+        return (1 / total - t / q) * mask / _rows(q)
 
 
 class SoftmaxCrossEntropy(Loss):

@@ -179,6 +179,28 @@ def test_sparse_categorical_crossentropy_matches_the_loop(backend):
     assert_close(float(value), expected)
 
 
+def test_sparse_categorical_crossentropy_clips_then_normalises_as_keras_does(backend):
+    """Keras 2.2.4 (TensorFlow): sparse_softmax_cross_entropy_with_logits of
+    log(clip(p, eps, 1 - eps)), i.e. -log(q_k / sum_j q_j); outputs that do not sum to
+    1 and entries beyond the clip tell it from the one-hot loss, which rescales first."""
+    minicnn.set_floatx("float64")
+    eps = 1e-7
+    p = np.array([[2.0, 0.5, 0.5], [0.0, 0.3, 0.9], [0.2, 3.0, 0.4], [0.1, 0.2, 0.3]])
+    labels = np.array([0, 0, 2, 1])
+    expected = []
+    for row, k in zip(p.tolist(), labels.tolist()):
+        q = [min(max(v, eps), 1 - eps) for v in row]
+        expected.append(-math.log(q[k] / sum(q)))
+    value = losses.get("sparse_categorical_crossentropy").forward(minicnn.to_device(p),
+                                                                  minicnn.to_device(labels))
+    assert_close(float(value), np.mean(expected))
+    assert_close(expected[0], -math.log((1 - eps) / (2 - eps)))  # not -log(2/3)
+    # away from the clip's kinks: entries inside (eps, 1 - eps) and beyond 1
+    grad_p = np.array([[2.0, 0.5, 0.25], [0.05, 0.3, 0.9], [0.2, 3.0, 0.4]])
+    result = check_loss(losses.SparseCategoricalCrossentropy(), grad_p, np.array([0, 1, 2]))
+    assert result.passed, str(result)
+
+
 def test_categorical_crossentropy_rescales_outputs_as_keras_does(backend):
     """Keras divides the outputs by their sum before the log: twice the probabilities,
     the same loss, and a gradient that sees the rescaling."""
