@@ -518,9 +518,11 @@ class Sequential:
             logs.update((name, float(value) / count) for name, value in zip(self.metrics, sums))
         return logs
 
-    def evaluate_batches(self, x: Array, y: Array, batch_size: int,
-                         sample_weight: Array | None = None) -> dict[str, float]:
-        """``logs`` over checked x and y (and weights), ``batch_size`` samples at a time."""
+    def evaluate_sums(self, x: Array, y: Array, batch_size: int,
+                      sample_weight: Array | None = None) -> tuple[Any, Any]:
+        """(loss summed over the samples, the metrics' sums) over checked x and y (and
+        weights), ``batch_size`` samples at a time, left on the device: add them up
+        over more batches and read them once with ``logs``."""
         total_loss, totals = 0.0, 0
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
@@ -529,7 +531,12 @@ class Sequential:
             total_loss = total_loss + loss_value * xb.shape[0]
             if sums is not None:
                 totals = totals + sums
-        return self.logs(total_loss, totals, x.shape[0])
+        return total_loss, totals
+
+    def evaluate_batches(self, x: Array, y: Array, batch_size: int,
+                         sample_weight: Array | None = None) -> dict[str, float]:
+        """``logs`` over checked x and y (and weights), ``batch_size`` samples at a time."""
+        return self.logs(*self.evaluate_sums(x, y, batch_size, sample_weight), x.shape[0])
 
     def evaluate(self, x: Array, y: Array, batch_size: int | None = None, verbose: int = 0,
                  sample_weight: Array | None = None) -> float | list[float]:

@@ -632,3 +632,26 @@ def test_image_generator_flow_with_sample_weight_trains_weighted():
     by_flow.fit_generator(flow, epochs=2, shuffle=False, verbose=0)
     by_arrays.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, sample_weight=w)
     assert_same_weights(by_flow, by_arrays)
+
+
+def test_evaluating_a_stream_reads_its_sums_back_once(monkeypatch):
+    """Validation and evaluate_generator add the loss and metric sums up on the device
+    and read them once at the end (``Sequential.logs``), not once per batch."""
+    x, y = data()
+    model = small_cnn()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    expected = model.evaluate(x, y, batch_size=4)
+    reads = []
+    original = Sequential.logs
+
+    def counted(self, total_loss, totals, count):
+        reads.append(count)
+        return original(self, total_loss, totals, count)
+
+    monkeypatch.setattr(Sequential, "logs", counted)
+    got = model.evaluate_generator(Batches(x, y, size=4), workers=0)
+    assert reads == [20]  # one read of all 5 batches' 20 samples
+    assert_close(np.array(got), np.array(expected))
+    reads.clear()
+    model.fit(x, y, batch_size=10, epochs=1, verbose=0, validation_data=Batches(x, y, size=4))
+    assert reads.count(20) == 2  # the epoch's training logs, and validation's one read

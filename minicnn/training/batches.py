@@ -253,18 +253,17 @@ class Stream:
 
     def evaluate(self, model: Any, where: str, verbose: int = 0) -> dict[str, float]:
         """The model's logs over one pass, each value the mean over all samples
-        (batch means weighted by batch size, as Keras's evaluate_generator)."""
-        totals: dict[str, float] = {}
-        count = 0
+        (batch means weighted by batch size, as Keras's evaluate_generator). The
+        sums stay on the device and are read once, at the end."""
+        total_loss, totals, count = 0.0, 0, 0
         bar = Progbar(self.steps, verbose=verbose)
         for step, (x, y, *weights) in enumerate(self.epoch(None, False, where), start=1):
             n = int(x.shape[0])
-            for key, value in model.evaluate_batches(x, y, n, *weights).items():
-                totals[key] = totals.get(key, 0.0) + value * n
-            count += n
+            loss_sum, sums = model.evaluate_sums(x, y, n, *weights)
+            total_loss, totals, count = total_loss + loss_sum, totals + sums, count + n
             bar.update(step, {}, final=step == self.steps)
         self.end_epoch()
-        return {key: total / count for key, total in totals.items()}
+        return model.logs(total_loss, totals, count)
 
     def predict(self, model: Any, where: str, verbose: int = 0) -> np.ndarray:
         """The model's outputs for every sample of one pass, on the host."""
