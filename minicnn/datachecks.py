@@ -112,16 +112,42 @@ def sample_weights(sample_weight: Any, class_weight: Any, y: Array, n: int,
                 or not np.isfinite(value) or value < 0:
             raise ValueError(f"{where}: class_weight[{key!r}] must be a finite number >= 0, "
                              f"got {value!r}")
-    host = backend.to_host(y)
-    if host.ndim > 2:
+    if y.ndim > 2:
         raise ValueError(f"{where}: class_weight is not supported for 3+ dimensional targets")
-    classes = host.argmax(axis=1) if host.ndim == 2 and host.shape[1] > 1 else host.reshape(-1)
-    missing = {c.item() for c in np.unique(classes)} - set(class_weight)
+    xp = backend.get_array_module(y)
+    classes = y.argmax(axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
+    table = _class_weight_table(class_weight)
+    if table is not None:
+        # A lookup on the device, one host read (are all classes in the table?), not a
+        # Python loop over the samples: this runs for every batch of a generator.
+        table = backend.to_device(table, dtype=backend.floatx())
+        index = classes.astype("int64")
+        known = (index == classes) & (index >= 0) & (index < table.shape[0])
+        weights = table[xp.where(known, index, 0)]
+        if not bool((~known | xp.isnan(weights)).any()):
+            return weights
+    host = backend.to_host(classes)  # the error's message, or keys that are not indices
+    missing = {c.item() for c in np.unique(host)} - set(class_weight)
     if missing:
+        shown = sorted(int(c) if isinstance(c, float) and c.is_integer() else c for c in missing)
         raise ValueError(f"{where}: class_weight must contain all classes in the data. The "
-                         f"classes {sorted(missing)} exist in the data but not in class_weight")
-    weights = np.array([class_weight[c.item()] for c in classes], dtype=np.float64)
+                         f"classes {shown} exist in the data but not in class_weight")
+    weights = np.array([class_weight[c.item()] for c in host], dtype=np.float64)
     return backend.to_device(weights, dtype=backend.floatx())
+
+
+def _class_weight_table(class_weight: dict) -> np.ndarray | None:
+    """class_weight as an array: table[k] = class_weight[k], NaN for the classes it
+    leaves out; None when there are no keys or a key is not a class index (whole,
+    >= 0, not huge)."""
+    keys = list(class_weight)
+    if not keys or not all(not isinstance(k, bool) and isinstance(k, (int, np.integer)) and 0 <= k < 1 << 16
+               for k in keys):
+        return None
+    table = np.full(max(keys, default=-1) + 1, np.nan)
+    for key, value in class_weight.items():
+        table[int(key)] = value
+    return table
 
 
 def batch_size(value: Any, where: str) -> int:

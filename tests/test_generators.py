@@ -655,3 +655,23 @@ def test_evaluating_a_stream_reads_its_sums_back_once(monkeypatch):
     reads.clear()
     model.fit(x, y, batch_size=10, epochs=1, verbose=0, validation_data=Batches(x, y, size=4))
     assert reads.count(20) == 2  # the epoch's training logs, and validation's one read
+
+
+def test_a_streams_batches_are_checked_on_the_read_ahead_thread():
+    x, y = data()
+    model = small_cnn()
+    threads = []
+    check = model._checked_batch
+
+    def recording(batch, where, class_weight=None):
+        threads.append(threading.current_thread().name)
+        return check(batch, where, class_weight)
+
+    model._checked_batch = recording
+    model.fit(Batches(x, y), epochs=2, verbose=0, workers=1)
+    assert threads[0] == threading.current_thread().name  # the build's look at batch 0
+    assert len(threads) == 11
+    assert all(name.startswith("minicnn-batches") for name in threads[1:]), threads
+    threads.clear()
+    model.fit(Batches(x, y), epochs=1, verbose=0, workers=0)  # no read-ahead: in the loop
+    assert set(threads) == {threading.current_thread().name}

@@ -520,3 +520,28 @@ def test_float32_stays_float32(backend, name):
                              minicnn.to_device(t, dtype="float32"), w)
         assert np.asarray(minicnn.to_host(value)).dtype == np.float32
         assert minicnn.to_host(loss.backward()).dtype == np.float32
+
+
+@pytest.mark.parametrize("targets", ["one-hot", "labels", "float labels", "one output"])
+def test_class_weight_is_a_lookup_on_the_device(backend, monkeypatch, targets):
+    """class_weight maps each sample's class to its weight without reading the targets
+    back to the host (it runs for every batch of a generator)."""
+    from minicnn import datachecks  # noqa: PLC0415
+
+    classes = [2, 0, 1, 1, 2, 0, 0]
+    class_weight = {0: 0.5, 1: 2.0, 2: 3.0, 7: 9.0}
+    if targets == "one output":
+        classes = [c % 2 for c in classes]
+    expected = np.array([class_weight[c] for c in classes])
+    y = {"one-hot": np.eye(3)[classes], "labels": np.array(classes, dtype=np.int64),
+         "float labels": np.array(classes, dtype=np.float64),
+         "one output": np.array(classes, dtype=np.float64).reshape(-1, 1)}[targets]
+    y = minicnn.to_device(y)
+    to_host, original = [], datachecks.backend.to_host
+    monkeypatch.setattr(datachecks.backend, "to_host", lambda a: to_host.append(a) or original(a))
+    weights = datachecks.sample_weights(None, class_weight, y, len(classes), "here")
+    assert not to_host
+    assert_close(minicnn.to_host(weights), expected.astype(minicnn.floatx()))
+    with pytest.raises(ValueError, match=r"here: class_weight must contain all classes in the "
+                                         r"data. The classes \[0\] exist"):
+        datachecks.sample_weights(None, {1: 2.0, 2: 3.0}, y, len(classes), "here")

@@ -17,7 +17,8 @@ The training loop asks a source for one epoch at a time::
   do; ``shuffle`` does not apply to it.
 
 Each batch of a stream is checked as ``fit`` checks arrays (by the ``check``
-function the model gives) when the loop takes it, so a bad batch is named.
+function the model gives), so a bad batch is named; the check runs with the
+fetch, on the read-ahead thread, so its host reads overlap the training step.
 Read-ahead: with ``workers >= 1`` a thread pool fetches up to
 ``max_queue_size`` batches before the step that needs them: a Sequence's in
 parallel on ``workers`` threads, a generator's one after the other (``next``
@@ -230,8 +231,13 @@ class Stream:
         else:
             fetches = [self.pull] * self.steps
             names = [f"{where}, generator batch {k}" for k in range(self.steps)]
-        return (self.checked(batch, name)
-                for batch, name in zip(self.read_ahead.results(fetches), names))
+        # Each batch is checked inside its fetch, on the read-ahead thread: the check's
+        # host reads (NaN, label range, class weights) overlap the training steps.
+        return self.read_ahead.results(functools.partial(self.fetch_checked, fetch, name)
+                                       for fetch, name in zip(fetches, names))
+
+    def fetch_checked(self, fetch: Callable[[], Any], where: str) -> Any:
+        return self.checked(fetch(), where)
 
     def checked(self, batch: Any, where: str) -> Any:
         """``check(batch, where)``; an error from deeper down (a layer's input check)
