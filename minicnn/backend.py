@@ -127,6 +127,25 @@ def synchronize(a: Array) -> None:
         _cupy().cuda.get_current_stream().synchronize()
 
 
+def current_device() -> int | None:
+    """The id of the CUDA device current in the calling thread when the backend is
+    cupy (``cupy.cuda.Device(i).use()`` chose it), else None. CuPy keeps the current
+    device per thread: a thread the caller starts begins on device 0."""
+    if _state["backend"] != "cupy":
+        return None
+    return int(_cupy().cuda.runtime.getDevice())
+
+
+def device_context(device: int | None) -> contextlib.AbstractContextManager:
+    """``with device_context(current_device()):`` in another thread allocates and
+    launches on the caller's device; nothing to do for None (no GPU). A new
+    ``cupy.cuda.Device`` each time: one object entered by several threads at once
+    would mix up the devices they return to."""
+    if device is None:
+        return contextlib.nullcontext()
+    return _cupy().cuda.Device(device)
+
+
 def to_device(a: Any, dtype: Any = None) -> Array:
     """Copy a host array (or anything array-like) to the current backend."""
     name = _state["backend"]

@@ -675,3 +675,69 @@ def test_a_streams_batches_are_checked_on_the_read_ahead_thread():
     threads.clear()
     model.fit(Batches(x, y), epochs=1, verbose=0, workers=0)  # no read-ahead: in the loop
     assert set(threads) == {threading.current_thread().name}
+
+
+class DeviceRecorder:
+    """Stands in for backend.device_context: records which thread entered which device."""
+
+    def __init__(self):
+        self.entered, self.lock = [], threading.Lock()
+
+    def __call__(self, device):
+        recorder = self
+
+        class Context:
+            def __enter__(self):
+                with recorder.lock:
+                    recorder.entered.append((threading.current_thread().name, device))
+
+            def __exit__(self, *exc):
+                return False
+
+        return Context()
+
+
+def test_read_ahead_threads_fetch_on_the_callers_device(monkeypatch):
+    """CuPy's current device is per thread: each pool fetch runs inside
+    backend.device_context(the device current where fit was called)."""
+    from minicnn import backend  # noqa: PLC0415
+
+    monkeypatch.setattr(backend, "current_device", lambda: 3)
+    recorder = DeviceRecorder()
+    monkeypatch.setattr(backend, "device_context", recorder)
+    x, y = data()
+    sequence = Batches(x, y)
+    small_cnn().fit(sequence, epochs=2, verbose=0, workers=2)
+    assert len(recorder.entered) == 10  # every pooled fetch: 5 batches, 2 epochs
+    assert {device for _, device in recorder.entered} == {3}
+    assert all(name.startswith("minicnn-batches") for name, _ in recorder.entered)
+
+
+def test_no_device_to_switch_to_without_a_gpu():
+    from minicnn import backend  # noqa: PLC0415
+
+    assert backend.current_device() is None
+    with backend.device_context(None):
+        pass
+
+
+@pytest.mark.skipif(not minicnn.backend.cupy_available(), reason="CuPy or a GPU is not available")
+def test_read_ahead_allocates_on_the_callers_gpu():
+    import cupy  # noqa: PLC0415
+
+    if cupy.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two GPUs to tell device 1 from the pool threads' default 0")
+    devices = []
+
+    class OnDevice(Batches):
+        def __getitem__(self, i):
+            xb, yb = super().__getitem__(i)
+            devices.append(cupy.cuda.runtime.getDevice())
+            return cupy.asarray(xb), cupy.asarray(yb)
+
+    x, y = data()
+    with minicnn.use_backend("cupy"), cupy.cuda.Device(1):
+        model = small_cnn()
+        model.fit(OnDevice(x, y), epochs=1, verbose=0, workers=2)
+        assert model.layers[0].params["kernel"].device.id == 1
+    assert set(devices) == {1}

@@ -94,12 +94,19 @@ class GeneratorExhausted(ValueError):
 class ReadAhead:
     """Runs fetches on ``workers`` threads, at most ``depth`` ahead of the one
     wanted, and hands back their results in order; with no workers each fetch
-    runs when its result is wanted."""
+    runs when its result is wanted. On the GPU each fetch runs on the device that
+    was current where the ReadAhead was made (CuPy's current device is per
+    thread, and a pool thread would otherwise allocate on device 0)."""
 
     def __init__(self, workers: int, depth: int) -> None:
         self.depth = depth
+        self.device = backend.current_device()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="minicnn-batches") \
             if workers else None
+
+    def on_device(self, fetch: Callable[[], Any]) -> Any:
+        with backend.device_context(self.device):
+            return fetch()
 
     def results(self, fetches: Iterable[Callable[[], Any]]) -> Iterator[Any]:
         if self.pool is None:
@@ -109,7 +116,7 @@ class ReadAhead:
         pending: collections.deque = collections.deque()
         try:
             for fetch in fetches:
-                pending.append(self.pool.submit(fetch))
+                pending.append(self.pool.submit(self.on_device, fetch))
                 if len(pending) >= self.depth:
                     yield pending.popleft().result()
             while pending:
