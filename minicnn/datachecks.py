@@ -141,10 +141,10 @@ def _class_weight_table(class_weight: dict) -> np.ndarray | None:
     leaves out; None when there are no keys or a key is not a class index (whole,
     >= 0, not huge)."""
     keys = list(class_weight)
-    if not keys or not all(not isinstance(k, bool) and isinstance(k, (int, np.integer)) and 0 <= k < 1 << 16
-               for k in keys):
+    if not keys or not all(not isinstance(k, bool) and isinstance(k, (int, np.integer))
+                           and 0 <= k < 1 << 16 for k in keys):
         return None
-    table = np.full(max(keys, default=-1) + 1, np.nan)
+    table = np.full(max(keys) + 1, np.nan)
     for key, value in class_weight.items():
         table[int(key)] = value
     return table
