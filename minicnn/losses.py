@@ -42,7 +42,8 @@ is 1 where a clip left the value alone, else 0 (the clip's gradient).
     sparse_categorical_crossentropy   labels k (N,) or (N, 1); Keras 2.2.4 clips before it
                                    rescales: l = -log(q_k / S),  q = clip(p, eps, 1 - eps),
                                    S = sum q       dl/dp_j = mask_j (1 / S - [j = k] / q_k)
-        (the same as categorical_crossentropy of the one-hot rows unless a clip bites)
+        (the same as categorical_crossentropy of the one-hot rows unless a clip bites;
+        with label smoothing, l = -sum_j t_j log(q_j / S), dl/dp_j = mask_j (1 / S - t_j / q_j))
 
 Label smoothing (tf.keras's ``label_smoothing`` = ls on the two categorical
 cross-entropies; PyTorch's CrossEntropyLoss(label_smoothing=) for integer labels)
@@ -398,14 +399,19 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     sparse = True
 
     def values(self, y_pred, y_true):
+        if self._logits is not None:
+            return self._logits.values(y_pred, y_true)
         xp = backend.get_array_module(y_pred)
         q = xp.clip(y_pred, EPSILON, 1 - EPSILON)
-        t = one_hot_like(y_true, y_pred)
+        t = smooth_labels(one_hot_like(y_true, y_pred), self.label_smoothing)
         total = q.sum(axis=-1, keepdims=True)
         self._cache = (q, t, total, (y_pred >= EPSILON) & (y_pred <= 1 - EPSILON))
-        return _per_sample((xp.log(total) - (t * xp.log(q)).sum(axis=-1, keepdims=True)))
+        # -sum t log(q / S), with sum t = 1 (smoothed or not)
+        return _per_sample(xp.log(total) - (t * xp.log(q)).sum(axis=-1, keepdims=True))
 
     def sample_gradient(self):
+        if self._logits is not None:
+            return self._logits.sample_gradient()
         q, t, total, mask = self._cache
         return (1 / total - t / q) * mask / _rows(q)
 

@@ -199,6 +199,19 @@ def test_sparse_categorical_crossentropy_clips_then_normalises_as_keras_does(bac
     grad_p = np.array([[2.0, 0.5, 0.25], [0.05, 0.3, 0.9], [0.2, 3.0, 0.4]])
     result = check_loss(losses.SparseCategoricalCrossentropy(), grad_p, np.array([0, 1, 2]))
     assert result.passed, str(result)
+    # with label smoothing: -sum_j t_j log(q_j / sum q), t = one-hot (1 - ls) + ls / K
+    ls = 0.2
+    smoothed = []
+    for row, k in zip(p.tolist(), labels.tolist()):
+        q = [min(max(v, eps), 1 - eps) for v in row]
+        t = [(1 - ls) * (j == k) + ls / 3 for j in range(3)]
+        smoothed.append(-sum(tj * math.log(qj / sum(q)) for tj, qj in zip(t, q)))
+    loss = losses.SparseCategoricalCrossentropy(label_smoothing=ls)
+    assert_close(float(loss.forward(minicnn.to_device(p), minicnn.to_device(labels))),
+                 np.mean(smoothed))
+    result = check_loss(losses.SparseCategoricalCrossentropy(label_smoothing=ls), grad_p,
+                        np.array([0, 1, 2]))
+    assert result.passed, str(result)
 
 
 def test_categorical_crossentropy_rescales_outputs_as_keras_does(backend):

@@ -406,19 +406,26 @@ class DoubledSquares(minicnn.losses.MeanSquaredError):
         return 2 * super().backward()
 
 
-@pytest.mark.parametrize("loss_class", [Quartic, DoubledSquares])
-def test_a_custom_loss_without_a_name_of_its_own_saves_by_its_class_name(tmp_path, loss_class):
+class Smoothed(minicnn.losses.CategoricalCrossentropy):
+    """A subclass of a built-in loss made with arguments (saved as a config dict)."""
+
+
+@pytest.mark.parametrize("loss_class,kwargs", [(Quartic, {}), (DoubledSquares, {}),
+                                               (Smoothed, {"label_smoothing": 0.1})])
+def test_a_custom_loss_without_a_name_of_its_own_saves_by_its_class_name(tmp_path, loss_class,
+                                                                         kwargs):
     x = np.random.default_rng(0).random((6, 4), dtype=np.float32)
     y = np.random.default_rng(1).random((6, 3), dtype=np.float32)
-    model = Sequential([Dense(3, input_shape=(4,))])
-    model.compile(optimizers.SGD(lr=0.1), loss=loss_class())
+    model = Sequential([Dense(3, input_shape=(4,), activation="sigmoid")])
+    model.compile(optimizers.SGD(lr=0.1), loss=loss_class(**kwargs))
     # ModelCheckpoint saves the whole model by default (save_weights_only=False)
     model.fit(x, y, batch_size=3, epochs=2, verbose=0,
               callbacks=[ModelCheckpoint(str(tmp_path / "m.npz"))])
     name = loss_class.__name__
-    with pytest.raises(ValueError, match=rf"unknown loss '{name}'.*custom_objects"):
+    with pytest.raises(ValueError, match=rf"'{name}'.*custom_objects"):
         load_model(tmp_path / "m.npz")
     loaded = load_model(tmp_path / "m.npz", custom_objects={name: loss_class})
     assert type(loaded.loss) is loss_class  # not the built-in whose name it inherits
+    assert loaded.loss.get_config() == model.loss.get_config()
     assert_close(loaded.evaluate(x, y), model.evaluate(x, y))
 
