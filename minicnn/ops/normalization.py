@@ -18,7 +18,8 @@ Backward:  dz = dy * f'(z)     x_hat = (x - mu) / sqrt(var + eps)
 Unfused, BatchNormalization and Activation make four passes over the
 activations forward (the statistics, the normalized x_hat, y, f(y)) and
 write x_hat and z to keep them; this makes two (the statistics, then y) and
-keeps only a reference to x, which backward normalizes again. Backward makes
+keeps only a reference to x, which backward normalizes again (and, for gelu
+on the host, Phi(z), whose erf costs more than the memory traffic it saves). Backward makes
 two passes instead of four. On the host each pass walks the batch in blocks
 that stay in the CPU's cache, the parts split over the host's threads
 (threads.over_batch); on a GPU each pass is one kernel (or a CuPy reduction).
@@ -39,7 +40,7 @@ from minicnn.ops.special import erf
 from minicnn.ops.threads import over_batch
 
 ACTIVATIONS = ("linear", "relu", "gelu", "gelu_tanh")
-BLOCK = 1 << 16  # values per host block: a block and its temporaries stay in L2 cache
+BLOCK = 1 << 15  # values per host block: a block and its temporaries stay in L2 cache
 
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -99,13 +100,15 @@ BN_ACT_BACKWARD_DX = Kernel(
 
 
 class NormCache(NamedTuple):
-    """What the fused backward needs: x itself (no copy), the statistics used, s and t."""
+    """What the fused backward needs: x itself (no copy), the statistics used, s and t;
+    for gelu on the host also Phi(z), whose erf is the costliest part of the slope."""
     x: Array
     mean: Array
     inv_std: Array
     scale: Array
     shift: Array
     activation: str
+    cdf: Array | None = None
 
 
 def check_activation(activation: str) -> int:
@@ -133,19 +136,27 @@ def activate(z: Array, activation: str) -> Array:
     return z
 
 
-def slope(z: Array, activation: str) -> Array:
-    """f'(z), a new array (z is left alone)."""
+def gelu_cdf(z: Array) -> Array:
+    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, a new array."""
+    cdf = erf(z * INV_SQRT2)
+    cdf += 1
+    cdf *= 0.5
+    return cdf
+
+
+def slope(z: Array, activation: str, cdf: Array | None = None) -> Array:
+    """f'(z), a new array (z is left alone); ``cdf``: Phi(z) if known (gelu)."""
     xp = backend.get_array_module(z)
     if activation == "relu":
         return (z > 0).astype(z.dtype)
     if activation == "gelu":
-        density = xp.exp(z * z * -0.5)
+        density = z * z
+        density *= -0.5
+        xp.exp(density, out=density)
         density *= INV_SQRT_2PI
         density *= z
-        cdf = erf(z * INV_SQRT2)
-        cdf += 1
-        cdf *= 0.5
-        return cdf + density
+        density += gelu_cdf(z) if cdf is None else cdf
+        return density
     if activation == "gelu_tanh":
         t = xp.tanh(GELU_C * (z + GELU_K * z * z * z))
         du = GELU_C * (1 + 3 * GELU_K * z * z)
@@ -215,19 +226,27 @@ def batch_norm_act_forward(x: Array, gamma: Array | None, beta: Array | None,
         shift = shift + beta
     scale, shift = scale.astype(x.dtype, copy=False), shift.astype(x.dtype, copy=False)
     y = xp.empty_like(x2)
+    cdf = None
     gpu = kernel(BN_ACT_FORWARD, x)
     if gpu is not None:
         gpu(x2, scale, shift, channels, code, y)
     else:
+        # gelu keeps Phi(z) for backward: the erf is most of gelu's cost, on the host
+        cdf = xp.empty_like(x2) if keep_cache and activation == "gelu" else None
+
         def forward_part(part: slice) -> None:
             for rows in _blocks(part, channels):
                 z = y[rows]
                 xp.multiply(x2[rows], scale, out=z)
                 z += shift
-                activate(z, activation)
+                if cdf is None:
+                    activate(z, activation)
+                else:
+                    cdf[rows] = gelu_cdf(z)
+                    z *= cdf[rows]
         over_batch(forward_part, x2)
     cache = NormCache(x2, mean, inv_std.astype(x.dtype, copy=False), scale, shift,
-                      activation) if keep_cache else None
+                      activation, cdf) if keep_cache else None
     return y.reshape(x.shape), mean, variance, cache
 
 
@@ -236,7 +255,7 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
     """(dx, sum_dz, sum_dzx): dbeta = sum_dz, dgamma = sum_dzx (see the module docstring);
     dx through the batch statistics when ``batch_statistics``, else s dz."""
     xp = backend.get_array_module(dy)
-    x2, mean, inv_std, scale, shift, activation = cache
+    x2, mean, inv_std, scale, shift, activation, cdf = cache
     code = check_activation(activation)
     m, channels = x2.shape
     dy2 = dy.reshape(m, channels)
@@ -262,7 +281,8 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
             z = x2[rows] * scale
             z += shift
             dz = dx[rows]
-            xp.multiply(dy2[rows], slope(z, activation), out=dz)
+            xp.multiply(dy2[rows], slope(z, activation, None if cdf is None else cdf[rows]),
+                        out=dz)
             x_hat = xp.subtract(x2[rows], mean, out=z)
             x_hat *= inv_std
             sums[0][...] += dz.sum(axis=0)

@@ -182,7 +182,7 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
                             input_grad: bool) -> tuple[Array | None, Array, Array]:
     """(dx, sum_dz, sum_dzx): through the activation (dz = dy f'(z)), then through the
     normalization."""
-    x2, mean, inv_std, scale, shift, activation = cache
+    x2, mean, inv_std, scale, shift, activation, _ = cache
     m = x2.shape[0]
     dy2 = dy.reshape(x2.shape)
     x_hat = (x2 - mean) * inv_std

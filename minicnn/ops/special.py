@@ -42,9 +42,11 @@ _F32_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
 
 def _horner(coefficients: tuple[float, ...], t: Array) -> Array:
     """c0 t^n + c1 t^(n-1) + ... + cn (highest power first)."""
-    result = coefficients[0] + 0 * t
-    for c in coefficients[1:]:
-        result = result * t + c
+    result = t * coefficients[0]  # one new array, then updated in place
+    result += coefficients[1]
+    for c in coefficients[2:]:
+        result *= t
+        result += c
     return result
 
 
@@ -59,7 +61,10 @@ def erf(x: Array) -> Array:
     if x.dtype == xp.float32:
         c = xp.clip(x, -4.0, 4.0)
         s = c * c
-        return c * _horner(_F32_P, s) / _horner(_F32_Q, s)
+        p = _horner(_F32_P, s)
+        p *= c
+        p /= _horner(_F32_Q, s)
+        return p
     a = xp.abs(x)
     small = a * a  # each branch sees only inputs it is accurate (and finite) for
     inner = x * _horner(_CODY_A, small) / _horner(_CODY_B, small)
