@@ -224,7 +224,7 @@ class Dirac(Initializer):
         return {"others": None if self.others is None else serialize(self.others)}
 
     def __repr__(self) -> str:
-        return f"Dirac(others={self.others!r})"
+        return f"Dirac(others={self.get_config()['others']!r})"
 
 
 def patch_whitening(images: np.ndarray, kernel_size: int | tuple[int, int] = 2,
