@@ -85,8 +85,10 @@ class Plan:
         after layers[i + 1], and ("norm", i) where layers i and i + 1 run fused."""
         moves = {i for i in self.relu_pairs if not layers[i].watched and not layers[i + 1].watched}
         if ops.get_ops() == "fast":
-            moves |= {("norm", i) for i in self.norm_pairs
-                      if not layers[i].watched and not layers[i + 1].watched}
+            fused = {i for i in self.norm_pairs
+                     if not layers[i].watched and not layers[i + 1].watched}
+            # a fused Activation("relu") before a pooling keeps its ReLU inside the fusion
+            moves = (moves - {i + 1 for i in fused}) | {("norm", i) for i in fused}
         return frozenset(moves)
 
 

@@ -219,6 +219,15 @@ def test_the_fusion_steps_aside():
     assert not any(isinstance(m, tuple) for m in other.relu_moves())
 
 
+def test_a_fused_relu_before_pooling_is_not_moved_too():
+    model = Sequential([Conv2D(4, 3, input_shape=(6, 6, 2)), BatchNormalization(),
+                        Activation("relu"), MaxPooling2D(2), Flatten(), Dense(2)])
+    model.compile("sgd", "mse")
+    assert model.relu_moves() == frozenset({("norm", 1)})
+    with ops.use_ops("reference"):
+        assert model.relu_moves() == frozenset({2})  # unfused: the ReLU moves after the pool
+
+
 def test_axis_other_than_last_runs_unfused_inside_the_pair():
     minicnn.set_floatx("float64")
     rng = np.random.default_rng(4)
