@@ -49,6 +49,8 @@ from typing import Callable
 
 import numpy as np
 
+from minicnn import backend
+
 TRUNCATED_STD = 0.87962566103423978  # std of a standard normal truncated at +-2
 
 
@@ -238,11 +240,12 @@ def patch_whitening(images: np.ndarray, kernel_size: int | tuple[int, int] = 2,
     is v_j / sqrt(lambda_j + eps), and filters D..2D-1 are their negatives, so
     the kernel has shape (kh, kw, C, 2D) and its first D outputs have
     mean(o o^T) = diag(lambda / (lambda + eps)): about the identity where lambda
-    is well above eps. ``chunk`` images at a time are summed, in float64.
+    is well above eps. ``chunk`` images at a time are summed, in float64, on the
+    host (images on the GPU are copied over); the result is a host array.
     """
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, numbers.Integral) \
         else tuple(kernel_size)
-    x = np.asarray(images)
+    x = backend.to_host(images)  # from any backend: the sums run on the host
     if x.ndim != 4 or x.shape[1] < kh or x.shape[2] < kw or x.shape[0] < 1:
         raise ValueError(f"patch_whitening: images must be (N, H, W, C) with H >= {kh} and "
                          f"W >= {kw}, got shape {x.shape}")

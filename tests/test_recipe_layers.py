@@ -152,6 +152,13 @@ def test_whitened_patches_have_identity_covariance():
     assert np.abs(first.T @ first / len(first) - np.eye(12)).max() < 1e-3
 
 
+def test_patch_whitening_takes_images_from_any_backend(backend):
+    images = np.random.default_rng(5).standard_normal((3, 4, 4, 2)).astype(np.float32)
+    kernel = patch_whitening(minicnn.to_device(images), 2)
+    assert isinstance(kernel, np.ndarray)
+    np.testing.assert_array_equal(kernel, patch_whitening(images, 2))
+
+
 def test_patch_whitening_errors():
     with pytest.raises(ValueError, match=r"patch_whitening: images must be \(N, H, W, C\)"):
         patch_whitening(np.zeros((4, 4, 3)), 2)

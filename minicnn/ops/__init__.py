@@ -1,8 +1,9 @@
 """The ops tier: the computations the layers, the loss and the optimizer call.
 
 Each op exists twice, with one signature: fast (``windows``, ``conv``,
-``pooling``, ``elementwise``: buffers kept from step to step, host threads, GPU
-kernels) and plain (``reference``: the textbook's array code). The functions
+``pooling``, ``elementwise``, ``normalization``: buffers kept from step to step,
+host threads, GPU kernels) and plain (``reference``: the textbook's array code).
+``special`` holds the erf both use (NumPy has none). The functions
 below are the one dispatch point: ``set_ops("reference")`` or
 ``with use_ops("reference"):`` switches the whole library, so a learner can step
 through the plain code while a real model trains. Switch between steps, not
