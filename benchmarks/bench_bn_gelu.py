@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             r = bench(shape, kind, args.repeats, args.seed)
             results.append(r)
-            print(f"{'x'.join(map(str, shape)):>16} {kind:5}  unfused {r['unfused_s'] * 1e3:8.1f} ms"
-                  f"  fused {r['fused_s'] * 1e3:8.1f} ms  ratio {r['ratio']:.2f}x")
+            print(f"{'x'.join(map(str, shape)):>16} {kind:5}  "
+                  f"unfused {r['unfused_s'] * 1e3:8.1f} ms  fused {r['fused_s'] * 1e3:8.1f} ms  ratio {r['ratio']:.2f}x")
     if args.json is not None:
         from minicnn.fileio import write_text_atomic
         write_text_atomic(args.json, json.dumps({"threads": args.threads,

@@ -113,7 +113,8 @@ def test_kernels_match_twins(kernel_emulator, act):
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((4, 3, 3, 6)) * 2).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    gamma, beta = rng.uniform(0.5, 2, 6).astype(np.float32), rng.uniform(-1, 1, 6).astype(np.float32)
+    gamma = rng.uniform(0.5, 2, 6).astype(np.float32)
+    beta = rng.uniform(-1, 1, 6).astype(np.float32)
     twin_y, _, _, cache = normalization.batch_norm_act_forward(x, gamma, beta, None, None,
                                                                1e-3, act, True)
     twin_dx = normalization.batch_norm_act_backward(dy, cache, True, True)[0]
@@ -133,6 +134,41 @@ def test_kernels_match_twins(kernel_emulator, act):
         assert kernel_emulator.calls.get(name, 0) == before.get(name, 0) + 1, name
     assert_close(y, twin_y, rtol=2e-5)
     assert_close(dx, twin_dx, rtol=2e-5)
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_gelu_alone_fast_matches_reference_and_kernels(kernel_emulator, approximate):
+    """ops.gelu_forward/backward (minicnn/ops/gelu.py): the blocked, threaded host passes
+    and the kernels' CUDA source (CPU build, strict backend) against the plain code."""
+    from minicnn.ops import gelu
+    rng = np.random.default_rng(5)
+    z = (rng.standard_normal((9, 4, 3, 5)) * 3).astype(np.float32)
+    dy = rng.standard_normal(z.shape).astype(np.float32)
+    block = normalization.BLOCK
+    normalization.BLOCK = 32
+    try:
+        y, cache = gelu.gelu_forward(z, approximate)
+        dz = gelu.gelu_backward(dy, z, cache, approximate)
+    finally:
+        normalization.BLOCK = block
+    plain_y, _ = reference.gelu_forward(z, approximate)
+    plain_dz = reference.gelu_backward(dy, z, None, approximate)
+    assert_close(y, plain_y)
+    assert_close(dz, plain_dz)
+    before = dict(kernel_emulator.calls)
+    ops.kernels.set_kernel_emulator(kernel_emulator)
+    try:
+        with minicnn.use_backend("strict"):
+            d = mbackend.to_device
+            ky, kcache = ops.gelu_forward(d(z), approximate)
+            kdz = ops.gelu_backward(d(dy), d(z), kcache, approximate)
+            ky, kdz = mbackend.to_host(ky), mbackend.to_host(kdz)
+    finally:
+        ops.kernels.set_kernel_emulator(None)
+    for name in ("minicnn_gelu_forward", "minicnn_gelu_backward"):
+        assert kernel_emulator.calls.get(name, 0) == before.get(name, 0) + 1, name
+    assert_close(ky, plain_y, rtol=2e-5)
+    assert_close(kdz, plain_dz, rtol=2e-5)
 
 
 def test_unknown_activation_is_refused():

@@ -214,7 +214,7 @@ def test_set_trainable_errors():
     assert norm.trained_params() == ["gamma", "beta"]
 
 
-# ---------------------------------------------------------------- BatchNormalization as the recipe sets it
+# ---------------------------------------------------------------- BatchNormalization, the recipe's
 def test_batchnorm_recipe_settings_match_loops(backend):
     """scale=False, center=True, epsilon=1e-12, momentum=0.6 (PyTorch's momentum 0.4):
     y = (x - mu) / sqrt(var + eps) + beta, and moving = 0.6 moving + 0.4 batch value,

@@ -1,7 +1,7 @@
 """The ops tier: the computations the layers, the loss and the optimizer call.
 
 Each op exists twice, with one signature: fast (``windows``, ``conv``,
-``pooling``, ``elementwise``, ``normalization``: buffers kept from step to step,
+``pooling``, ``elementwise``, ``normalization``, ``gelu``: buffers kept from step to step,
 host threads, GPU kernels) and plain (``reference``: the textbook's array code).
 ``special`` holds the erf both use (NumPy has none). The functions
 below are the one dispatch point: ``set_ops("reference")`` or
@@ -19,7 +19,7 @@ import types
 from typing import Callable, Iterator
 
 from minicnn.backend import Array
-from minicnn.ops import conv, elementwise, normalization, pooling, reference
+from minicnn.ops import conv, elementwise, gelu, normalization, pooling, reference
 from minicnn.ops.conv import ConvCache, Workspace
 from minicnn.ops.kernels import use_kernels
 from minicnn.ops.normalization import NormCache
@@ -32,7 +32,8 @@ FAST = types.SimpleNamespace(
     dropout_forward=elementwise.dropout_forward, dropout_backward=elementwise.dropout_backward,
     sgd_update=elementwise.sgd_update, softmax_cross_entropy=elementwise.softmax_cross_entropy,
     batch_norm_act_forward=normalization.batch_norm_act_forward,
-    batch_norm_act_backward=normalization.batch_norm_act_backward)
+    batch_norm_act_backward=normalization.batch_norm_act_backward,
+    gelu_forward=gelu.gelu_forward, gelu_backward=gelu.gelu_backward)
 IMPLEMENTATIONS = {"fast": FAST, "reference": reference}
 
 _state = {"name": "fast", "impl": FAST}
@@ -125,8 +126,19 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
     return _state["impl"].batch_norm_act_backward(dy, cache, batch_statistics, input_grad)
 
 
+def gelu_forward(z: Array, approximate: bool) -> tuple[Array, Array | None]:
+    """(y, cache): y = z Phi(z) (or the tanh form); the cache (Phi(z) or None) for backward."""
+    return _state["impl"].gelu_forward(z, approximate)
+
+
+def gelu_backward(dy: Array, z: Array, cache: Array | None, approximate: bool) -> Array:
+    """dz = dy (Phi(z) + z phi(z)) (or the tanh form's slope)."""
+    return _state["impl"].gelu_backward(dy, z, cache, approximate)
+
+
 __all__ = ["ConvCache", "NormCache", "PoolCache", "Workspace", "batch_norm_act_backward",
            "batch_norm_act_forward", "conv2d_backward", "conv2d_forward",
-           "dropout_backward", "dropout_forward", "get_ops", "host_threads", "max_pool_backward",
+           "dropout_backward", "dropout_forward", "gelu_backward", "gelu_forward", "get_ops",
+           "host_threads", "max_pool_backward",
            "max_pool_forward", "set_host_threads", "set_ops", "sgd_update",
            "softmax_cross_entropy", "use_kernels", "use_ops"]

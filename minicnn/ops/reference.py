@@ -194,3 +194,13 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
         return (dz * scale).reshape(dy.shape), sum_dz, sum_dzx
     dx = scale / m * (m * dz - sum_dz - x_hat * sum_dzx)
     return dx.reshape(dy.shape), sum_dz, sum_dzx
+
+
+def gelu_forward(z: Array, approximate: bool) -> tuple[Array, Array | None]:
+    """(y, None): y = z Phi(z), or the tanh form."""
+    return activate(z.copy(), "gelu_tanh" if approximate else "gelu"), None
+
+
+def gelu_backward(dy: Array, z: Array, cdf: Array | None, approximate: bool) -> Array:
+    """dz = dy f'(z)."""
+    return dy * slope(z, "gelu_tanh" if approximate else "gelu")
