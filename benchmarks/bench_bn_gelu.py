@@ -8,8 +8,9 @@ What is timed: one training forward and one backward of a BatchNormalization
 (no scale, as airbench's) followed by Activation(gelu or relu), on float32
 activations of each --shape (N x H x W x C), with host threads --threads:
 
-* unfused: the two layers one after the other (what set_ops("reference") and
-  a watched layer run), the normalization and the activation in their own passes;
+* unfused: the two layers one after the other under the fast ops (what runs
+  while a hook watches either layer), the normalization and the activation in
+  their own passes (the GELU's blocked on the host's threads too, minicnn/ops/gelu.py);
 * fused:   the pair as the model runs it under the fast ops
   (BatchNormalization.run_fused_forward/backward, minicnn/ops/normalization.py).
 
