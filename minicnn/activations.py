@@ -12,15 +12,18 @@
     softsign y = z / (1 + |z|)             dz = dy * (1 - |y|)^2         (= 1 / (1 + |z|)^2)
     hard_sigmoid y = clip(0.2 z + 0.5, 0, 1)   dz = dy * 0.2 [0 < y < 1]
     exponential  y = e^z                   dz = dy * y
-    gelu     y = z/2 (1 + tanh(u)), u = c (z + 0.044715 z^3), c = sqrt(2/pi)
+    gelu     y = z Phi(z) = z/2 (1 + erf(z / sqrt 2))   dz = dy * (Phi(z) + z phi(z))
+             (Phi, phi: the standard normal's distribution and density)
+    gelu approximate=True:  y = z/2 (1 + tanh(u)), u = c (z + 0.044715 z^3), c = sqrt(2/pi)
              dz = dy * (1/2 (1 + t) + z/2 (1 - t^2) c (1 + 3 * 0.044715 z^2)),  t = tanh(u)
     leaky_relu  y = z (z > 0), a z         dz = dy * [1 if y > 0 else a]     (a = alpha = 0.3)
 
-gelu is the tanh approximation (Hendrycks and Gimpel; BERT's and GPT-2's
-form, TensorFlow's ``gelu(approximate=True)``), not the erf form z Phi(z):
-NumPy has no erf, and the approximation needs only the backend's own
-functions on every backend. The two differ by less than 5e-4 everywhere.
-Keras 2.2.4 has no gelu; the others follow keras/activations.py.
+gelu follows tf.keras (Keras 2.2.4 has none): the exact erf form by default,
+as torch's ``nn.GELU()``, and ``Gelu(approximate=True)`` for the tanh form
+(Hendrycks and Gimpel; BERT's and GPT-2's). The two differ by less than 5e-4.
+NumPy has no erf, so ``erf`` (minicnn.ops.special) is a published rational approximation
+accurate to the dtype's rounding (CuPy's own erf on the GPU). The others
+follow keras/activations.py.
 
 Each keeps only its output y, which is all its gradient needs (gelu keeps z,
 since y does not give z back). A layer whose
@@ -32,8 +35,9 @@ from __future__ import annotations
 import math
 import numbers
 
-from minicnn import backend
+from minicnn import backend, ops
 from minicnn.backend import Array
+from minicnn.ops.special import erf  # noqa: F401  (activations.erf, beside gelu)
 
 
 class ActivationFunction:
@@ -202,24 +206,30 @@ class Exponential(ActivationFunction):
         return grad * self.y
 
 
-GELU_C = math.sqrt(2.0 / math.pi)
-GELU_K = 0.044715
-
-
 class Gelu(ActivationFunction):
-    """The tanh approximation of GELU (see the module docstring for why not erf)."""
+    """GELU, tf.keras's ``gelu``: exact (erf) by default, the tanh form when
+    ``approximate`` (see the module docstring)."""
     name = "gelu"
 
+    def __init__(self, approximate: bool = False) -> None:
+        if not isinstance(approximate, bool):
+            raise ValueError(f"gelu: approximate must be True or False, got {approximate!r}")
+        self.approximate = approximate
+
+    def clone(self) -> "Gelu":
+        return Gelu(self.approximate)
+
+    def __repr__(self) -> str:
+        return "gelu(approximate=True)" if self.approximate else "gelu"
+
     def forward(self, z: Array) -> Array:
-        xp = backend.get_array_module(z)
+        # ops.gelu_forward: the host's threads, in cache-sized blocks, or one GPU kernel
         self.z = z
-        self.t = xp.tanh(GELU_C * (z + GELU_K * z * z * z))
-        return 0.5 * z * (1 + self.t)
+        y, self.cache = ops.gelu_forward(z, self.approximate)
+        return y
 
     def backward(self, grad: Array) -> Array:
-        z, t = self.z, self.t
-        du = GELU_C * (1 + 3 * GELU_K * z * z)
-        return grad * (0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du)
+        return ops.gelu_backward(grad, self.z, self.cache, self.approximate)
 
 
 class LeakyRelu(ActivationFunction):
@@ -292,6 +302,9 @@ def serialize(activation: ActivationFunction | None) -> str:
         raise ValueError(f"activations.serialize: {activation.name} with alpha={alpha} cannot "
                          "be saved by name; use the layer LeakyReLU or ELU, whose config "
                          "keeps alpha")
+    if getattr(activation, "approximate", False):
+        raise ValueError("activations.serialize: gelu(approximate=True) cannot be saved by "
+                         "name (the name 'gelu' is the exact form)")
     return activation.name
 
 

@@ -17,6 +17,10 @@ instead of minicnn's).
         'uniform': U(-l, l), l = sqrt(3 v)
     Orthogonal(gain=1)                    the Q of a (prod(shape[:-1]), shape[-1])
                                           Gaussian matrix's SVD, times gain
+    Dirac(others=None)                    conv kernel (kh, kw, c_in, filters): filter i < min(c_in,
+                                          filters) is the identity on channel i at the centre tap
+                                          (PyTorch's dirac_); the other filters are zero, or drawn
+                                          by ``others`` (an initializer) when given
 
     glorot_uniform  VarianceScaling(1, 'fan_avg', 'uniform')   l = sqrt(6 / (fan_in + fan_out))
     glorot_normal   VarianceScaling(1, 'fan_avg', 'normal')
@@ -30,6 +34,9 @@ fan_out = kh*kw*filters; for a dense kernel (in, units): fan_in = in, fan_out = 
 Weights are drawn with NumPy whatever the backend, so a seed gives the same
 network on the CPU and on the GPU.
 
+``patch_whitening(images, kernel_size, eps)`` is no initializer but the kernel
+a whitening convolution is set to from data (see its docstring).
+
 ``serialize`` gives Keras's form of an initializer, ``{"class_name":
 "VarianceScaling", "config": {...}}`` (what Keras writes for glorot_uniform and
 the other named functions too); ``deserialize`` and ``get`` take it back.
@@ -41,6 +48,8 @@ import numbers
 from typing import Callable
 
 import numpy as np
+
+from minicnn import backend
 
 TRUNCATED_STD = 0.87962566103423978  # std of a standard normal truncated at +-2
 
@@ -192,6 +201,72 @@ class Orthogonal(Initializer):
         return {"gain": self.gain, "seed": self.seed}
 
 
+class Dirac(Initializer):
+    """PyTorch's ``dirac_`` for a channels-last conv kernel (kh, kw, c_in, filters): the
+    first min(c_in, filters) filters pass channel i through unchanged (a 1 at the
+    centre tap, (kh // 2, kw // 2)); the rest are zero, or drawn by ``others``."""
+
+    def __init__(self, others: str | dict | Callable | None = None) -> None:
+        super().__init__()
+        self.others = None if others is None else get(others, "Dirac others")
+
+    def __call__(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        if len(shape) != 4:
+            raise ValueError(f"Dirac: needs a conv kernel shape (kh, kw, c_in, filters), got "
+                             f"{tuple(shape)}")
+        kh, kw, c_in, filters = shape
+        kernel = np.zeros(shape)
+        identity = min(c_in, filters)
+        if self.others is not None and filters > identity:
+            kernel[..., identity:] = self.others((kh, kw, c_in, filters - identity), rng)
+        kernel[kh // 2, kw // 2, np.arange(identity), np.arange(identity)] = 1.0
+        return kernel
+
+    def get_config(self) -> dict:
+        return {"others": None if self.others is None else serialize(self.others)}
+
+    def __repr__(self) -> str:
+        return f"Dirac(others={self.get_config()['others']!r})"
+
+
+def patch_whitening(images: np.ndarray, kernel_size: int | tuple[int, int] = 2,
+                    eps: float = 5e-4, chunk: int = 512) -> np.ndarray:
+    """The kernel of a "whitening" convolution (airbench's first layer), from data.
+
+    Every kh x kw patch of ``images`` (N, H, W, C), flattened in the kernel's
+    (kh, kw, C) order to a vector p of D = kh*kw*C values, gives the patches'
+    second-moment matrix S = mean(p p^T) (not mean-centred, as airbench) and its
+    eigen-decomposition S = V diag(lambda) V^T (largest lambda first). Filter j
+    is v_j / sqrt(lambda_j + eps), and filters D..2D-1 are their negatives, so
+    the kernel has shape (kh, kw, C, 2D) and its first D outputs have
+    mean(o o^T) = diag(lambda / (lambda + eps)): about the identity where lambda
+    is well above eps. ``chunk`` images at a time are summed, in float64, on the
+    host (images on the GPU are copied over); the result is a host array.
+    """
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, numbers.Integral) \
+        else tuple(kernel_size)
+    x = backend.to_host(images)  # from any backend: the sums run on the host
+    if x.ndim != 4 or x.shape[1] < kh or x.shape[2] < kw or x.shape[0] < 1:
+        raise ValueError(f"patch_whitening: images must be (N, H, W, C) with H >= {kh} and "
+                         f"W >= {kw}, got shape {x.shape}")
+    eps = _number(eps, "eps", "patch_whitening", positive=True)
+    n, h, w, c = x.shape
+    oh, ow = h - kh + 1, w - kw + 1
+    taps = [(a, b) for a in range(kh) for b in range(kw)]
+    moments = np.zeros((kh * kw * c, kh * kw * c))
+    for start in range(0, n, chunk):
+        part = x[start:start + chunk].astype(np.float64)
+        # columns in (a, b, channel) order: one (M, C) block per tap, side by side
+        columns = np.concatenate([part[:, a:a + oh, b:b + ow, :].reshape(-1, c)
+                                  for a, b in taps], axis=1)
+        moments += columns.T @ columns
+    moments /= n * oh * ow
+    eigenvalues, eigenvectors = np.linalg.eigh(moments)
+    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]  # largest first
+    scaled = eigenvectors / np.sqrt(np.maximum(eigenvalues, 0.0) + eps)
+    return np.concatenate([scaled, -scaled], axis=1).reshape(kh, kw, c, 2 * kh * kw * c)
+
+
 def zeros(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return np.zeros(shape)
 
@@ -228,13 +303,13 @@ INITIALIZERS.update({
     "zero": zeros, "one": ones, "constant": Constant(), "random_normal": RandomNormal(),
     "normal": RandomNormal(), "random_uniform": RandomUniform(), "uniform": RandomUniform(),
     "truncated_normal": TruncatedNormal(), "variance_scaling": VarianceScaling(),
-    "orthogonal": Orthogonal()})
+    "orthogonal": Orthogonal(), "dirac": Dirac()})
 
 
 # Keras's class names (keras/initializers.py), for the dict form of serialize/deserialize.
 CLASSES: dict[str, Callable] = {
     cls.__name__: cls for cls in (Constant, RandomNormal, TruncatedNormal, RandomUniform,
-                                  VarianceScaling, Orthogonal)}
+                                  VarianceScaling, Orthogonal, Dirac)}
 CLASSES.update({"Zeros": lambda: zeros, "Ones": lambda: ones})
 
 

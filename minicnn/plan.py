@@ -36,14 +36,26 @@ output, in forward and in backward: a quarter of the elements under 2x2
 pooling. Only while nobody watches either layer (hooks, ``retain``, the
 gradient tracer), because they would see z in place of relu(z).
 
-``Plan`` is made by ``compile`` from the layers and the loss; which of its ReLU
-moves apply is read at the start of each step (``relu_moves``) and handed to
-both passes of that step, so forward and backward always agree.
+Batch normalization and its activation, fused: a BatchNormalization followed
+by an Activation layer with relu or gelu (either form) runs as one op,
+``ops.batch_norm_act_forward``/``_backward`` (minicnn/ops/normalization.py):
+the same numbers up to rounding, in two passes over the activations instead
+of four, forward and backward. The Activation layer then passes its input
+through. Only under the fast ops (``set_ops("reference")`` runs the two layers
+as written), while nobody watches either layer, neither has an activity
+regularizer, and the Activation is not the model's last layer.
+
+``Plan`` is made by ``compile`` from the layers and the loss; which of its
+moves and fusions apply is read at the start of each step (``relu_moves``: the
+ints i of the ReLU moves, and ("norm", i) for a batch-norm fusion of layers i
+and i + 1) and handed to both passes of that step, so forward and backward
+always agree.
 """
 from __future__ import annotations
 
-from minicnn import activations, backend, losses
+from minicnn import activations, backend, losses, ops
 from minicnn.backend import Array
+from minicnn.layers.activation import Activation
 from minicnn.layers.base import Layer
 from minicnn.regularizers import Regularizer
 
@@ -61,11 +73,30 @@ class Plan:
             i for i in range(len(layers) - 1)
             if layers[i].separable_activation and isinstance(layers[i].activation, activations.ReLU)
             and getattr(layers[i + 1], "commutes_with_relu", False) and not activity(layers[i]))
+        self.norm_pairs = tuple(
+            i for i in range(len(layers) - 2)  # the last layer's activation may go to the loss
+            if hasattr(layers[i], "fused_activation_forward") and layers[i].activation is None
+            and pure_activation(layers[i + 1]) and not activity(layers[i])
+            and not activity(layers[i + 1])
+            and layers[i].fusable_activation(layers[i + 1].activation) is not None)
 
-    def relu_moves(self, layers: list[Layer]) -> frozenset[int]:
-        """The i whose ReLU runs after layers[i + 1] this step: those nobody watches."""
-        return frozenset(i for i in self.relu_pairs
-                         if not layers[i].watched and not layers[i + 1].watched)
+    def relu_moves(self, layers: list[Layer]) -> frozenset:
+        """This step's moves and fusions, those nobody watches: the i whose ReLU runs
+        after layers[i + 1], and ("norm", i) where layers i and i + 1 run fused."""
+        moves = {i for i in self.relu_pairs if not layers[i].watched and not layers[i + 1].watched}
+        if ops.get_ops() == "fast":
+            fused = {i for i in self.norm_pairs
+                     if not layers[i].watched and not layers[i + 1].watched}
+            # a fused Activation("relu") before a pooling keeps its ReLU inside the fusion
+            moves = (moves - {i + 1 for i in fused}) | {("norm", i) for i in fused}
+        return frozenset(moves)
+
+
+def pure_activation(layer: Layer) -> bool:
+    """Is the layer only its activation (the built-in Activation: y = f(x))?"""
+    return (isinstance(layer, Activation) and layer.separable_activation
+            and type(layer)._forward is Activation._forward
+            and type(layer)._backward is Activation._backward)
 
 
 def activity(layer: Layer) -> Regularizer | None:
@@ -98,6 +129,12 @@ def forward(layers: list[Layer], x: Array, training: bool, final_activation: boo
                                        moves) for start in range(0, n, size)])
     last = len(layers) - 1
     for i, layer in enumerate(layers):
+        if ("norm", i - 1) in moves:  # the Activation whose function ran fused just before
+            layer._x_shape = tuple(x.shape)
+            continue
+        if ("norm", i) in moves:
+            x = layer.run_fused_forward(x, training, layers[i + 1].activation)
+            continue
         x = layer.run_forward(x, training, activate=i not in moves and (final_activation or i < last))
         if i - 1 in moves:  # this layer is the pooling: now the ReLU of the layer before
             x = layers[i - 1].activation.forward(x)
@@ -120,7 +157,12 @@ def backward(layers: list[Layer], grad: Array, final_activation: bool,
             grad = grad + activity(layer).gradient(layer.activity_output)
         if i - 1 in moves:  # the ReLU that forward applied after this pooling
             grad = layers[i - 1].activation.backward(grad)
-        grad = layer.run_backward(grad, activate=i not in moves
-                                  and (final_activation or i < last))
+        if ("norm", i - 1) in moves:  # its function's gradient is in the fused backward
+            continue
+        if ("norm", i) in moves:
+            grad = layer.run_fused_backward(grad)
+        else:
+            grad = layer.run_backward(grad, activate=i not in moves
+                                      and (final_activation or i < last))
         for name, regularizer in getattr(layer, "regularizers", {}).items():
             layer.grads[name] = layer.grads[name] + regularizer.gradient(layer.params[name])

@@ -14,8 +14,8 @@ import minicnn
 from minicnn import activations, initializers, optimizers, serialization
 from minicnn.layers import (ELU, Activation, AveragePooling2D, BatchNormalization, Conv2D,
                             Cropping2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-                            GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D, PReLU, Reshape,
-                            ZeroPadding2D)
+                            GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D, PReLU, Rescaling,
+                            Reshape, ZeroPadding2D)
 from minicnn.models import Sequential, model_from_json
 
 BASE = {"name", "trainable", "dtype"}
@@ -58,6 +58,7 @@ LAYERS = [
     (lambda: ZeroPadding2D(((1, 2), (0, 3))), {"padding", "data_format"}),
     (lambda: Cropping2D((1, 2)), {"cropping", "data_format"}),
     (lambda: Reshape((4, -1)), {"target_shape"}),
+    (lambda: Rescaling(1 / 9, offset=-0.5), {"scale", "offset"}),
 ]
 INPUTS = {"Conv2D": (9, 8, 3), "Dense": (6,), "BatchNormalization": (4, 5, 3)}
 

@@ -1,7 +1,7 @@
 """The Keras 2 layers, activations and initializers beyond the CNN core.
 
-* every new activation against a scalar formula, element by element (gelu also
-  against the exact erf form, within the tanh approximation's 5e-4);
+* every new activation against a scalar formula, element by element (gelu is the
+  erf form, math.erf's; gelu(approximate=True) the tanh form, within 5e-4 of it);
 * every new layer's forward against a naive loop written here, its shapes
   (batch axis included), its errors, and 50 random float64 gradient checks;
 * each runs on every backend (strict included) and matches numpy;
@@ -47,7 +47,7 @@ SCALAR = {
     "softsign": lambda z: z / (1 + abs(z)),
     "hard_sigmoid": lambda z: min(max(0.2 * z + 0.5, 0.0), 1.0),
     "exponential": math.exp,
-    "gelu": lambda z: 0.5 * z * (1 + math.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3))),
+    "gelu": lambda z: 0.5 * z * (1 + math.erf(z / math.sqrt(2))),
 }
 SCALAR_SLOPE = {
     "elu": lambda z: 1.0 if z > 0 else math.exp(z),
@@ -56,6 +56,8 @@ SCALAR_SLOPE = {
     "softsign": lambda z: 1 / (1 + abs(z)) ** 2,
     "hard_sigmoid": lambda z: 0.2 if -2.5 < z < 2.5 else 0.0,
     "exponential": math.exp,
+    "gelu": lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    + z * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
 }
 
 
@@ -73,12 +75,46 @@ def test_activation_forward_and_slope_match_scalar_formulas(name, f64):
         assert_close(f.backward(np.ones_like(z)), [SCALAR_SLOPE[name](v) for v in z])
 
 
-def test_gelu_is_the_tanh_approximation_close_to_erf():
+def test_gelu_approximate_is_the_tanh_form_close_to_erf():
     z = np.linspace(-6, 6, 2001)
-    y = activations.get("gelu").forward(z)
+    f = activations.Gelu(approximate=True)
+    y = f.forward(z)
+    tanh_form = [0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3)))
+                 for v in z]
+    assert_close(y, tanh_form)
     exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in z])
     gap = np.abs(y - exact).max()
     assert 1e-5 < gap < 5e-4  # an approximation, and a close one
+    assert repr(f.clone()) == "gelu(approximate=True)"
+    with pytest.raises(ValueError, match="approximate=True"):
+        activations.serialize(f)
+    with pytest.raises(ValueError, match="approximate must be True or False"):
+        activations.Gelu(approximate="yes")
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-15), ("float32", 5e-7)])
+def test_erf_matches_math_erf_to_the_dtypes_rounding(backend, dtype, tolerance):
+    grid = np.concatenate([np.linspace(-7, 7, 14001), [0.0, 1e-12, -1e-30, 0.46875, -0.46875,
+                                                       4.0, -4.0, 26.0, 1e10, -1e10]])
+    x = grid.astype(dtype)
+    y = minicnn.backend.to_host(activations.erf(minicnn.backend.to_device(x, dtype=dtype)))
+    assert y.dtype == dtype
+    exact = np.array([math.erf(float(v)) for v in x])
+    # relative near 0, absolute near +-1: both are what rounding to dtype allows
+    assert (np.abs(y - exact) <= tolerance * np.maximum(np.abs(exact), 1e-3)).all()
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_gelu_gradient_checks(f64, approximate):
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((3, 7)) * 3
+        result = check_layer(Activation(activations.Gelu(approximate)), x, seed=seed)
+        assert result.passed and result.max_error < MARGIN, f"seed {seed}: {result}"
+        layer = Activation(activations.Gelu(approximate))  # and a wrong slope fails
+        right = layer.activation.backward
+        layer.activation.backward = lambda grad: right(grad) * 1.01
+        assert check_layer(layer, x, seed=seed).verdict == "FAILED"
 
 
 def test_softplus_is_stable_far_out():

@@ -44,6 +44,7 @@ KERAS_ARGUMENTS = {
     "LeakyReLU": "alpha",
     "ELU": "alpha",
     "PReLU": "alpha_initializer alpha_regularizer alpha_constraint shared_axes",
+    "Rescaling": "scale offset",  # tf.keras's
     "SGD": "lr momentum decay nesterov",
     "RMSprop": "lr rho epsilon decay",
     "Adagrad": "lr epsilon decay",

@@ -17,8 +17,9 @@ from minicnn.layers.global_pooling import GlobalAveragePooling2D, GlobalMaxPooli
 from minicnn.layers.normalization import BatchNormalization
 from minicnn.layers.padding import Cropping2D, ZeroPadding2D
 from minicnn.layers.pooling import MaxPooling2D
+from minicnn.layers.rescaling import Rescaling
 from minicnn.layers.reshape import Reshape
 
 __all__ = ["Activation", "AveragePooling2D", "BatchNormalization", "Conv2D", "Cropping2D", "Dense", "Dropout", "ELU",
            "Flatten", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Layer", "LeakyReLU",
-           "MaxPooling2D", "PReLU", "Reshape", "ZeroPadding2D"]
+           "MaxPooling2D", "PReLU", "Rescaling", "Reshape", "ZeroPadding2D"]

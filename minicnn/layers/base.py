@@ -82,6 +82,7 @@ class Layer:
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
         self._non_trainable: set[str] = set()  # weights made with add_weight(trainable=False)
+        self._frozen: set[str] = set()  # trainable weights frozen by set_trainable(name, False)
         # Penalties (minicnn.regularizers): per weight from add_weight(regularizer=...), and
         # on the output; the model's passes add them to the loss and the gradients.
         self.regularizers: dict[str, regularizers.Regularizer] = {}
@@ -190,9 +191,34 @@ class Layer:
         self.params[name] = backend.to_device(value, dtype=backend.floatx())
         self.grads[name] = None
 
+    def set_trainable(self, name: str, trainable: bool) -> None:
+        """Freeze (False) or unfreeze (True) one weight of a built layer, as PyTorch's
+        ``param.requires_grad``: the optimizers leave a frozen weight alone (its
+        gradient is still computed), while the layer's other weights train. The
+        layer-wide ``trainable`` flag still overrides it. Weights made with
+        ``add_weight(trainable=False)`` (BatchNormalization's moving statistics)
+        are never trained: unfreezing one raises."""
+        if not isinstance(trainable, bool):
+            raise TypeError(f"{self.describe()}: set_trainable({name!r}, ...) takes True or "
+                            f"False, got {trainable!r}")
+        if name not in self.params:
+            built = "" if self.built else " (build the layer first: the weights do not exist yet)"
+            raise ValueError(f"{self.describe()}: set_trainable: no weight named {name!r}; it "
+                             f"has {', '.join(self.params) or 'no weights'}{built}")
+        if name in self._non_trainable and trainable:
+            raise ValueError(f"{self.describe()}: set_trainable: {name!r} is not a trainable "
+                             "weight (it is updated by the layer itself, not an optimizer)")
+        if trainable:
+            self._frozen.discard(name)
+        elif name not in self._non_trainable:
+            self._frozen.add(name)
+
     def trained_params(self) -> list[str]:
-        """Names of the weights an optimizer updates: none while ``trainable`` is False."""
-        return [n for n in self.params if n not in self._non_trainable] if self.trainable else []
+        """Names of the weights an optimizer updates: none while ``trainable`` is False,
+        and none frozen by ``set_trainable``."""
+        if not self.trainable:
+            return []
+        return [n for n in self.params if n not in self._non_trainable and n not in self._frozen]
 
     @property
     def trainable_weights(self) -> list[Array]:

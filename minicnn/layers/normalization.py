@@ -28,6 +28,12 @@ forward's output never reads the moving statistics, so calling it again (a
 gradient check, ``compute_loss(training=True)``) changes no output; a training
 step runs one training forward, so ``train_on_batch`` updates them exactly once
 (before its divergence check: a step that raises ``TrainingDiverged`` has moved them).
+Fused with the activation after it: when an Activation('relu') or
+Activation('gelu') layer follows, the model's passes call
+``run_fused_forward``/``run_fused_backward`` (see minicnn.plan), which compute
+the same formulas through ``ops.batch_norm_act_forward``/``_backward`` for a
+channels-last axis (any other axis runs the two layers one after the other).
+
 They are weights made with ``trainable=False``: saved, loaded and counted as
 non-trainable, never touched by an optimizer. Their gradient is still filled
 in (zero after a training forward, which does not read them), so a gradient
@@ -38,7 +44,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Callable
 
-from minicnn import backend, initializers, regularizers
+from minicnn import activations, backend, initializers, ops, regularizers
 from minicnn.layers.base import Layer, plain, regularizer_config, unsupported
 
 
@@ -162,6 +168,80 @@ class BatchNormalization(Layer):
         return self._broadcast(scale / count, ndim) * (
             count * grad - self._broadcast(sum_dy, ndim)
             - x_hat * self._broadcast(sum_dy_xhat, ndim))
+
+    # ----------------------------------------------------------- fused with an activation
+    @staticmethod
+    def fusable_activation(activation: activations.ActivationFunction | None) -> str | None:
+        """The fused op's name for an activation that can run inside this layer's pass."""
+        if type(activation) is activations.ReLU:
+            return "relu"
+        if type(activation) is activations.Gelu:
+            return "gelu_tanh" if activation.approximate else "gelu"
+        return None
+
+    def fused_activation_forward(self, x, training: bool,
+                                 activation: activations.ActivationFunction):
+        """activation(this layer's output) in one op (see the module docstring)."""
+        name = self.fusable_activation(activation)
+        if self._channel != x.ndim - 1 or name is None:  # run as written
+            self._fused = (None, training, activation)
+            return activation.forward(self._forward(x, training))
+        gamma = self.params["gamma"] if self.scale else None
+        beta = self.params["beta"] if self.center else None
+        if training:
+            count = x.size // x.shape[-1]
+            if count < 2:
+                raise ValueError(f"{self.describe()}: training needs at least 2 values per "
+                                 f"channel to take a batch variance, got input of shape "
+                                 f"{tuple(x.shape)}; use a larger batch")
+            y, mean, variance, cache = ops.batch_norm_act_forward(
+                x, gamma, beta, None, None, self.epsilon, name, keep_cache=True)
+            unbiased = variance * (count / (count - (1.0 + self.epsilon)))
+            for moving_name, batch_value in (("moving_mean", mean), ("moving_variance", unbiased)):
+                moving = self.params[moving_name]
+                moving[...] = self.momentum * moving + (1.0 - self.momentum) * batch_value
+        else:  # the cache is only a reference to x and a few vectors: always kept
+            y, _, _, cache = ops.batch_norm_act_forward(
+                x, gamma, beta, self.params["moving_mean"], self.params["moving_variance"],
+                self.epsilon, name, keep_cache=True)
+        self._fused = (cache, training, activation)
+        return y
+
+    def fused_activation_backward(self, grad):
+        """dL/dx through the activation and this layer, after ``fused_activation_forward``."""
+        cache, batch_statistics, activation = self._fused
+        if cache is None:
+            return self._backward(activation.backward(grad))
+        dx, sum_dz, sum_dzx = ops.batch_norm_act_backward(grad, cache, batch_statistics,
+                                                           self.input_grad)
+        if self.scale:
+            self.grads["gamma"] = sum_dzx
+        if self.center:
+            self.grads["beta"] = sum_dz
+        xp = backend.get_array_module(grad)
+        if batch_statistics:  # the output never read the moving statistics
+            for name in ("moving_mean", "moving_variance"):
+                self.grads[name] = xp.zeros_like(self.params[name])
+        else:
+            self.grads["moving_mean"] = -cache.scale * sum_dz
+            self.grads["moving_variance"] = -0.5 * cache.scale * cache.inv_std * sum_dzx
+        return dx
+
+    def run_fused_forward(self, x, training: bool, activation: activations.ActivationFunction):
+        """``run_forward`` for the fused pair: builds, checks x, keeps x's shape."""
+        self.check_input(x)
+        self.maybe_build(x.shape)
+        self.keep_cache = True
+        y = self.fused_activation_forward(x, training, activation)
+        self._x_shape = tuple(x.shape)
+        return y
+
+    def run_fused_backward(self, grad):
+        """``run_backward`` for the fused pair: checks dx and every gradient."""
+        self._require_forward()
+        dx = self.fused_activation_backward(grad)
+        self._check_gradients(dx)
+        return dx
 
     def config(self) -> dict:
         return {"axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,

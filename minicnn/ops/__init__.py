@@ -1,8 +1,9 @@
 """The ops tier: the computations the layers, the loss and the optimizer call.
 
 Each op exists twice, with one signature: fast (``windows``, ``conv``,
-``pooling``, ``elementwise``: buffers kept from step to step, host threads, GPU
-kernels) and plain (``reference``: the textbook's array code). The functions
+``pooling``, ``elementwise``, ``normalization``, ``gelu``: buffers kept from step to step,
+host threads, GPU kernels) and plain (``reference``: the textbook's array code).
+``special`` holds the erf both use (NumPy has none). The functions
 below are the one dispatch point: ``set_ops("reference")`` or
 ``with use_ops("reference"):`` switches the whole library, so a learner can step
 through the plain code while a real model trains. Switch between steps, not
@@ -18,9 +19,10 @@ import types
 from typing import Callable, Iterator
 
 from minicnn.backend import Array
-from minicnn.ops import conv, elementwise, pooling, reference
+from minicnn.ops import conv, elementwise, gelu, normalization, pooling, reference
 from minicnn.ops.conv import ConvCache, Workspace
 from minicnn.ops.kernels import use_kernels
+from minicnn.ops.normalization import NormCache
 from minicnn.ops.pooling import PoolCache
 from minicnn.ops.threads import host_threads, set_host_threads
 
@@ -28,7 +30,10 @@ FAST = types.SimpleNamespace(
     conv2d_forward=conv.conv2d_forward, conv2d_backward=conv.conv2d_backward,
     max_pool_forward=pooling.max_pool_forward, max_pool_backward=pooling.max_pool_backward,
     dropout_forward=elementwise.dropout_forward, dropout_backward=elementwise.dropout_backward,
-    sgd_update=elementwise.sgd_update, softmax_cross_entropy=elementwise.softmax_cross_entropy)
+    sgd_update=elementwise.sgd_update, softmax_cross_entropy=elementwise.softmax_cross_entropy,
+    batch_norm_act_forward=normalization.batch_norm_act_forward,
+    batch_norm_act_backward=normalization.batch_norm_act_backward,
+    gelu_forward=gelu.gelu_forward, gelu_backward=gelu.gelu_backward)
 IMPLEMENTATIONS = {"fast": FAST, "reference": reference}
 
 _state = {"name": "fast", "impl": FAST}
@@ -105,7 +110,37 @@ def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[Array, Array]:
     return _state["impl"].softmax_cross_entropy(logits, targets)
 
 
-__all__ = ["ConvCache", "PoolCache", "Workspace", "conv2d_backward", "conv2d_forward",
-           "dropout_backward", "dropout_forward", "get_ops", "host_threads", "max_pool_backward",
+def batch_norm_act_forward(x: Array, gamma: Array | None, beta: Array | None,
+                           mean: Array | None, variance: Array | None, epsilon: float,
+                           activation: str, keep_cache: bool
+                           ) -> tuple[Array, Array, Array, NormCache | None]:
+    """(y, mean, variance, cache): y = f(gamma (x - mu) / sqrt(var + eps) + beta) per
+    channel (the last axis); mean None: the batch's statistics (returned, the variance
+    biased). f: "linear", "relu", "gelu" or "gelu_tanh"."""
+    return _state["impl"].batch_norm_act_forward(x, gamma, beta, mean, variance, epsilon,
+                                                 activation, keep_cache)
+
+
+def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
+                            input_grad: bool) -> tuple[Array | None, Array, Array]:
+    """(dx, sum(dz), sum(dz * x_hat)) with dz = dy f'(z): dbeta and dgamma, and dx
+    (None unless ``input_grad``) through the batch statistics if ``batch_statistics``."""
+    return _state["impl"].batch_norm_act_backward(dy, cache, batch_statistics, input_grad)
+
+
+def gelu_forward(z: Array, approximate: bool) -> tuple[Array, Array | None]:
+    """(y, cache): y = z Phi(z) (or the tanh form); the cache (Phi(z) or None) for backward."""
+    return _state["impl"].gelu_forward(z, approximate)
+
+
+def gelu_backward(dy: Array, z: Array, cache: Array | None, approximate: bool) -> Array:
+    """dz = dy (Phi(z) + z phi(z)) (or the tanh form's slope)."""
+    return _state["impl"].gelu_backward(dy, z, cache, approximate)
+
+
+__all__ = ["ConvCache", "NormCache", "PoolCache", "Workspace", "batch_norm_act_backward",
+           "batch_norm_act_forward", "conv2d_backward", "conv2d_forward",
+           "dropout_backward", "dropout_forward", "gelu_backward", "gelu_forward", "get_ops",
+           "host_threads", "max_pool_backward",
            "max_pool_forward", "set_host_threads", "set_ops", "sgd_update",
            "softmax_cross_entropy", "use_kernels", "use_ops"]

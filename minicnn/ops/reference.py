@@ -13,6 +13,8 @@ module and launch no kernels.
     conv2d:   y = col @ W + b;   dW = col^T @ dy,  db = sum of dy,  dx = col2im(dy @ W^T)
     max pool: y = the max over the window offsets, the winner their argmax;
               dx = dy at each winner
+    batch norm + activation: y = f(g (x - mu) / sqrt(var + eps) + b), backward
+              through f, then through the statistics (ops/normalization.py's formulas)
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops import windows as win
 from minicnn.ops.conv import ConvCache, Workspace
+from minicnn.ops.normalization import NormCache, activate, check_activation, slope
 from minicnn.ops.pooling import PoolCache
 
 
@@ -150,3 +153,55 @@ def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[Array, Array]:
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
     return -(targets * log_p).sum() / logits.shape[0], xp.exp(log_p)
+
+
+def batch_norm_act_forward(x: Array, gamma: Array | None, beta: Array | None,
+                           mean: Array | None, variance: Array | None, epsilon: float,
+                           activation: str, keep_cache: bool
+                           ) -> tuple[Array, Array, Array, NormCache | None]:
+    """(y, mean, variance, cache): normalize with the batch's statistics (mean None) or
+    the given ones, scale, shift, then the activation, one step after another."""
+    check_activation(activation)
+    xp = backend.get_array_module(x)
+    x2 = x.reshape(-1, x.shape[-1])
+    if mean is None:
+        mean = x2.mean(axis=0)
+        variance = ((x2 - mean) ** 2).mean(axis=0)
+    inv_std = 1.0 / xp.sqrt(variance + epsilon)
+    x_hat = (x2 - mean) * inv_std
+    z = x_hat * gamma if gamma is not None else x_hat
+    if beta is not None:
+        z = z + beta
+    y = activate(z.copy(), activation)
+    scale = inv_std * gamma if gamma is not None else inv_std
+    shift = (beta - mean * scale) if beta is not None else -mean * scale
+    cache = NormCache(x2, mean, inv_std, scale, shift, activation) if keep_cache else None
+    return y.reshape(x.shape), mean, variance, cache
+
+
+def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
+                            input_grad: bool) -> tuple[Array | None, Array, Array]:
+    """(dx, sum_dz, sum_dzx): through the activation (dz = dy f'(z)), then through the
+    normalization."""
+    x2, mean, inv_std, scale, shift, activation, _ = cache
+    m = x2.shape[0]
+    dy2 = dy.reshape(x2.shape)
+    x_hat = (x2 - mean) * inv_std
+    dz = dy2 * slope(x2 * scale + shift, activation)
+    sum_dz, sum_dzx = dz.sum(axis=0), (dz * x_hat).sum(axis=0)
+    if not input_grad:
+        return None, sum_dz, sum_dzx
+    if not batch_statistics:
+        return (dz * scale).reshape(dy.shape), sum_dz, sum_dzx
+    dx = scale / m * (m * dz - sum_dz - x_hat * sum_dzx)
+    return dx.reshape(dy.shape), sum_dz, sum_dzx
+
+
+def gelu_forward(z: Array, approximate: bool) -> tuple[Array, Array | None]:
+    """(y, None): y = z Phi(z), or the tanh form."""
+    return activate(z.copy(), "gelu_tanh" if approximate else "gelu"), None
+
+
+def gelu_backward(dy: Array, z: Array, cdf: Array | None, approximate: bool) -> Array:
+    """dz = dy f'(z)."""
+    return dy * slope(z, "gelu_tanh" if approximate else "gelu")

@@ -47,6 +47,7 @@ from numpy.typing import ArrayLike
 from minicnn import backend, fileio
 from minicnn.backend import Array
 from minicnn.preprocessing import transforms
+from minicnn.preprocessing.crops import CropFlipSequence  # noqa: F401  (a public name here too)
 from minicnn.utils import Sequence
 
 EPSILON = 1e-7  # Keras's backend.epsilon(), added to a std before dividing by it

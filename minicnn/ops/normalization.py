@@ -1,0 +1,314 @@
+"""Batch normalization and the activation after it, fused: fast.
+
+Over the channels-last view x (M, C) (M = N*H*W values per channel), with
+g = gamma (1 without scale), b = beta (0 without center) and f the activation:
+
+Forward:   mu, var = the channel's mean and biased variance (training), or the
+           moving statistics (inference);   s = g / sqrt(var + eps),  t = b - mu s
+           z = x s + t      y = f(z)
+Backward:  dz = dy * f'(z)     x_hat = (x - mu) / sqrt(var + eps)
+           sum_dz = sum(dz)    sum_dzx = sum(dz * x_hat)   (per channel: dbeta, dgamma)
+           training:   dx = s / M * (M dz - sum_dz - x_hat sum_dzx)
+           inference:  dx = s dz
+
+    f = relu:  y = max(z, 0)               f'(z) = [z > 0]
+        gelu:  y = z Phi(z)                f'(z) = Phi(z) + z phi(z)
+        gelu_tanh: the tanh form (activations.Gelu(approximate=True))
+
+Unfused, BatchNormalization and Activation make four passes over the
+activations forward (the statistics, the normalized x_hat, y, f(y)) and
+write x_hat and z to keep them; this makes two (the statistics, then y) and
+keeps only a reference to x, which backward normalizes again (and, for gelu
+on the host, Phi(z), whose erf costs more than the memory traffic it saves). Backward makes
+two passes instead of four. On the host each pass walks the batch in blocks
+that stay in the CPU's cache, the parts split over the host's threads
+(threads.over_batch); on a GPU each pass is one kernel (or a CuPy reduction).
+Statistics: each block's mean and sum of squared deviations, merged in
+float64 (Chan et al.'s pairwise update), so a large mean costs no precision.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy
+
+from minicnn import backend
+from minicnn.backend import Array
+from minicnn.ops.kernels import Kernel, kernel
+from minicnn.ops.special import erf
+from minicnn.ops.threads import over_batch
+
+ACTIVATIONS = ("linear", "relu", "gelu", "gelu_tanh")
+BLOCK = 1 << 15  # values per host block: a block and its temporaries stay in L2 cache
+
+INV_SQRT2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+GELU_C = math.sqrt(2.0 / math.pi)
+GELU_K = 0.044715
+
+# The activation and its slope in CUDA, by code (ACTIVATIONS.index); shared by the kernels.
+_PREAMBLE = """
+template <typename T> __device__ T minicnn_act(T z, int act) {
+  if (act == 1) return z > (T)0 ? z : (T)0;
+  if (act == 2) return z * (T)0.5 * ((T)1 + erf(z * (T)0.70710678118654752));
+  if (act == 3) {
+    const T t = tanh((T)0.79788456080286536 * (z + (T)0.044715 * z * z * z));
+    return (T)0.5 * z * ((T)1 + t);
+  }
+  return z;
+}
+template <typename T> __device__ T minicnn_act_slope(T z, int act) {
+  if (act == 1) return z > (T)0 ? (T)1 : (T)0;
+  if (act == 2) return (T)0.5 * ((T)1 + erf(z * (T)0.70710678118654752))
+                       + z * (T)0.39894228040143268 * exp((T)-0.5 * z * z);
+  if (act == 3) {
+    const T t = tanh((T)0.79788456080286536 * (z + (T)0.044715 * z * z * z));
+    return (T)0.5 * ((T)1 + t) + (T)0.5 * z * ((T)1 - t * t)
+           * (T)0.79788456080286536 * ((T)1 + (T)3 * (T)0.044715 * z * z);
+  }
+  return (T)1;
+}
+"""
+
+# y = f(x s + t), one thread per value; s, t per channel (the twin: _forward_block).
+BN_ACT_FORWARD = Kernel(
+    name="minicnn_bn_act_forward",
+    in_params="T x, raw T s, raw T t, int32 C, int32 act",
+    out_params="T y",
+    operation="const int c = i % C; y = minicnn_act(x * s[c] + t[c], act);",
+    preamble=_PREAMBLE)
+
+# dz = dy f'(x s + t) and x_hat = (x - mu) r (r = 1 / sqrt(var + eps)).
+BN_ACT_BACKWARD_DZ = Kernel(
+    name="minicnn_bn_act_backward_dz",
+    in_params="T x, T dy, raw T s, raw T t, raw T mu, raw T r, int32 C, int32 act",
+    out_params="T dz, T x_hat",
+    operation="""
+const int c = i % C;
+dz = dy * minicnn_act_slope(x * s[c] + t[c], act);
+x_hat = (x - mu[c]) * r[c];
+""",
+    preamble=_PREAMBLE)
+
+# dx = k (dz - a - x_hat q) per channel: k = s, a = mean(dz), q = mean(dz x_hat).
+BN_ACT_BACKWARD_DX = Kernel(
+    name="minicnn_bn_act_backward_dx",
+    in_params="T dz, T x_hat, raw T k, raw T a, raw T q, int32 C",
+    out_params="T dx",
+    operation="const int c = i % C; dx = k[c] * (dz - a[c] - x_hat * q[c]);")
+
+
+class NormCache(NamedTuple):
+    """What the fused backward needs: x itself (no copy), the statistics used, s and t;
+    for gelu on the host also Phi(z), whose erf is the costliest part of the slope."""
+    x: Array
+    mean: Array
+    inv_std: Array
+    scale: Array
+    shift: Array
+    activation: str
+    cdf: Array | None = None
+
+
+def check_activation(activation: str) -> int:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"batch_norm_act: unknown activation {activation!r}: expected one "
+                         f"of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS.index(activation)
+
+
+def activate(z: Array, activation: str) -> Array:
+    """f(z), written over z (a host block or a whole array)."""
+    xp = backend.get_array_module(z)
+    if activation == "relu":
+        return xp.maximum(z, 0, out=z)
+    if activation == "gelu":
+        cdf = erf(z * INV_SQRT2)
+        cdf += 1
+        z *= cdf
+        z *= 0.5
+    elif activation == "gelu_tanh":
+        t = xp.tanh(GELU_C * (z + GELU_K * z * z * z))
+        t += 1
+        z *= t
+        z *= 0.5
+    return z
+
+
+def gelu_cdf(z: Array) -> Array:
+    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, a new array."""
+    cdf = erf(z * INV_SQRT2)
+    cdf += 1
+    cdf *= 0.5
+    return cdf
+
+
+def slope(z: Array, activation: str, cdf: Array | None = None) -> Array:
+    """f'(z), a new array (z is left alone); ``cdf``: Phi(z) if known (gelu)."""
+    xp = backend.get_array_module(z)
+    if activation == "relu":
+        return (z > 0).astype(z.dtype)
+    if activation == "gelu":
+        density = z * z
+        density *= -0.5
+        xp.exp(density, out=density)
+        density *= INV_SQRT_2PI
+        density *= z
+        density += gelu_cdf(z) if cdf is None else cdf
+        return density
+    if activation == "gelu_tanh":
+        t = xp.tanh(GELU_C * (z + GELU_K * z * z * z))
+        du = GELU_C * (1 + 3 * GELU_K * z * z)
+        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du
+    return xp.ones_like(z)
+
+
+def _blocks(part: slice, columns: int) -> list[slice]:
+    """``part``'s rows in blocks of about BLOCK values."""
+    rows = max(1, BLOCK // max(1, columns))
+    return [slice(a, min(a + rows, part.stop)) for a in range(part.start, part.stop, rows)]
+
+
+def batch_statistics(x2: Array) -> tuple[Array, Array]:
+    """(mean, biased variance) per column of x2 (M, C), in x2's dtype."""
+    xp = backend.get_array_module(x2)
+    if backend.is_device_array(x2):
+        mean = x2.mean(axis=0)
+        centred = x2 - mean
+        return mean, (centred * centred).mean(axis=0)
+    partial: list[tuple[int, numpy.ndarray, numpy.ndarray]] = []
+
+    def part_statistics(part: slice) -> None:
+        count, mean, m2 = 0, numpy.zeros(x2.shape[1]), numpy.zeros(x2.shape[1])
+        for rows in _blocks(part, x2.shape[1]):
+            block = x2[rows]
+            n = block.shape[0]
+            block_mean = block.mean(axis=0)
+            deviation = block - block_mean
+            deviation *= deviation
+            count, mean, m2 = _merge(count, mean, m2, n, block_mean, deviation.sum(axis=0))
+        partial.append((count, mean, m2))
+
+    over_batch(part_statistics, x2)
+    count, mean, m2 = partial[0]
+    for other in partial[1:]:
+        count, mean, m2 = _merge(count, mean, m2, *other)
+    return xp.asarray(mean, dtype=x2.dtype), xp.asarray(m2 / count, dtype=x2.dtype)
+
+
+def _merge(n_a: int, mean_a, m2_a, n_b: int, mean_b, m2_b):
+    """Chan, Golub and LeVeque's merge of two groups' (count, mean, sum of squared
+    deviations), in float64."""
+    n = n_a + n_b
+    mean_b, m2_b = numpy.asarray(mean_b, numpy.float64), numpy.asarray(m2_b, numpy.float64)
+    delta = mean_b - mean_a
+    return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
+
+
+def batch_norm_act_forward(x: Array, gamma: Array | None, beta: Array | None,
+                           mean: Array | None, variance: Array | None, epsilon: float,
+                           activation: str, keep_cache: bool
+                           ) -> tuple[Array, Array, Array, NormCache | None]:
+    """(y, mean, variance, cache): y = f(g (x - mu) / sqrt(var + eps) + b) over the last
+    axis; mean and variance None take the batch's (and return them, the variance
+    biased), else they are the moving statistics."""
+    code = check_activation(activation)
+    xp = backend.get_array_module(x)
+    channels = x.shape[-1]
+    x2 = x.reshape(-1, channels)
+    if mean is None:
+        mean, variance = batch_statistics(x2)
+    inv_std = 1.0 / xp.sqrt(variance + epsilon)
+    scale = inv_std * gamma if gamma is not None else inv_std
+    shift = -mean * scale
+    if beta is not None:
+        shift = shift + beta
+    scale, shift = scale.astype(x.dtype, copy=False), shift.astype(x.dtype, copy=False)
+    y = xp.empty_like(x2)
+    cdf = None
+    gpu = kernel(BN_ACT_FORWARD, x)
+    if gpu is not None:
+        gpu(x2, scale, shift, channels, code, y)
+    else:
+        # gelu keeps Phi(z) for backward: the erf is most of gelu's cost, on the host
+        cdf = xp.empty_like(x2) if keep_cache and activation == "gelu" else None
+
+        def forward_part(part: slice) -> None:
+            for rows in _blocks(part, channels):
+                z = y[rows]
+                xp.multiply(x2[rows], scale, out=z)
+                z += shift
+                if cdf is None:
+                    activate(z, activation)
+                else:
+                    cdf[rows] = gelu_cdf(z)
+                    z *= cdf[rows]
+        over_batch(forward_part, x2)
+    cache = NormCache(x2, mean, inv_std.astype(x.dtype, copy=False), scale, shift,
+                      activation, cdf) if keep_cache else None
+    return y.reshape(x.shape), mean, variance, cache
+
+
+def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
+                            input_grad: bool) -> tuple[Array | None, Array, Array]:
+    """(dx, sum_dz, sum_dzx): dbeta = sum_dz, dgamma = sum_dzx (see the module docstring);
+    dx through the batch statistics when ``batch_statistics``, else s dz."""
+    xp = backend.get_array_module(dy)
+    x2, mean, inv_std, scale, shift, activation, cdf = cache
+    code = check_activation(activation)
+    m, channels = x2.shape
+    dy2 = dy.reshape(m, channels)
+    gpu = kernel(BN_ACT_BACKWARD_DZ, dy)
+    if gpu is not None:
+        dz, x_hat = xp.empty_like(dy2), xp.empty_like(dy2)
+        gpu(x2, dy2, scale, shift, mean, inv_std, channels, code, dz, x_hat)
+        sum_dz, sum_dzx = dz.sum(axis=0), (dz * x_hat).sum(axis=0)
+        if not input_grad:
+            return None, sum_dz, sum_dzx
+        if not batch_statistics:
+            return (dz * scale).reshape(dy.shape), sum_dz, sum_dzx
+        dx = xp.empty_like(dy2)
+        kernel(BN_ACT_BACKWARD_DX, dy)(dz, x_hat, scale, sum_dz / m, sum_dzx / m, channels, dx)
+        return dx.reshape(dy.shape), sum_dz, sum_dzx
+    # The host: pass 1 writes dz into dx's memory and sums per channel; pass 2 finishes dx.
+    dx = xp.empty_like(dy2)
+    partial: list[tuple[Array, Array]] = []
+
+    def first_pass(part: slice) -> None:  # sums in float64 (the strict backend's arrays too)
+        sums = xp.zeros(channels, dtype=numpy.float64), xp.zeros(channels, dtype=numpy.float64)
+        for rows in _blocks(part, channels):
+            z = x2[rows] * scale
+            z += shift
+            dz = dx[rows]
+            xp.multiply(dy2[rows], slope(z, activation, None if cdf is None else cdf[rows]),
+                        out=dz)
+            x_hat = xp.subtract(x2[rows], mean, out=z)
+            x_hat *= inv_std
+            sums[0][...] += dz.sum(axis=0)
+            x_hat *= dz
+            sums[1][...] += x_hat.sum(axis=0)
+        partial.append(sums)
+
+    over_batch(first_pass, x2)
+    sum_dz = sum(p[0] for p in partial[1:]) + partial[0][0]
+    sum_dzx = sum(p[1] for p in partial[1:]) + partial[0][1]
+    sum_dz, sum_dzx = sum_dz.astype(dy.dtype), sum_dzx.astype(dy.dtype)
+    if not input_grad:
+        return None, sum_dz, sum_dzx
+    if not batch_statistics:
+        dx *= scale
+        return dx.reshape(dy.shape), sum_dz, sum_dzx
+    mean_dz, mean_dzx = sum_dz / m, sum_dzx / m
+
+    def second_pass(part: slice) -> None:
+        for rows in _blocks(part, channels):
+            x_hat = x2[rows] - mean
+            x_hat *= inv_std
+            x_hat *= mean_dzx
+            dz = dx[rows]
+            dz -= mean_dz
+            dz -= x_hat
+            dz *= scale
+    over_batch(second_pass, x2)
+    return dx.reshape(dy.shape), sum_dz, sum_dzx
