@@ -1,11 +1,14 @@
-"""The CPU benchmark runs end to end (tiny sizes: this checks that it works, not its speed)."""
+"""The CPU benchmarks and the PyTorch peers run end to end (tiny sizes: they work, not speed)."""
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from test_example_cifar10 import write_fake_cifar
@@ -57,3 +60,167 @@ def test_the_benchmark_side_by_side_with_pytorch(tmp_path):
     conv1 = side["layers"][0]["torch_ms"]
     assert conv1[1] > 0  # the first conv's weight gradient is timed, not lost
     assert sum(sum(r["torch_ms"]) for r in side["layers"]) <= side["step_ms"][1]
+
+
+# ---------------------------------------------------------------- the airbench94 PyTorch peer
+
+AIRBENCH = ROOT / "benchmarks" / "torch_airbench.py"
+
+
+def load_airbench():
+    """benchmarks/torch_airbench.py as a module, without running main()."""
+    spec = importlib.util.spec_from_file_location("torch_airbench", AIRBENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_airbench(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    data = write_fake_cifar(tmp_path / "data", per_batch=16)  # 80 training, 16 test images
+    out = tmp_path / "airbench.json"
+    result = subprocess.run([sys.executable, str(AIRBENCH), "--data", str(data), "--threads", "1",
+                             "--batch-size", "16", "--json", str(out), *extra],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, json.loads(out.read_text())
+
+
+def test_the_airbench_peer_trains_and_reports(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is not installed: the optional peer is skipped")
+    # 4.9 epochs of 5 steps: 25 steps, the lookahead starts at step 20 and updates at step 25
+    result, res = run_airbench(tmp_path, "--epochs", "4.9", "--eval-each-epoch")
+    assert res["steps"] == 25 and len(res["epoch_seconds"]) == 5
+    assert res["train_images"] == 80 and res["test_images"] == 16
+    for key in ("test_accuracy", "test_accuracy_no_tta", "test_accuracy_mirror"):
+        assert 0 <= res[key] <= 1 and res[key] * 16 == round(res[key] * 16)
+    assert res["train_seconds"] == pytest.approx(res["whitening_seconds"]
+                                                 + sum(res["epoch_seconds"]))
+    assert res["images_per_second"] == pytest.approx(25 * 16 / res["train_seconds"])
+    assert res["epoch_images_per_second"][0] == pytest.approx(5 * 16 / res["epoch_seconds"][0])
+    assert res["eval_seconds"] > 0 and res["peak_rss_bytes"] > 2**20
+    assert result.stdout.count("test acc ") == 5 and "TTA level 2" in result.stdout
+
+
+def test_the_airbench_peer_times_single_steps(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is not installed: the optional peer is skipped")
+    # 7 steps run past the 5 batches of one epoch: the loader starts a second one; NCHW layout
+    result, res = run_airbench(tmp_path, "--steps-only", "4", "--warmup", "3",
+                               "--no-channels-last")
+    assert len(res["step_seconds"]) == 4 and "test_accuracy" not in res
+    assert res["step_images_per_second"] == pytest.approx([16 / s for s in res["step_seconds"]])
+    assert "median" in result.stdout
+
+
+def test_the_airbench_peer_says_when_pytorch_is_missing(tmp_path):
+    # torch made unimportable in the child, whether or not it is installed here
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['torch_airbench.py', "
+            "'--steps-only', '1']; runpy.run_path("
+            f"{str(AIRBENCH)!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)
+    assert result.returncode != 0
+    assert "PyTorch is not installed" in result.stderr and "optional peer" in result.stderr
+
+
+def test_the_airbench_peer_refuses_a_subset_smaller_than_a_batch(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is not installed: the optional peer is skipped")
+    data = write_fake_cifar(tmp_path / "data", per_batch=4)
+    result = subprocess.run([sys.executable, str(AIRBENCH), "--data", str(data), "--batch-size",
+                             "64"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode != 0 and "20 training images make no batch of 64" in result.stderr
+
+
+def test_minicnn_never_imports_torch_or_the_benchmarks():
+    for path in (ROOT / "minicnn").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad = [n for n in names if n.split(".")[0] in ("torch", "benchmarks", "torch_airbench")]
+            assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+    code = ("import sys, minicnn, minicnn.datasets.cifar10, minicnn.models; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'benchmarks', 'torch_airbench')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+# The recipe's pieces, each against an independent computation.
+
+def test_airbench_random_crop_takes_each_image_at_its_own_offset():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    ab = load_airbench()
+    padded = torch.arange(6 * 3 * 36 * 36, dtype=torch.float32).reshape(6, 3, 36, 36)
+    torch.manual_seed(3)
+    out = ab.random_crop(torch, padded, 32)
+    torch.manual_seed(3)
+    shifts = torch.randint(-2, 3, size=(6, 2))  # the draws random_crop made
+    for i, (dy, dx) in enumerate(shifts.tolist()):
+        want = padded[i, :, 2 + dy:34 + dy, 2 + dx:34 + dx]
+        assert torch.equal(out[i], want), (i, dy, dx)
+
+
+def test_airbench_triangle_schedule_is_piecewise_linear():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    ab = load_airbench()
+    steps = 476
+    got = ab.triangle(torch, steps, start=0.2, end=0.07, peak=0.23).numpy()
+    peak = int(0.23 * steps)
+    want = [0.2 + (1 - 0.2) * t / peak if t < peak else 1 + (0.07 - 1) * (t - peak) / (steps - peak)
+            for t in range(steps + 1)]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_airbench_whitening_decorrelates_the_patches():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    ab = load_airbench()
+    torch.manual_seed(0)
+    mix = torch.randn(3, 3)
+    images = torch.einsum("cd,ndhw->nchw", mix, torch.randn(64, 3, 12, 12))
+    layer = torch.nn.Conv2d(3, 24, 2, bias=True)
+    ab.init_whitening(torch, layer, images)
+    # patches by loops, covariance not centred, as the recipe
+    patches = torch.stack([images[n, :, i:i + 2, j:j + 2].reshape(-1) for n in range(64)
+                           for i in range(11) for j in range(11)]).double()
+    cov = patches.T @ patches / len(patches)
+    w = layer.weight.detach().reshape(24, 12).double()
+    eigenvalues = torch.linalg.eigvalsh(cov).flip(0)
+    whitened = w[:12] @ cov @ w[:12].T  # diag(lambda / (lambda + eps)) for the first half
+    np.testing.assert_allclose(whitened.numpy(), torch.diag(eigenvalues / (eigenvalues + 5e-4)),
+                               atol=2e-3)
+    assert torch.equal(layer.weight[12:], -layer.weight[:12])
+
+
+def test_airbench_optimizer_decays_every_group_alike():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    ab = load_airbench()
+    net = ab.make_net(torch, channels_last=False)
+    optimizer, _ = ab.make_optimizer(torch, net, 1024, 476)
+    biases, others = optimizer.param_groups
+    assert len(biases["params"]) == 6 and all(p.dim() == 1 for p in biases["params"])
+    assert not any(p is net[0].weight for g in optimizer.param_groups for p in g["params"])
+    assert biases["initial_lr"] == pytest.approx(64 * others["initial_lr"])
+    kilostep_scale = 1024 * (1 + 1 / 0.15)
+    for group in (biases, others):  # lr * weight_decay: the decay per step, the same for both
+        assert group["initial_lr"] * group["weight_decay"] == pytest.approx(0.0153 * 1024
+                                                                             / kilostep_scale)
+    assert biases["nesterov"] and biases["momentum"] == 0.85
+
+
+def test_airbench_tta_averages_the_six_views():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    ab = load_airbench()
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    x = torch.randn(7, 3, 32, 32)
+    labels = torch.randint(0, 10, (7,))
+    acc = ab.evaluate(torch, net, x, labels, batch=3, channels_last=False)
+    with torch.no_grad():
+        def f(v):
+            return net(v)
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        views = [x, padded[..., :32, :32], padded[..., 2:, 2:]]
+        mirrored = [(f(v) + f(v.flip(-1))) / 2 for v in views]
+        level2 = mirrored[0] / 2 + (mirrored[1] + mirrored[2]) / 4
+    for level, logits in ((0, f(x)), (1, mirrored[0]), (2, level2)):
+        assert acc[level] == float((logits.argmax(1) == labels).float().mean())
