@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -224,3 +225,18 @@ def test_airbench_tta_averages_the_six_views():
         level2 = mirrored[0] / 2 + (mirrored[1] + mirrored[2]) / 4
     for level, logits in ((0, f(x)), (1, mirrored[0]), (2, level2)):
         assert acc[level] == float((logits.argmax(1) == labels).float().mean())
+
+
+def test_the_fast_recipe_benchmark_runs(tmp_path):
+    """benchmarks/bench_fast_recipe.py on random pixels at a small batch, minicnn only."""
+    out = tmp_path / "fast.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_fast_recipe.py"),
+                             "--no-torch", "--rounds", "2", "--steps", "1", "--batch-size", "32",
+                             "--profile", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert len(report["minicnn_images_per_second"]) == 2 and report["minicnn_median"] > 0
+    assert "whiten" in report["profile"] and "torch_median" not in report
+    assert "round 2/2: minicnn" in result.stdout
