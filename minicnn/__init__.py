@@ -3,7 +3,7 @@
 ``minicnn.set_backend("cupy")`` runs the same code on the GPU through CuPy.
 The package reads bottom-up; each module imports only from the levels below it
 (``tests/test_import_graph.py`` holds the list and checks it):
-``backend`` (with ``strict``, the test backend; ``initializers``, ``regularizers``,
+``backend`` (with ``strict``, the test backend; ``initializers``, ``regularizers``, ``schedules``,
 ``fileio``, ``utils``, ``progbar``) -> ``ops`` (the computations, fast and plain:
 ``minicnn.set_ops("reference")`` runs the textbook versions) -> ``activations``,
 ``gradcheck`` -> the layers -> ``losses``, ``metrics``, ``optimizers`` ->

@@ -18,7 +18,9 @@ Keras 2.2.4's own callbacks, with its arguments, defaults and semantics:
 ``ReduceLROnPlateau`` (both set ``optimizer.lr``), ``TerminateOnNaN``,
 ``LambdaCallback`` and ``CSVLogger``; tf.keras's ``BackupAndRestore`` (fit's
 checkpoints as a callback); ``TensorBoard`` writes TensorBoard's event files
-through the optional tensorboardX package.
+through the optional tensorboardX package; ``ExponentialMovingAverage`` keeps
+an average of the weights (tf.keras's optimizer ``use_ema``), the fast
+recipes' "lookahead".
 """
 from __future__ import annotations
 
