@@ -102,7 +102,7 @@ class Conv2D(Layer):
         (with the fast ops, col ends in a ones column and W in the bias row)."""
         if self._cache is None:
             raise RuntimeError(f"{self.describe()}: no forward with training=True yet")
-        return self._cache.col, self._cache.matrix
+        return ops.conv_col(self._cache, self.use_bias), self._cache.matrix
 
     def _forward(self, x, training):
         bias = self.params["bias"] if self.use_bias else None

@@ -77,6 +77,12 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
     return _state["impl"].conv2d_backward(dy, kernel, has_bias, cache, input_grad, workspace)
 
 
+def conv_col(cache: ConvCache, has_bias: bool) -> Array:
+    """The last training forward's left operand col (the fast ops end it in a ones
+    column when there is a bias), made again when the cache holds only the input."""
+    return conv.full_col(cache, has_bias)
+
+
 def max_pool_forward(x: Array, pool_size: tuple[int, int], strides: tuple[int, int],
                      padding: str, keep_cache: bool) -> tuple[Array, PoolCache | None]:
     """y = the max of each window, and its winners (if ``keep_cache``)."""
@@ -139,7 +145,7 @@ def gelu_backward(dy: Array, z: Array, cache: Array | None, approximate: bool) -
 
 
 __all__ = ["ConvCache", "NormCache", "PoolCache", "Workspace", "batch_norm_act_backward",
-           "batch_norm_act_forward", "conv2d_backward", "conv2d_forward",
+           "batch_norm_act_forward", "conv2d_backward", "conv2d_forward", "conv_col",
            "dropout_backward", "dropout_forward", "gelu_backward", "gelu_forward", "get_ops",
            "host_threads", "max_pool_backward",
            "max_pool_forward", "set_host_threads", "set_ops", "sgd_update",

@@ -17,6 +17,18 @@ on a GPU all of dcol is one product and ``windows.col2im`` one kernel.
 
 col lives in a ``Workspace`` the layer keeps from step to step: a fresh 50 MB
 col every step would cost page faults each time.
+
+Training keeps what backward needs. A small col is kept whole. On the host, a
+col over ``KEEP_COL_BYTES`` is not: it is kh*kw times the input (2.9 GB in all
+for the fast recipe's six 3x3 convolutions at batch 1024), so the cache holds
+the padded input instead, and both forward and backward run ``IMAGES_PER_BLOCK``
+images at a time through one small col that stays in the processor's cache:
+
+    y[block]  = [col_b 1] @ [W; b]          col_b = im2col(x_padded[block])
+    [dW; db]  = sum over blocks of [col_b 1]^T @ dy[block]
+
+Backward makes each block's col again (one more copy of the input per step),
+which costs about what reading the big col back from memory would.
 """
 from __future__ import annotations
 
@@ -26,18 +38,22 @@ from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops import windows as win
 
-IMAGES_PER_BLOCK = 16  # images per im2col block at inference (see conv2d_forward)
+IMAGES_PER_BLOCK = 16  # images per im2col block (inference, and training with a big col)
+KEEP_COL_BYTES = 64 << 20  # training keeps col up to this size; above it, the input
 
 
 class ConvCache(NamedTuple):
-    """What backward needs from forward."""
-    col: Array                      # im2col(x_padded), with a ones column when there is a bias
+    """What backward needs from forward: col, or (for a big col on the host) the
+    padded input to make it again block by block."""
+    col: Array | None               # im2col(x_padded), with a ones column when there is a bias
     matrix: Array                   # [W; b], the forward product's right operand
     padded_shape: tuple[int, ...]   # x's shape after padding
     strides: tuple[int, int]
     pads: tuple[tuple[int, int], tuple[int, int]]
     out_hw: tuple[int, int]
     dilation: tuple[int, int] = (1, 1)
+    x_padded: Array | None = None   # set instead of col when col was too big to keep
+    kernel_hw: tuple[int, int] = (0, 0)
 
 
 class Workspace:
@@ -89,22 +105,75 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
     k, rows = kh * kw * c, oh * ow  # col's columns (before the ones), col's rows per image
     matrix = weight_matrix(kernel, bias)
     y = xp.empty((n * rows, f), dtype=x.dtype)
-    # Backward needs all of col: one block. Inference on the host goes a few images
-    # at a time through one small col (a batch of 256 would otherwise need 400 MB),
-    # and each block is still in cache when the product reads it. A GPU has the
-    # memory and wants few, large launches: one block there too.
-    block = n if keep_cache or backend.is_device_array(x) else min(n, IMAGES_PER_BLOCK)
-    col = workspace.get("col", (block * rows, k + int(bias is not None)), x,
-                        ones_column=bias is not None)
+    # Backward needs all of col, unless it is too big to keep on the host: then it
+    # gets the padded input and makes col again. Inference, and training with a big
+    # col, go a few images at a time through one small col that is still in cache
+    # when the product reads it (a batch of 256 would otherwise need 400 MB). A GPU
+    # has the memory and wants few, large launches: one block there.
+    on_device = backend.is_device_array(x)
+    keep_col = keep_cache and (on_device or n * rows * (k + 1) * x.dtype.itemsize
+                               <= KEEP_COL_BYTES)
+    block = n if keep_col or on_device else min(n, IMAGES_PER_BLOCK)
+    col = _col_block(workspace, block * rows, k, bias is not None, x)
     for start in range(0, n, block):
         stop = min(start + block, n)
         part = col[:(stop - start) * rows]
         win.im2col(x_padded[start:stop], (kh, kw), strides, (oh, ow), out=part[:, :k],
                    dilation=dilation)
         xp.matmul(part, matrix, out=y[start * rows:stop * rows])
-    cache = (ConvCache(col, matrix, x_padded.shape, strides, pads, (oh, ow), dilation)
-             if keep_cache else None)
+    cache = None
+    if keep_cache:
+        # x_padded must outlive this step's input buffer (a batch source may reuse it)
+        kept_input = None if keep_col else (x_padded if x_padded is not x else x.copy())
+        cache = ConvCache(col if keep_col else None, matrix, x_padded.shape, strides, pads,
+                          (oh, ow), dilation, kept_input, (kh, kw))
     return y.reshape(n, oh, ow, f), cache
+
+
+def _col_block(workspace: Workspace, rows: int, k: int, ones: bool, like: Array) -> Array:
+    """The workspace's col for ``rows`` rows: k columns, and a last ones column with a bias."""
+    return workspace.get("col", (rows, k + int(ones)), like, ones_column=ones)
+
+
+def full_col(cache: ConvCache, has_bias: bool) -> Array:
+    """The forward product's left operand [col 1] for the whole batch (made again
+    from the padded input when the cache does not hold it)."""
+    if cache.col is not None:
+        return cache.col
+    n = cache.x_padded.shape[0]
+    (kh, kw), c = cache.kernel_hw, cache.x_padded.shape[-1]
+    rows = cache.out_hw[0] * cache.out_hw[1]
+    col = backend.get_array_module(cache.x_padded).empty((n * rows, kh * kw * c + int(has_bias)),
+                                                         dtype=cache.x_padded.dtype)
+    if has_bias:
+        col[:, -1] = 1
+    win.im2col(cache.x_padded, (kh, kw), cache.strides, cache.out_hw, out=col[:, :kh * kw * c],
+               dilation=cache.dilation)
+    return col
+
+
+def _matrix_grad(dy: Array, cache: ConvCache, k: int, has_bias: bool,
+                 workspace: Workspace) -> Array:
+    """[dW; db] = [col 1]^T @ dy, as (dy^T [col 1])^T: the same numbers, but BLAS is far
+    faster when the long axis (N*OH*OW) is the inner one of both operands. Without a
+    kept col, the sum runs over blocks of images, each block's col made again."""
+    xp = backend.get_array_module(dy)
+    if cache.col is not None:
+        return (dy.T @ cache.col).T  # a transposed view: copied into the params' layout
+    n = cache.x_padded.shape[0]
+    rows = cache.out_hw[0] * cache.out_hw[1]
+    block = min(n, IMAGES_PER_BLOCK)
+    col = _col_block(workspace, block * rows, k, has_bias, dy)
+    total = xp.zeros((dy.shape[1], col.shape[1]), dtype=dy.dtype)
+    part_sum = xp.empty_like(total)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        part = col[:(stop - start) * rows]
+        win.im2col(cache.x_padded[start:stop], cache.kernel_hw, cache.strides, cache.out_hw,
+                   out=part[:, :k], dilation=cache.dilation)
+        xp.matmul(dy[start * rows:stop * rows].T, part, out=part_sum)
+        total += part_sum
+    return total.T
 
 
 def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
@@ -117,9 +186,7 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
     n, oh, ow, _ = dy.shape
     dy = dy.reshape(-1, f)
     k = kh * kw * c_in
-    # (dy^T col)^T, not col^T dy: the same numbers, but BLAS is far faster when
-    # the long axis (N*OH*OW) is the inner one of both operands.
-    d_matrix = (dy.T @ cache.col).T  # [dW; db], a transposed view: copy into the params' layout
+    d_matrix = _matrix_grad(dy, cache, k, has_bias, workspace)
     d_kernel = xp.ascontiguousarray(d_matrix[:k]).reshape(kernel.shape)
     d_bias = xp.ascontiguousarray(d_matrix[k]) if has_bias else None
     if not input_grad:

@@ -1,0 +1,183 @@
+"""Training convolutions whose col is too big to keep (minicnn/ops/conv.py).
+
+Above ``KEEP_COL_BYTES`` the host keeps the padded input instead of col, and
+forward and backward run ``IMAGES_PER_BLOCK`` images at a time, making each
+block's col again in backward. Here both limits are set tiny, so that path runs
+on small inputs, with batches that do not divide into whole blocks:
+
+* forward against a naive loop written here (strides, dilation, both paddings);
+* float64 central-difference checks of the kernel, bias and input gradients,
+  and a backward that forgets a block is caught by the same check;
+* the kept-col and the recomputed path agree on every backend (a device,
+  which the strict backend stands for, always keeps col);
+* the cache holds no col, and backward does not see a batch buffer that its
+  source overwrites after forward;
+* ``im2col_operands`` still gives the forward product's operands.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn.gradcheck import check_layer
+from minicnn.layers import Conv2D
+from minicnn.ops import conv as conv_ops
+
+from conftest import assert_close, distinct
+
+# (input (N, H, W, C), kernel, strides, dilation, padding, use_bias)
+CONFIGS = [
+    ((5, 7, 6, 3), (3, 3), (1, 1), (1, 1), "same", False),
+    ((3, 7, 6, 2), (3, 2), (1, 1), (1, 1), "valid", True),
+    ((5, 9, 8, 2), (3, 3), (2, 3), (1, 1), "same", True),
+    ((3, 8, 8, 2), (3, 3), (1, 1), (2, 2), "same", True),
+    ((4, 6, 5, 3), (2, 2), (1, 1), (1, 1), "valid", False),
+]
+IDS = [f"{s[0]}x{s[1]}x{s[2]}-k{k}-s{st}-d{d}-{p}-{'bias' if b else 'nobias'}"
+       for s, k, st, d, p, b in CONFIGS]
+
+
+@pytest.fixture
+def recompute(monkeypatch):
+    """Every training conv recomputes col, two images per block (batches of 3-5
+    leave a partial last block)."""
+    monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", 0)
+    monkeypatch.setattr(conv_ops, "IMAGES_PER_BLOCK", 2)
+
+
+@pytest.fixture
+def f64():
+    minicnn.set_floatx("float64")
+    yield
+    minicnn.set_floatx("float32")
+
+
+def naive_conv(x, kernel, bias, strides, dilation, padding):
+    """y[n, oy, ox, f] = b[f] + sum x_padded[n, oy*sh + i*dh, ox*sw + j*dw, c] W[i, j, c, f],
+    with TF's 'same' padding (the smaller half of the total before)."""
+    n, h, w, c = x.shape
+    kh, kw, _, f = kernel.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if padding == "same":
+        oh, ow = -(-h // sh), -(-w // sw)
+        total_h = max((oh - 1) * sh + span_h - h, 0)
+        total_w = max((ow - 1) * sw + span_w - w, 0)
+        xp = np.zeros((n, h + total_h, w + total_w, c))
+        xp[:, total_h // 2:total_h // 2 + h, total_w // 2:total_w // 2 + w] = x
+    else:
+        xp = x
+        oh, ow = (h - span_h) // sh + 1, (w - span_w) // sw + 1
+    y = np.zeros((n, oh, ow, f))
+    for b in range(n):
+        for oy in range(oh):
+            for ox in range(ow):
+                for o in range(f):
+                    total = 0.0 if bias is None else bias[o]
+                    for i in range(kh):
+                        for j in range(kw):
+                            for ch in range(c):
+                                total += (xp[b, oy * sh + i * dh, ox * sw + j * dw, ch]
+                                          * kernel[i, j, ch, o])
+                    y[b, oy, ox, o] = total
+    return y
+
+
+def make_layer(kernel, strides, dilation, padding, use_bias, filters=3):
+    return Conv2D(filters, kernel, strides=strides, dilation_rate=dilation, padding=padding,
+                  use_bias=use_bias,
+                  bias_initializer=lambda shape, rng: rng.uniform(-1, 1, shape))
+
+
+@pytest.mark.parametrize("shape,kernel,strides,dilation,padding,use_bias", CONFIGS, ids=IDS)
+def test_forward_matches_naive_loop(recompute, backend, shape, kernel, strides, dilation,
+                                    padding, use_bias):
+    x = distinct(shape).astype(np.float32)
+    minicnn.set_seed(1)
+    layer = make_layer(kernel, strides, dilation, padding, use_bias)
+    y = minicnn.to_host(layer.run_forward(minicnn.to_device(x), training=True))
+    params = {k: minicnn.to_host(v) for k, v in layer.params.items()}
+    want = naive_conv(x.astype(np.float64), params["kernel"], params.get("bias"), strides,
+                      dilation, padding)
+    assert_close(y, want.astype(np.float32))
+    if backend == "numpy":  # device arrays (strict emulates one) always keep col
+        assert layer._cache.col is None and layer._cache.x_padded is not None
+
+
+@pytest.mark.parametrize("shape,kernel,strides,dilation,padding,use_bias", CONFIGS, ids=IDS)
+def test_gradients_central_differences(recompute, f64, shape, kernel, strides, dilation,
+                                       padding, use_bias):
+    minicnn.set_seed(2)
+    layer = make_layer(kernel, strides, dilation, padding, use_bias, filters=2)
+    layer.input_grad = True
+    result = check_layer(layer, distinct(shape), max_entries=40)
+    assert result.passed, str(result)
+
+
+def test_a_backward_that_skips_the_last_block_is_caught(recompute, f64, monkeypatch):
+    """The check above can fail: a kernel gradient that leaves out the last block
+    (its image's col made as zeros) is reported."""
+    real = conv_ops._matrix_grad
+
+    def without_last_block(dy, cache, *args):
+        x_padded = cache.x_padded.copy()
+        x_padded[-1] = 0
+        return real(dy, cache._replace(x_padded=x_padded), *args)
+
+    minicnn.set_seed(2)
+    layer = make_layer((3, 3), (1, 1), (1, 1), "same", True, filters=2)
+    layer.input_grad = True
+    x = distinct((5, 5, 4, 2))
+    assert check_layer(layer, x, max_entries=40).passed
+    monkeypatch.setattr(conv_ops, "_matrix_grad", without_last_block)
+    result = check_layer(layer, x, max_entries=40)
+    assert result.verdict == "FAILED" and "kernel" in result.where, str(result)
+
+
+@pytest.mark.parametrize("shape,kernel,strides,dilation,padding,use_bias", CONFIGS, ids=IDS)
+def test_recomputed_and_kept_col_agree(backend, monkeypatch, shape, kernel, strides, dilation,
+                                       padding, use_bias):
+    x = distinct(shape).astype(np.float32)
+    dy = None
+    results = []
+    for keep in (1 << 40, 0):
+        monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", keep)
+        monkeypatch.setattr(conv_ops, "IMAGES_PER_BLOCK", 2)
+        minicnn.set_seed(3)
+        layer = make_layer(kernel, strides, dilation, padding, use_bias)
+        layer.input_grad = True
+        y = layer.run_forward(minicnn.to_device(x), training=True)
+        if dy is None:
+            dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+        dx = layer.run_backward(minicnn.to_device(dy))
+        results.append([minicnn.to_host(a) for a in (y, dx, *layer.grads.values())])
+    for kept, recomputed in zip(*results):
+        assert_close(recomputed, kept)
+
+
+def test_backward_keeps_its_own_copy_of_an_unpadded_input(recompute):
+    """A batch source may refill its buffer for the next batch before backward runs."""
+    x = distinct((3, 5, 5, 2)).astype(np.float32)
+    minicnn.set_seed(4)
+    layer = make_layer((2, 2), (1, 1), (1, 1), "valid", True)
+    buffer = x.copy()
+    y = layer.run_forward(buffer, training=True)
+    dy = np.ones_like(y)
+    buffer[...] = 7.0  # the next batch arrives in the same buffer
+    layer.run_backward(dy)
+    d_kernel = layer.grads["kernel"]
+    want = np.zeros_like(d_kernel)  # dW[i, j, c, f] = sum over windows of x (dy = 1)
+    for i in range(2):
+        for j in range(2):
+            want[i, j] = x[:, i:i + 4, j:j + 4].sum(axis=(0, 1, 2))[:, None]
+    assert_close(d_kernel, want)
+
+
+def test_im2col_operands_are_made_again(recompute):
+    x = distinct((3, 5, 5, 2)).astype(np.float32)
+    layer = Conv2D(3, 2, padding="same",
+                   bias_initializer=lambda shape, rng: rng.uniform(-1, 1, shape))
+    y = layer.run_forward(x, training=True)
+    col, matrix = layer.im2col_operands()
+    assert_close((col @ matrix).reshape(y.shape), y)
