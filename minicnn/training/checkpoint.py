@@ -202,8 +202,10 @@ def load(path: str | os.PathLike, model: Any, callbacks: list | None = None) -> 
                       fit_rng_state=meta["rng"]["fit"], callback_states=pairs)
 
 
-def completed_epochs(path: str | os.PathLike) -> int:
-    """The epochs a checkpoint holds, read without loading it (for a message)."""
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The ``__checkpoint__`` metadata (epoch, history, callback records, ...) of a
+    checkpoint, read without its arrays and without a model: to show or check a run
+    before resuming it."""
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -215,8 +217,8 @@ def completed_epochs(path: str | os.PathLike) -> int:
         raise CheckpointError(f"checkpoint: {path} is not a readable minicnn checkpoint "
                               f"(truncated or corrupt?): {type(exc).__name__}: {exc}") from None
     if entry is None:
-        raise CheckpointError(f"checkpoint: {path} is not a minicnn checkpoint (no __checkpoint__ entry)")
+        raise CheckpointError(f"checkpoint: {path} is not a minicnn checkpoint (no __checkpoint__ "
+                              "entry)")
     meta = serialization.read_metadata(entry, "__checkpoint__", path, "checkpoint")
     serialization.require_fields(meta, ("epoch",), "__checkpoint__", path, "checkpoint")
-    return int(meta["epoch"])
-
+    return meta
