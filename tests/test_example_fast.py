@@ -44,14 +44,16 @@ def test_the_network_is_airbench94s():
 def run_example(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--data", str(data), "--batch-size", "64", "--epochs", "1.5",
+        [sys.executable, str(SCRIPT), "--data", str(data), "--batch-size", "48", "--epochs", "1.5",
          "--test-limit", "32", "--out", str(out), "--seed", "1", *extra],
         capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def whole_run(tmp_path_factory):
-    """A short run, uninterrupted: (the fake data, its output folder, its stdout)."""
+    """A short run, uninterrupted: (the fake data, its output folder, its stdout). Its
+    epochs of 6 steps end one step after the average was pulled into the weights
+    (every 5 steps), so a resume must restore the average too."""
     tmp_path = tmp_path_factory.mktemp("fast")
     data = write_fake_cifar(tmp_path / "data", per_batch=64)
     result = run_example(data, tmp_path / "out")
@@ -65,7 +67,7 @@ def test_a_short_run_writes_its_metrics(whole_run):
     for key in ("test_accuracy", "test_accuracy_no_tta", "test_accuracy_mirror", "train_seconds"):
         assert key in metrics
         assert 0 <= metrics[key] <= (1 if "accuracy" in key else 3600)
-    assert metrics["steps"] == 8  # ceil(1.5 epochs x (320 // 64) steps)
+    assert metrics["steps"] == 9  # ceil(1.5 epochs x (320 // 48) steps)
     assert metrics["test_accuracy"] == metrics["test_accuracy_tta"]
     assert (out / "loss.png").exists() and (out / "history.csv").exists()
     assert (out / "weights.npz").exists() and not (out / "checkpoint.npz").exists()
@@ -112,7 +114,14 @@ def test_resuming_with_other_settings_is_refused(whole_run, tmp_path):
     assert run_example(data, out, "--stop-after-epochs", "1").returncode == 0
     result = run_example(data, out, "--resume", "--batch-size", "32")
     assert result.returncode == 1 and "resume with that run's arguments" in result.stderr
-    assert "'batch_size': 64" in result.stderr and "'batch_size': 32" in result.stderr
+    assert "'batch_size': 48" in result.stderr and "'batch_size': 32" in result.stderr
+
+
+def test_train_seconds_add_up_over_the_parts():
+    clock = load_example().RunClock({"seed": 0})
+    clock.load_state_dict({"train_seconds": 100.0, "settings": {"seed": 0}})
+    assert 100 < clock.seconds() < 200
+    assert 100 < clock.state_dict()["train_seconds"] < 200
 
 
 def test_resume_needs_out(capsys):
