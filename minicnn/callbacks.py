@@ -289,7 +289,7 @@ class BackupAndRestore(Callback):
     """Keep the run in ``backup_dir`` so a stopped ``fit`` continues (tf.keras's name).
 
     ``fit`` writes a checkpoint (the file ``checkpoint.npz`` in ``backup_dir``:
-    weights, optimizer state, random generators, history; see
+    weights, optimizer state, random generators, history, callback states; see
     ``minicnn.training.checkpoint``) before the first epoch and at the end of
     every epoch. When ``fit`` starts and that file exists, it restores it and
     goes on from the saved epoch up to ``epochs`` in total, so a run killed
