@@ -90,7 +90,8 @@ def callback_entries(callbacks: list) -> tuple[list[dict], dict]:
     return records, arrays
 
 
-def match_callbacks(records: Any, arrays: dict, callbacks: list, path: str) -> list[tuple[Any, dict]]:
+def match_callbacks(records: Any, arrays: dict, callbacks: list, path: str
+                    ) -> list[tuple[Any, dict]]:
     """Pair each saved state with the given callback of its class at the same place
     among that class's callbacks; a state no callback takes raises CheckpointError."""
     if not isinstance(records, list) or not all(
