@@ -216,8 +216,12 @@ def resume_point(args: argparse.Namespace, checkpoint: Path, settings: dict, epo
         sys.exit(f"cifar10_fast: {checkpoint} holds a run with {saved}, this one has {settings}: "
                  "resume with that run's arguments, or leave out --resume to start afresh")
     done = int(meta["epoch"])
-    print(f"cifar10_fast.py: resuming from epoch {done + 1} of {epochs} ({done} done, "
-          f"kept in {checkpoint})", flush=True)
+    if done >= epochs:  # stopped after training, before the results were written
+        print(f"cifar10_fast.py: the run in {checkpoint} has trained all {epochs} epochs: "
+              "evaluating it", flush=True)
+    else:
+        print(f"cifar10_fast.py: resuming from epoch {done + 1} of {epochs} ({done} done, "
+              f"kept in {checkpoint})", flush=True)
     return done
 
 
