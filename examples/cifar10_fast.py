@@ -3,6 +3,8 @@
     python examples/cifar10_fast.py --data ../shared/datasets/cifar-10-python.tar.gz
     python examples/cifar10_fast.py --train-limit 5120 --test-limit 1000 --epochs 1   # a quick look
     python examples/cifar10_fast.py --backend cupy                 # the same code on the GPU
+    python examples/cifar10_fast.py --out runs/a --stop-after-epochs 3   # then, as often as needed:
+    python examples/cifar10_fast.py --out runs/a --stop-after-epochs 3 --resume
 
 airbench94 (Keller Jordan, 2024) is a plain sequential CNN: a frozen 2x2
 "whitening" convolution set from the training images, then three groups of
@@ -15,8 +17,12 @@ model every 5 steps, mirror-padded random crops and alternating flips; it
 predicts with test-time augmentation (mirror and 1-pixel translations). Every
 piece is minicnn's own library code; docs/fast-recipe.md has the numbers.
 Writes metrics.json (test_accuracy with TTA, test_accuracy_no_tta,
-test_accuracy_mirror, train_seconds), history.csv, loss.png and accuracy.png
-into ``--out``.
+test_accuracy_mirror, train_seconds), history.csv, weights.npz (the trained
+weights, for ``build_model(...).load_weights``), loss.png and accuracy.png into
+``--out``. While it trains, ``--out``/checkpoint.npz keeps the run (rewritten
+at every epoch's end, removed once the results are written): a run stopped by
+``--stop-after-epochs``, Ctrl-C or a lost machine continues exactly with the
+same arguments and ``--resume``, and its train_seconds adds up every part.
 """
 from __future__ import annotations
 
@@ -44,6 +50,8 @@ from minicnn.layers import (Activation, BatchNormalization, Conv2D, Dense, Flatt
 from minicnn.models import Sequential  # noqa: E402
 from minicnn.preprocessing.crops import CropFlipSequence  # noqa: E402
 from minicnn.preprocessing.tta import predict_tta  # noqa: E402
+from minicnn.training import checkpoint as checkpoint_io  # noqa: E402
+from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted  # noqa: E402
 from minicnn.utils import to_categorical  # noqa: E402
 
 MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
@@ -75,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="test-time augmentation for test_accuracy: 0 none, 1 mirror, 2 mirror "
                         "and translations (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/fast-<timestamp>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run kept in --out (its checkpoint.npz) with the same "
+                        "arguments")
+    p.add_argument("--stop-after-epochs", type=int, metavar="K",
+                   help="stop after K epochs of this process, the run kept in --out for "
+                        "--resume (for machines where a whole run takes too long)")
     p.add_argument("--no-plots", action="store_true", help="skip the curves")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=2,
                    help="fit's progress output (default: %(default)s, a line per epoch)")
@@ -83,6 +97,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--epochs must be above 0, got {args.epochs}")
     if args.batch_size < 1:
         p.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.resume and args.out is None:
+        p.error("--resume needs --out DIR (the folder of the run to continue)")
+    if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
+        p.error(f"--stop-after-epochs must be at least 1, got {args.stop_after_epochs}")
     return args
 
 
@@ -146,6 +164,67 @@ class StopAfter(callbacks.Callback):
             self.model.stop_training = True
 
 
+class RunClock(callbacks.Callback):
+    """The run's training seconds over all its parts, and the settings its schedule
+    and data depend on, kept in the checkpoint (the callback-state protocol)."""
+
+    def __init__(self, settings: dict) -> None:
+        super().__init__()
+        self.settings, self.earlier, self.start = settings, 0.0, time.perf_counter()
+
+    def seconds(self) -> float:
+        """This part's seconds so far plus those of the parts before it."""
+        return self.earlier + time.perf_counter() - self.start
+
+    def state_dict(self) -> dict:
+        return {"train_seconds": self.seconds(), "settings": self.settings}
+
+    def load_state_dict(self, state: dict) -> None:
+        # The time of an epoch cut short is not counted: that epoch is trained again.
+        self.earlier = float(state["train_seconds"])
+
+
+class StopAfterEpochs(callbacks.Callback):
+    """Ends fit after ``epochs`` epochs of this process (``--stop-after-epochs``)."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs, self.done = epochs, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.done += 1
+        if self.done >= self.epochs:
+            self.model.stop_training = True
+
+
+def resume_point(args: argparse.Namespace, checkpoint: Path, settings: dict, epochs: int) -> int:
+    """Epochs done by the run kept in ``checkpoint`` (0 for a fresh run), saying
+    whether it is resumed or overwritten; a run made with other settings stops here."""
+    if not args.resume:
+        if checkpoint.exists():
+            print(f"cifar10_fast.py: {checkpoint} will be overwritten by this run "
+                  "(add --resume to continue from it instead)", flush=True)
+        return 0
+    if not checkpoint.exists():
+        print(f"cifar10_fast.py: no checkpoint in {checkpoint.parent} yet: starting at epoch 1",
+              flush=True)
+        return 0
+    meta = checkpoint_io.read_metadata(checkpoint)
+    saved = next((record["state"].get("settings") for record in meta.get("callbacks", [])
+                  if record.get("class") == "RunClock"), None)
+    if saved != settings:
+        sys.exit(f"cifar10_fast: {checkpoint} holds a run with {saved}, this one has {settings}: "
+                 "resume with that run's arguments, or leave out --resume to start afresh")
+    done = int(meta["epoch"])
+    if done >= epochs:  # stopped after training, before the results were written
+        print(f"cifar10_fast.py: the run in {checkpoint} has trained all {epochs} epochs: "
+              "evaluating it", flush=True)
+    else:
+        print(f"cifar10_fast.py: resuming from epoch {done + 1} of {epochs} ({done} done, "
+              f"kept in {checkpoint})", flush=True)
+    return done
+
+
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float((outputs.argmax(axis=1) == labels.reshape(-1)).mean())
 
@@ -168,21 +247,41 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(x_train)} train images, {len(x_test)} test images; {total_steps} steps of "
           f"{args.batch_size} ({args.epochs} epochs)", flush=True)
 
-    start = time.perf_counter()
+    epochs = math.ceil(args.epochs)
+    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                "train_images": len(x_train)}
+    checkpoint = out / "checkpoint.npz"
+    clock = RunClock(settings)
+    done = resume_point(args, checkpoint, settings, epochs)
     kernel = initializers.patch_whitening(x_train[:HYP["whiten_images"]], kernel_size=2)
     model = build_model(kernel)
     compile_model(model, total_steps, args.batch_size)
     batches = CropFlipSequence(x_train, to_categorical(y_train, 10), args.batch_size, pad=2,
                                flip="alternating", seed=args.seed)
+    for _ in range(done):  # the Sequence draws epoch e's crops and order from (seed, e)
+        batches.on_epoch_end()
     momentum = lambda t: 0.95 ** 5 * (t / total_steps) ** 3  # noqa: E731 (airbench's lookahead)
-    history = model.fit(batches, epochs=math.ceil(args.epochs), verbose=args.verbose,
-                        shuffle=False,  # the Sequence shuffles its images itself
-                        callbacks=[StopAfter(total_steps, HYP["whiten_bias_epochs"]),
-                                   callbacks.ExponentialMovingAverage(
-                                       momentum, update_frequency=HYP["ema_every"],
-                                       overwrite_frequency=HYP["ema_every"])])
+    stop = [] if args.stop_after_epochs is None else [StopAfterEpochs(args.stop_after_epochs)]
+    try:
+        history = model.fit(batches, epochs=epochs, verbose=args.verbose,
+                            shuffle=False,  # the Sequence shuffles its images itself
+                            callbacks=[StopAfter(total_steps, HYP["whiten_bias_epochs"]),
+                                       callbacks.ExponentialMovingAverage(
+                                           momentum, update_frequency=HYP["ema_every"],
+                                           overwrite_frequency=HYP["ema_every"]), clock, *stop],
+                            checkpoint=checkpoint, resume=args.resume)
+    except TrainingInterrupted as exc:
+        print(f"\ncifar10_fast.py: stopped. {exc}", file=sys.stderr)
+        sys.exit(130)
+    except TrainingDiverged as exc:
+        sys.exit(f"cifar10_fast.py: {exc}")
     minicnn.backend.synchronize(model.weights[0])
-    train_seconds = time.perf_counter() - start
+    train_seconds = clock.seconds()
+    if int(model.optimizer.iterations) < total_steps:  # --stop-after-epochs
+        print(f"Stopped after epoch {len(history.epoch)} of {epochs} ({train_seconds:.1f} s of "
+              f"training so far); {checkpoint} keeps the run: continue it with the same "
+              "arguments and --resume", flush=True)
+        return 0
 
     start = time.perf_counter()
     plain = model.predict(x_test, batch_size=2000)
@@ -202,14 +301,16 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
 
     write_text_atomic(out / "metrics.json", json.dumps(results, indent=2) + "\n")
+    model.save_weights(out / "weights.npz")
     write_text_atomic(out / "history.csv", pd.DataFrame(history.as_dict()).to_csv(
         index_label="epoch"))
     if not args.no_plots:
         from minicnn.viz import plots
         plots.learning_curve(history.history, "loss", out / "loss.png", "Training loss")
         plots.learning_curve(history.history, "acc", out / "accuracy.png", "Training accuracy")
-    print(f"Saved metrics.json, history.csv{'' if args.no_plots else ', loss.png, accuracy.png'}"
-          f" to {out}", flush=True)
+    checkpoint.unlink()  # the run is over and its results are written
+    print(f"Saved metrics.json, history.csv, weights.npz"
+          f"{'' if args.no_plots else ', loss.png, accuracy.png'} to {out}", flush=True)
     return 0
 
 

@@ -21,6 +21,16 @@ checkpoints as a callback); ``TensorBoard`` writes TensorBoard's event files
 through the optional tensorboardX package; ``ExponentialMovingAverage`` keeps
 an average of the weights (tf.keras's optimizer ``use_ema``), the fast
 recipes' "lookahead".
+
+A callback with a state that a resumed run needs (PyTorch's names) defines
+
+    state_dict() -> {str: array (any backend) or JSON value}
+    load_state_dict(state)
+
+and ``fit(checkpoint=...)`` (or ``BackupAndRestore``) keeps that state in every
+checkpoint and hands it back when it resumes, after ``on_train_begin``, to the
+callback of the same class at the same place among that class's callbacks;
+see ``minicnn.training.checkpoint``. ``ExponentialMovingAverage`` has one.
 """
 from __future__ import annotations
 
@@ -279,7 +289,7 @@ class BackupAndRestore(Callback):
     """Keep the run in ``backup_dir`` so a stopped ``fit`` continues (tf.keras's name).
 
     ``fit`` writes a checkpoint (the file ``checkpoint.npz`` in ``backup_dir``:
-    weights, optimizer state, random generators, history; see
+    weights, optimizer state, random generators, history, callback states; see
     ``minicnn.training.checkpoint``) before the first epoch and at the end of
     every epoch. When ``fit`` starts and that file exists, it restores it and
     goes on from the saved epoch up to ``epochs`` in total, so a run killed
@@ -875,8 +885,11 @@ class ExponentialMovingAverage(Callback):
     and after every ``overwrite_frequency``-th update (None: never during training)
     w = e. At the end of training w = e. ``include_non_trainable`` (the default)
     averages the weights no optimizer touches too: BatchNormalization's moving
-    mean and variance, frozen layers. The average lives only in this callback: it
-    is not part of a checkpoint.
+    mean and variance, frozen layers.
+
+    The average is part of ``fit``'s checkpoints (``state_dict()``: a host copy of
+    each average, keyed ``<layer position>/<weight>``, so a model rebuilt with other
+    layer names takes it; ``load_state_dict``), so a resumed run goes on exactly.
     """
 
     def __init__(self, momentum: float | Callable[[int], float] = 0.99,
@@ -917,6 +930,34 @@ class ExponentialMovingAverage(Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.averages = {key: w.copy() for key, w in self._weights()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of the averages, keyed ``<layer position>/<weight>``."""
+        position = {layer.name: i for i, layer in enumerate(self.model.layers)}
+        return {f"{position[layer]}/{name}": np.array(backend.to_host(e))
+                for (layer, name), e in self.averages.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take the averages of ``state_dict()``, every key and shape checked first."""
+        owner, layers = "ExponentialMovingAverage", self.model.layers
+        averages = {}
+        for key, value in state.items():
+            index, _, name = key.partition("/")
+            layer = layers[int(index)] if index.isdigit() and int(index) < len(layers) else None
+            weight = layer.params.get(name) if layer is not None else None
+            shape = getattr(value, "shape", None)
+            if weight is None or shape != tuple(weight.shape):
+                raise ValueError(f"{owner}: load_state_dict: the state's average {key!r} "
+                                 f"(shape {shape}) fits no weight of the model (keys are "
+                                 "<layer position>/<weight name>)")
+            averages[(layer.name, name)] = backend.to_device(value, dtype=weight.dtype).copy()
+        missing = [f"{layer}/{name}" for (layer, name), _ in self._weights()
+                   if (layer, name) not in averages]
+        if missing:
+            raise ValueError(f"{owner}: load_state_dict: the state has no average of "
+                             f"{missing[0]} (is include_non_trainable the same as when it "
+                             "was saved?)")
+        self.averages = averages
 
     def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         t = int(self.model.optimizer.iterations)

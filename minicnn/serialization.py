@@ -28,7 +28,10 @@ exactly where ``save`` stopped:
                                   {"class_name", "config"}},
                               "optimizer_iterations": the update count (null without
                                   training_config),
-                              "rng": {layer name: its generator's state (Dropout's)}}
+                              "rng": {layer name: its generator's state (Dropout's)},
+                              "frozen": {layer name: [weights frozen by set_trainable]}
+                                  (optional: files from before it load with nothing
+                                  frozen beyond what the layers' configs say)}
     weights/<layer>/<param>   every parameter
     optimizer/<layer>/<param> SGD's momentum buffers, if any (with training_config)
     optimizer/<layer>/<param>/<slot>
@@ -272,6 +275,46 @@ def optimizer_slots(arrays: dict, model: Any, saved: list[dict], path: str, who:
     return state
 
 
+def frozen_weights(model: Any) -> dict[str, list[str]]:
+    """{layer name: its weights frozen by ``set_trainable(name, False)``}, layers with
+    none left out."""
+    return {layer.name: layer.frozen_params() for layer in model.layers
+            if layer.frozen_params()}
+
+
+def frozen_plan(model: Any, frozen: Any, saved: list[dict], path: str | os.PathLike, key: str,
+                who: str) -> list[tuple[Any, set[str]]]:
+    """Check a file's ``frozen`` record (the file's layer names, ``saved``, find this
+    model's layers) and return (layer, names to freeze) for every layer."""
+    names = {layer["name"]: i for i, layer in enumerate(saved)}
+    if not isinstance(frozen, dict) or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v) for v in frozen.values()):
+        raise WeightsFileError(f"{who}: {path} has damaged metadata ({key} frozen is not "
+                               "{layer name: [weight names]})")
+    plan: list[set[str]] = [set() for _ in model.layers]
+    for layer_name, params in frozen.items():
+        index = names.get(layer_name)
+        unknown = params if index is None else \
+            [n for n in params if n not in model.layers[index].params]
+        if index is None or unknown:
+            weight = f"{layer_name}/{unknown[0]}" if unknown else f"a weight of {layer_name!r}"
+            raise WeightsFileError(f"{who}: {path} records {weight} as frozen, but the model "
+                                   "has no such weight")
+        plan[index] = set(params)
+    return list(zip(model.layers, plan))
+
+
+def set_frozen(plan: list[tuple[Any, set[str]]]) -> None:
+    """Freeze exactly the planned weights of each layer (``frozen_plan``), unfreezing the
+    others that were frozen: the file's record wins."""
+    for layer, names in plan:
+        for name in layer.frozen_params():
+            if name not in names:
+                layer.set_trainable(name, True)
+        for name in sorted(names):
+            layer.set_trainable(name, False)
+
+
 def layer_rng_states(model: Any) -> dict:
     return {layer.name: layer.get_rng_state() for layer in model.layers
             if layer.get_rng_state() is not None}
@@ -338,7 +381,7 @@ def save_model(path: str | os.PathLike, model: Any, overwrite: bool = True,
         "input_shape": list(model.input_shape[1:]),
         "layer_names": [layer.name for layer in model.layers],
         "training_config": None, "optimizer_iterations": None,
-        "rng": layer_rng_states(model)}
+        "rng": layer_rng_states(model), "frozen": frozen_weights(model)}
     arrays = weight_arrays(model, prefix="weights/")
     if compiled:
         meta["training_config"] = {
@@ -400,7 +443,11 @@ def restore_model(model: Any, meta: dict, arrays: dict, path: str | os.PathLike,
         model.build((None, *meta["input_shape"]))
     restore_optimizer = model.optimizer is not None and meta["training_config"] is not None
     slots = optimizer_slots(arrays, model, saved, path, who) if restore_optimizer else None
+    frozen = frozen_plan(model, meta["frozen"], saved, path, "__model__", who) \
+        if "frozen" in meta else None  # (files from before the entry: as their configs say)
     set_weights(model, arrays, saved, path, who, prefix="weights/")
+    if frozen is not None:
+        set_frozen(frozen)
     if restore_optimizer:
         model.optimizer.set_state({"iterations": meta["optimizer_iterations"], **slots})
     set_layer_rng_states(model, meta["rng"], saved)

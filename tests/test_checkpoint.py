@@ -85,8 +85,9 @@ def test_checkpoint_contents_and_format(tmp_path):
     model, history = train(2, checkpoint=path)
     with np.load(path) as f:
         meta = json.loads(str(f["__checkpoint__"]))
-        assert meta["format"] == "minicnn-checkpoint" and meta["version"] == 1
+        assert meta["format"] == "minicnn-checkpoint" and meta["version"] == 2
         assert meta["epoch"] == 2 and meta["optimizer"]["iterations"] == 10
+        assert meta["frozen"] == {} and meta["callbacks"] == []
         assert meta["history"]["val_acc"] == history.history["val_acc"]
         assert set(meta["rng"]["layers"]) == {"dropout_1"} and meta["rng"]["fit"] is not None
         np.testing.assert_array_equal(f["weights/conv2d_1/kernel"],
@@ -144,10 +145,10 @@ def test_checkpoint_of_another_format_version(tmp_path):
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
     meta = json.loads(str(arrays["__checkpoint__"]))
-    meta["version"] = 2
+    meta["version"] = 3
     arrays["__checkpoint__"] = np.array(json.dumps(meta))
     np.savez(path, **arrays)
-    with pytest.raises(ckpt.CheckpointError, match="version 2; this minicnn reads .* version 1"):
+    with pytest.raises(ckpt.CheckpointError, match="version 3; this minicnn reads .* versions 1, 2"):
         ckpt.load(path, small_model())
 
 

@@ -213,6 +213,11 @@ class Layer:
         elif name not in self._non_trainable:
             self._frozen.add(name)
 
+    def frozen_params(self) -> list[str]:
+        """Names of the weights frozen by ``set_trainable(name, False)``, in ``params``
+        order (what model files and checkpoints record)."""
+        return [n for n in self.params if n in self._frozen]
+
     def trained_params(self) -> list[str]:
         """Names of the weights an optimizer updates: none while ``trainable`` is False,
         and none frozen by ``set_trainable``."""

@@ -99,6 +99,8 @@ class Trainer:
         self.path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
         if self.resume and self.path is None:
             raise ValueError("fit: resume=True needs checkpoint=PATH to resume from")
+        # Callbacks with state_dict/load_state_dict keep their state in the checkpoint.
+        self.stateful = [c for c in self.callbacks.callbacks if checkpoint_io.has_state(c)]
         self.steps = data.steps
         self.check_every = finite_check_interval(model, data.sample)
         self.stop = None  # the signal flag, while run() is under way
@@ -107,7 +109,8 @@ class Trainer:
         if callable(self.checkpoint):
             self.checkpoint(self.model, epochs_done, self.history)
         elif self.checkpoint is not None:
-            checkpoint_io.save(self.checkpoint, self.model, epochs_done, self.history, self.rng)
+            checkpoint_io.save(self.checkpoint, self.model, epochs_done, self.history, self.rng,
+                               callbacks=self.stateful)
 
     def run(self) -> History:
         model, history = self.model, self.history
@@ -121,16 +124,22 @@ class Trainer:
                 sources.callback(self.validation.close)
             epoch = self.initial_epoch
             if self.resume and os.path.exists(self.path):
-                state = checkpoint_io.load(self.path, model)
+                state = checkpoint_io.load(self.path, model, self.stateful)
                 epoch = state.epoch
                 history.restore(state.history)
                 if state.fit_rng_state is not None:
                     backend.set_rng_state(self.rng, state.fit_rng_state)
                 if self.verbose:
                     print(f"Resuming from {self.path}: {state.epoch} epoch(s) done", flush=True)
-            elif self.path is not None:
-                self.save(epoch)  # so a stop in the first epoch can resume too
-            self.callbacks.call("on_train_begin", {})
+                self.callbacks.call("on_train_begin", {})
+                # After on_train_begin, which resets many callbacks (an average to the weights).
+                for callback, callback_state in state.callback_states:
+                    callback.load_state_dict(callback_state)
+            else:
+                self.callbacks.call("on_train_begin", {})
+                if self.path is not None:  # so a stop in the first epoch can resume too,
+                    self.save(epoch)       # with what on_train_begin set up
+
             for epoch in range(epoch, self.epochs):
                 self.callbacks.call("on_epoch_begin", epoch, {})
                 logs = self.run_epoch(epoch)
