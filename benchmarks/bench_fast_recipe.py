@@ -8,9 +8,19 @@ network at batch 1024 (its optimizer, loss and crop/flip batches; after one
 untimed warm-up step) in minicnn, then the same in PyTorch through
 benchmarks/torch_airbench.py --steps-only (a separate process, so the two
 never share a thread pool). Rounds alternate, so both see the same machine
-load. Prints images per second per round and the medians; ``--profile`` adds
-minicnn's time per layer for one step (its hooks switch the BatchNormalization
-+ GELU fusion off, so that step is slower than the timed ones).
+load. Prints images per second per round and the medians.
+
+``--profile`` then times each layer's forward and backward over
+``--profile-steps`` more steps (medians) in minicnn (Model.profile_step) and
+in PyTorch (torch_airbench.py --profile, module hooks), and prints them side
+by side per minicnn layer with the ratio torch / minicnn (above 1: minicnn is
+faster), the layers' total, the rest of the step (loss, optimizer, checks,
+autograd's own work) and the whole step. minicnn runs each
+BatchNormalization with the GELU after it as one fused op, which the layer
+hooks do not see; the benchmark clocks that op itself and puts it on the
+batch_normalization row (the activation row stays empty), and the PyTorch
+peer groups its BatchNorm2d and the GELU after it the same way. Without
+PyTorch the table is minicnn's alone.
 """
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -28,6 +39,10 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's minicnn
+
+from minicnn.fileio import write_text_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,13 +76,14 @@ def minicnn_round(model, batches, steps: int, start: int) -> float:
     return images / total
 
 
-def torch_round(args: argparse.Namespace) -> float | None:
-    """PyTorch's median images per second over ``--steps`` steps, or None without torch."""
+def run_peer(args: argparse.Namespace, steps: int, *extra: str) -> dict | None:
+    """torch_airbench.py --steps-only's JSON report, or None when PyTorch is missing."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "torch.json"
         command = [sys.executable, str(ROOT / "benchmarks" / "torch_airbench.py"),
-                   "--steps-only", str(args.steps), "--warmup", "1", "--threads",
-                   str(args.threads), "--seed", str(args.seed), "--json", str(out)]
+                   "--steps-only", str(steps), "--warmup", "1", "--threads",
+                   str(args.threads), "--seed", str(args.seed), "--batch-size",
+                   str(args.batch_size), "--json", str(out), *extra]
         if args.data:
             command += ["--data", args.data]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -75,8 +91,118 @@ def torch_round(args: argparse.Namespace) -> float | None:
             if "not installed" in (result.stdout + result.stderr):
                 return None
             sys.exit(f"bench_fast_recipe: the PyTorch peer failed:\n{result.stderr[-2000:]}")
-        report = json.loads(out.read_text())
-    return float(report["median_step_images_per_second"])
+        return json.loads(out.read_text())
+
+
+def torch_round(args: argparse.Namespace) -> float | None:
+    """PyTorch's median images per second over ``--steps`` steps, or None without torch."""
+    report = run_peer(args, args.steps)
+    return None if report is None else float(report["median_step_images_per_second"])
+
+
+def minicnn_profile(model, batches, steps: int, start: int) -> dict:
+    """Medians over ``steps`` profile_step calls: seconds per layer and for the whole step.
+
+    A BatchNormalization fused with its Activation (minicnn.plan) runs outside both
+    layers' hooks, so profile_step counts it with the next hooked layer (forward: the one
+    after the Activation; backward: the one before the normalization). Its own clock here
+    moves that time to the normalization's row."""
+    fused = sorted(move[1] for move in model.relu_moves() if isinstance(move, tuple))
+    unhooked = {j for i in fused for j in (i, i + 1)}
+    clocked: dict = {}
+
+    def clock(i: int, part: str, run):
+        def timed(*a, **k):
+            t = time.perf_counter()
+            out = run(*a, **k)
+            clocked[(i, part)] = time.perf_counter() - t
+            return out
+        return timed
+
+    for i in fused:
+        layer = model.layers[i]
+        layer.run_fused_forward = clock(i, "forward", layer.run_fused_forward)
+        layer.run_fused_backward = clock(i, "backward", layer.run_fused_backward)
+    profiles = []
+    try:
+        for b in range(start, start + steps):
+            clocked.clear()
+            profile = model.profile_step(*batches[b % len(batches)])
+            for i in fused:
+                for part, after in (("forward", range(i + 2, len(model.layers))),
+                                    ("backward", range(i - 1, -1, -1))):
+                    seconds = clocked[(i, part)]
+                    counted_in = next((j for j in after if j not in unhooked), None)
+                    if counted_in is not None:
+                        profile[part][counted_in] -= seconds
+                    profile[part][i] += seconds
+            profiles.append(profile)
+    finally:
+        for i in fused:
+            del model.layers[i].run_fused_forward, model.layers[i].run_fused_backward
+    med = statistics.median
+    return {"steps": steps, "step": med([p["step"] for p in profiles]),
+            "layers": [{"name": layer.name,
+                        "forward": med([p["forward"][i] for p in profiles]),
+                        "backward": med([p["backward"][i] for p in profiles])}
+                       for i, layer in enumerate(model.layers)],
+            "fused": [model.layers[i].name for i in fused]}
+
+
+def ratio(theirs: float, ours: float) -> float | None:
+    return theirs / ours if ours > 0 else None
+
+
+def report_profile(ours: dict, theirs: dict | None) -> dict:
+    """The per-layer table (ms), minicnn's alone or beside PyTorch's; returns it for --json."""
+    def ms(row: dict) -> list[float]:
+        return [row["forward"] * 1e3, row["backward"] * 1e3]
+
+    def text(r: float | None) -> str:
+        return f"{r:8.2f}" if r is not None else f"{'-':>8s}"
+
+    if theirs is not None:
+        base = [re.sub(r"_\d+$", "", row["name"]) for row in ours["layers"]]
+        if base != [re.sub(r"_\d+$", "", row["name"]) for row in theirs["layers"]]:
+            sys.exit("bench_fast_recipe: the PyTorch peer's profile groups "
+                     f"{[row['name'] for row in theirs['layers']]} do not match minicnn's "
+                     f"layers {[row['name'] for row in ours['layers']]}")
+    print(f"\n## Time per layer (ms per training step, medians of {ours['steps']} instrumented "
+          "steps; BatchNormalization + GELU run fused: on the batch_normalization row"
+          + ("; PyTorch timed through module hooks, which add a little, its BatchNorm2d and "
+             "the GELU after it grouped the same way)" if theirs else ")"))
+    header = f"  {'layer':24s} {'minicnn fwd':>11s} {'bwd':>8s}"
+    if theirs:
+        header += f"   {'torch fwd':>9s} {'bwd':>8s}   {'torch/minicnn':>13s}"
+    print(header)
+    rows, totals = [], [0.0, 0.0]
+    for i, row in enumerate(ours["layers"]):
+        mine = ms(row)
+        line = f"  {row['name']:24s} {mine[0]:11.2f} {mine[1]:8.2f}"
+        entry = {"layer": row["name"], "minicnn_ms": mine}
+        totals[0] += sum(mine)
+        if theirs:
+            peer = ms(theirs["layers"][i])
+            totals[1] += sum(peer)
+            entry.update(torch_ms=peer, ratio=ratio(sum(peer), sum(mine)))
+            line += f"   {peer[0]:9.2f} {peer[1]:8.2f}   {text(entry['ratio']):>13s}"
+        rows.append(entry)
+        print(line)
+    steps = [ours["step"] * 1e3] + ([theirs["step"] * 1e3] if theirs else [])
+    rest = [step - total for step, total in zip(steps, totals)]
+    for label, values in (("all layers", totals[:len(steps)]), ("rest of the step", rest),
+                          ("whole step", steps)):
+        line = f"  {label:24s} {values[0]:11.2f} {'':8s}"
+        if theirs:
+            line += f"   {values[1]:9.2f} {'':8s}   {text(ratio(values[1], values[0])):>13s}"
+        if label == "rest of the step":
+            line += "   (loss, optimizer, checks, autograd's own work)"
+        print(line)
+    table = {"layers": rows, "layers_ms": totals[:len(steps)], "rest_ms": rest, "step_ms": steps,
+             "steps": ours["steps"]}
+    if theirs:
+        table.update(ratio=ratio(steps[1], steps[0]), torch_grouping=theirs["grouping"])
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +215,16 @@ def main(argv: list[str] | None = None) -> int:
                    "$MINICNN_NUM_THREADS and BLAS's own, default the CPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--profile", action="store_true", help="minicnn's time per layer for one step")
+    p.add_argument("--profile", action="store_true",
+                   help="time per layer, minicnn beside PyTorch, over --profile-steps steps")
+    p.add_argument("--profile-steps", type=int, default=3, metavar="K",
+                   help="instrumented steps for --profile (default 3; medians are reported)")
     p.add_argument("--json", metavar="PATH", help="also write the numbers here")
     args = p.parse_args(argv)
+    for name in ("rounds", "steps", "batch_size", "threads", "profile_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer, "
+                    f"got {getattr(args, name)}")
 
     if args.data:
         from minicnn.datasets import cifar10
@@ -127,14 +260,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result['ratio']:.2f}x PyTorch's speed")
     print(summary)
     if args.profile:
-        xb, yb = batches[0]
-        profile = model.profile_step(xb, yb)
-        result["profile"] = {layer.name: {"forward": f, "backward": b} for layer, f, b in
-                             zip(model.layers, profile["forward"], profile["backward"])}
-        for layer, f, b in zip(model.layers, profile["forward"], profile["backward"]):
-            print(f"  {layer.name:24s} forward {f:6.3f} s  backward {b:6.3f} s")
+        ours = minicnn_profile(model, batches, args.profile_steps, 1 + args.rounds * args.steps)
+        result["profile"] = {row["name"]: {"forward": row["forward"], "backward": row["backward"]}
+                             for row in ours["layers"]}
+        result["profile_step"] = ours["step"]
+        theirs = None
+        if not args.no_torch:
+            peer = run_peer(args, 1, "--profile", "--profile-steps", str(args.profile_steps))
+            theirs = None if peer is None else peer["profile"]
+            if theirs is not None:
+                result["torch_profile"] = theirs
+        result["side_by_side" if theirs else "profile_table"] = report_profile(ours, theirs)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

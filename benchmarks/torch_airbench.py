@@ -27,7 +27,14 @@ translations.
 ``--steps-only N`` trains nothing to the end: after ``--warmup`` steps it times
 N training steps (forward, loss, backward, optimiser and schedule step; the
 batches are prepared outside the timed region) and reports images/s per step,
-for the side-by-side benchmark.
+for the side-by-side benchmark. With ``--profile`` it then runs
+``--profile-steps`` more steps with a clock around every module's forward and
+backward (module hooks, which add a little time) and reports the medians per
+group of modules, each group one layer of examples/cifar10_fast.py's minicnn
+model under that layer's name: every module is its own group, except that
+the GELU after a BatchNorm2d counts with it, as minicnn runs that pair as one
+fused op and times it on its batch_normalization row (the activation's group
+is then empty).
 
 PyTorch is an optional peer, never a dependency; minicnn never imports this
 script (it uses only minicnn's dataset loader).
@@ -41,6 +48,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -320,15 +328,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps-only", type=int, default=None, metavar="N",
                    help="time N training steps after --warmup steps, then stop")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before --steps-only")
+    p.add_argument("--profile", action="store_true",
+                   help="with --steps-only: then time every module's forward and backward over "
+                        "--profile-steps more steps, grouped like minicnn's layers")
+    p.add_argument("--profile-steps", type=int, default=3, metavar="K",
+                   help="instrumented steps for --profile (default 3; medians are reported)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results here")
     args = p.parse_args(argv)
     for name in ("threads", "batch_size", "eval_batch", "train_limit", "test_limit",
-                 "steps_only"):
+                 "steps_only", "profile_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.profile and args.steps_only is None:
+        p.error("--profile needs --steps-only N (it profiles steps after the timed ones)")
     if not args.epochs > 0:
         p.error(f"--epochs must be > 0, got {args.epochs}")
     return args
@@ -339,11 +354,13 @@ def peak_rss_bytes() -> int:
 
 
 def train_step(torch: Any, net: Any, loss_fn: Any, optimizer: Any, scheduler: Any,
-               inputs: Any, labels: Any) -> tuple[Any, Any]:
+               inputs: Any, labels: Any, after_backward: Any = None) -> tuple[Any, Any]:
     outputs = net(inputs)
     loss = loss_fn(outputs, labels).sum()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if after_backward is not None:  # profile_step's clock
+        after_backward()
     optimizer.step()
     scheduler.step()
     return outputs, loss
@@ -369,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
 
     loader = TrainLoader(torch, train_images, train_labels, args.batch_size, args.channels_last)
     if args.steps_only is not None:
-        total_steps = args.warmup + args.steps_only
+        total_steps = args.warmup + args.steps_only + (args.profile_steps if args.profile else 0)
     else:
         total_steps = math.ceil(len(loader) * args.epochs)
     net = make_net(torch, args.channels_last)
@@ -457,7 +474,8 @@ def steps_only(torch: Any, args: argparse.Namespace, net: Any, loss_fn: Any, opt
     """Times single training steps as in epoch 0 (whitening bias trained), batches prepared
     beforehand."""
     net.train()
-    needed = args.warmup + args.steps_only
+    profile_steps = args.profile_steps if args.profile else 0
+    needed = args.warmup + args.steps_only + profile_steps
     batches: list = []
     while len(batches) < needed:  # a new epoch of the loader when one runs out
         for batch in loader:
@@ -465,7 +483,7 @@ def steps_only(torch: Any, args: argparse.Namespace, net: Any, loss_fn: Any, opt
             if len(batches) == needed:
                 break
     seconds = []
-    for i, (inputs, labels) in enumerate(batches):
+    for i, (inputs, labels) in enumerate(batches[:needed - profile_steps]):
         start = time.perf_counter()
         train_step(torch, net, loss_fn, optimizer, scheduler, inputs, labels)
         if i >= args.warmup:
@@ -474,9 +492,112 @@ def steps_only(torch: Any, args: argparse.Namespace, net: Any, loss_fn: Any, opt
     print(f"{args.steps_only} steps at batch {args.batch_size} after {args.warmup} warm-up: "
           f"median {statistics.median(rates):.0f} images/s "
           f"(min {min(rates):.0f}, max {max(rates):.0f})", flush=True)
-    return {"steps_only": args.steps_only, "warmup": args.warmup, "step_seconds": seconds,
-            "step_images_per_second": rates,
-            "median_step_images_per_second": statistics.median(rates)}
+    results = {"steps_only": args.steps_only, "warmup": args.warmup, "step_seconds": seconds,
+               "step_images_per_second": rates,
+               "median_step_images_per_second": statistics.median(rates)}
+    if args.profile:
+        profiles = [profile_step(torch, net, loss_fn, optimizer, scheduler, inputs, labels)
+                    for inputs, labels in batches[needed - profile_steps:]]
+        results["profile"] = profile_report(net, profiles)
+    return results
+
+
+# ----------------------------------------------------------------------------- profile
+
+# The minicnn layer (examples/cifar10_fast.py's build_model) each kind of module stands for,
+# named as Keras names layers: the class in snake case, then a count per class from 1.
+MINICNN_KIND = {"Conv2d": "conv", "GELU": "activation", "MaxPool2d": "max_pooling2d",
+                "BatchNorm2d": "batch_normalization", "Flatten": "flatten", "Linear": "dense",
+                "Scale": "rescaling"}
+
+
+def profile_groups(net: Any) -> list[dict[str, Any]]:
+    """One group per module of ``net``, named like the matching minicnn layer (whiten,
+    activation_1, conv1_1, max_pooling2d_1, batch_normalization_1, ...), each with the
+    indices of the modules timed in it: its own, except that a GELU right after a
+    BatchNorm2d goes to the BatchNorm2d's group (minicnn's fused pair) and leaves its
+    own group empty."""
+    groups, counts, convs = [], {}, 0
+    for i, module in enumerate(net):
+        kind = MINICNN_KIND[type(module).__name__]
+        if kind == "conv":
+            convs += 1
+            # the whitening conv, then two per group of the three: conv{group}_{1,2}
+            name = "whiten" if convs == 1 else f"conv{(convs - 2) // 2 + 1}_{(convs - 2) % 2 + 1}"
+        else:
+            counts[kind] = counts.get(kind, 0) + 1
+            name = f"{kind}_{counts[kind]}"
+        groups.append({"name": name, "modules": [i]})
+        if kind == "activation" and i > 0 and type(net[i - 1]).__name__ == "BatchNorm2d":
+            groups[i - 1]["modules"].append(i)
+            groups[i]["modules"] = []
+    return groups
+
+
+def profile_step(torch: Any, net: Any, loss_fn: Any, optimizer: Any, scheduler: Any,
+                 inputs: Any, labels: Any) -> dict[str, Any]:
+    """One training step with a clock around each module's forward and backward (forward
+    pre/post hooks, full backward pre/post hooks): seconds per module and for the step.
+
+    The whitening conv's input needs no gradient, so its backward hook would fire before
+    its bias gradient is made: its backward runs from its pre-hook to the end of
+    loss.backward(), which is all that is left to do by then."""
+    clock, n = time.perf_counter, len(net)
+    forward, backward, started, handles = [0.0] * n, [0.0] * n, {}, []
+
+    def begin(key: tuple) -> Any:
+        return lambda *_: started.__setitem__(key, clock())
+
+    def end(key: tuple, totals: list, i: int) -> Any:
+        def hook(*_: Any) -> None:
+            totals[i] += clock() - started.pop(key)
+        return hook
+
+    for i, module in enumerate(net):
+        handles += [module.register_forward_pre_hook(begin(("f", i))),
+                    module.register_forward_hook(end(("f", i), forward, i)),
+                    module.register_full_backward_pre_hook(begin(("b", i)))]
+        if i > 0:
+            handles.append(module.register_full_backward_hook(end(("b", i), backward, i)))
+
+    def first_module_done() -> None:
+        backward[0] += clock() - started.pop(("b", 0))
+
+    try:
+        with warnings.catch_warnings():  # the whitening conv's, handled by first_module_done
+            warnings.filterwarnings("ignore", "Full backward hook is firing")
+            start = clock()
+            train_step(torch, net, loss_fn, optimizer, scheduler, inputs, labels,
+                       after_backward=first_module_done)
+            step = clock() - start
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"forward": forward, "backward": backward, "step": step}
+
+
+def profile_report(net: Any, profiles: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per group, the medians over the instrumented steps of its modules' summed forward
+    and backward seconds, and the median whole step; printed as a table."""
+    med = statistics.median
+    layers = []
+    for group in profile_groups(net):
+        times = {part: med([sum(p[part][i] for i in group["modules"]) for p in profiles])
+                 for part in ("forward", "backward")}
+        layers.append({"name": group["name"],
+                       "modules": [f"{i}:{type(net[i]).__name__}" for i in group["modules"]],
+                       **times})
+    step = med([p["step"] for p in profiles])
+    print(f"profile: ms per training step, medians of {len(profiles)} instrumented steps "
+          "(module hooks; each GELU after a BatchNorm2d counts with it, as minicnn fuses them)")
+    for row in layers:
+        print(f"  {row['name']:24s} forward {row['forward'] * 1e3:9.2f}  backward "
+              f"{row['backward'] * 1e3:9.2f}  ({' + '.join(row['modules']) or 'fused above'})")
+    print(f"  {'whole step':24s} {step * 1e3:9.2f}", flush=True)
+    return {"steps": len(profiles), "step": step, "layers": layers,
+            "grouping": "one group per minicnn layer of examples/cifar10_fast.py, named like it; "
+                        "each module is its own group except a GELU right after a BatchNorm2d, "
+                        "which counts with the BatchNorm2d (minicnn fuses the pair); seconds"}
 
 
 if __name__ == "__main__":

@@ -240,3 +240,79 @@ def test_the_fast_recipe_benchmark_runs(tmp_path):
     assert len(report["minicnn_images_per_second"]) == 2 and report["minicnn_median"] > 0
     assert "whiten" in report["profile"] and "torch_median" not in report
     assert "round 2/2: minicnn" in result.stdout
+    table = report["profile_table"]  # --no-torch: minicnn's table alone
+    assert "side_by_side" not in report and "torch/minicnn" not in result.stdout
+    assert [row["layer"] for row in table["layers"]] == list(report["profile"])
+    assert table["steps"] == 3 and table["step_ms"][0] == pytest.approx(report["profile_step"] * 1e3)
+
+
+def minicnn_layer_names() -> list[str]:
+    """The layer names of examples/cifar10_fast.py's model, built in a fresh process."""
+    code = ("import importlib.util, json, numpy as np; spec = importlib.util.spec_from_file_location("
+            f"'fast', {str(ROOT / 'examples' / 'cifar10_fast.py')!r}); fast = "
+            "importlib.util.module_from_spec(spec); spec.loader.exec_module(fast); print(json.dumps("
+            "[layer.name for layer in fast.build_model(np.zeros((2, 2, 3, 24), np.float32)).layers]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_airbench_peer_profiles_each_minicnn_layer(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is not installed: the optional peer is skipped")
+    result, res = run_airbench(tmp_path, "--steps-only", "1", "--warmup", "1", "--profile",
+                               "--profile-steps", "2")
+    profile = res["profile"]
+    names = minicnn_layer_names()
+    assert [row["name"] for row in profile["layers"]] == names and profile["steps"] == 2
+    assert "whiten" in names and "batch_normalization_6" in names
+    for row in profile["layers"]:
+        assert row["forward"] >= 0 and row["backward"] >= 0, row
+    rows = {row["name"]: row for row in profile["layers"]}
+    assert rows["whiten"]["backward"] > 0  # its bias gradient is timed, not lost
+    # minicnn's fused pair: the GELU after each BatchNorm2d counts with it, its own group empty
+    assert rows["batch_normalization_1"]["modules"] == ["4:BatchNorm2d", "5:GELU"]
+    assert rows["activation_2"]["modules"] == [] and rows["activation_2"]["forward"] == 0
+    assert rows["activation_1"]["modules"] == ["1:GELU"] and rows["activation_1"]["forward"] > 0
+    assert sum(r["forward"] + r["backward"] for r in profile["layers"]) <= profile["step"]
+    assert "Full backward hook" not in result.stderr
+
+
+def test_the_airbench_peer_profiles_only_after_timed_steps(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is not installed: the optional peer is skipped")
+    result = subprocess.run([sys.executable, str(AIRBENCH), "--profile"], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
+    assert result.returncode != 0 and "--profile needs --steps-only" in result.stderr
+
+
+def test_the_fast_recipe_benchmark_side_by_side_with_pytorch(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is not installed: the optional peer is skipped")
+    data = write_fake_cifar(tmp_path / "data", per_batch=16)
+    out = tmp_path / "fast.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_fast_recipe.py"),
+                             "--data", str(data), "--rounds", "1", "--steps", "1", "--batch-size",
+                             "16", "--threads", "1", "--profile", "--profile-steps", "2",
+                             "--json", str(out)],
+                            capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    side = report["side_by_side"]
+    names = minicnn_layer_names()
+    assert list(report["profile"]) == names
+    assert [row["layer"] for row in side["layers"]] == names
+    assert [row["name"] for row in report["torch_profile"]["layers"]] == names
+    for row in side["layers"]:
+        assert all(t >= 0 for t in row["minicnn_ms"] + row["torch_ms"]), row
+        mine, theirs = sum(row["minicnn_ms"]), sum(row["torch_ms"])
+        assert row["ratio"] == (pytest.approx(theirs / mine) if mine > 0 else None)
+    rows = {row["layer"]: row for row in side["layers"]}
+    # the fused BatchNormalization + GELU is on the normalization's row, in both
+    assert sum(rows["batch_normalization_1"]["minicnn_ms"]) > 0
+    assert rows["activation_2"]["minicnn_ms"] == [0, 0] and rows["activation_2"]["ratio"] is None
+    for k in (0, 1):
+        assert side["layers_ms"][k] <= side["step_ms"][k]
+        assert side["rest_ms"][k] == pytest.approx(side["step_ms"][k] - side["layers_ms"][k])
+    assert side["ratio"] == pytest.approx(side["step_ms"][1] / side["step_ms"][0])
+    assert side["steps"] == 2 and "GELU" in side["torch_grouping"]
+    assert "torch/minicnn" in result.stdout and "rest of the step" in result.stdout
