@@ -35,16 +35,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's minicnn
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's minicnn
 
 from minicnn.fileio import write_text_atomic  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_example():
@@ -100,7 +100,7 @@ def torch_round(args: argparse.Namespace) -> float | None:
     return None if report is None else float(report["median_step_images_per_second"])
 
 
-def minicnn_profile(model, batches, steps: int, start: int) -> dict:
+def minicnn_profile(model: Any, batches: Any, steps: int, start: int) -> dict:
     """Medians over ``steps`` profile_step calls: seconds per layer and for the whole step.
 
     A BatchNormalization fused with its Activation (minicnn.plan) runs outside both
