@@ -243,15 +243,18 @@ def test_the_fast_recipe_benchmark_runs(tmp_path):
     table = report["profile_table"]  # --no-torch: minicnn's table alone
     assert "side_by_side" not in report and "torch/minicnn" not in result.stdout
     assert [row["layer"] for row in table["layers"]] == list(report["profile"])
-    assert table["steps"] == 3 and table["step_ms"][0] == pytest.approx(report["profile_step"] * 1e3)
+    assert table["steps"] == 3
+    assert table["step_ms"][0] == pytest.approx(report["profile_step"] * 1e3)
 
 
 def minicnn_layer_names() -> list[str]:
     """The layer names of examples/cifar10_fast.py's model, built in a fresh process."""
-    code = ("import importlib.util, json, numpy as np; spec = importlib.util.spec_from_file_location("
-            f"'fast', {str(ROOT / 'examples' / 'cifar10_fast.py')!r}); fast = "
-            "importlib.util.module_from_spec(spec); spec.loader.exec_module(fast); print(json.dumps("
-            "[layer.name for layer in fast.build_model(np.zeros((2, 2, 3, 24), np.float32)).layers]))")
+    code = ("import importlib.util, json, numpy as np; "
+            "spec = importlib.util.spec_from_file_location("
+            f"'fast', {str(ROOT / 'examples' / 'cifar10_fast.py')!r}); "
+            "fast = importlib.util.module_from_spec(spec); spec.loader.exec_module(fast); "
+            "model = fast.build_model(np.zeros((2, 2, 3, 24), np.float32)); "
+            "print(json.dumps([layer.name for layer in model.layers]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stderr
