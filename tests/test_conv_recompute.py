@@ -1,9 +1,8 @@
 """Training convolutions whose col is too big to keep (minicnn/ops/conv.py).
 
-Above ``KEEP_COL_BYTES`` the host keeps the padded input instead of col, and
-forward and backward run ``IMAGES_PER_BLOCK`` images at a time, making each
-block's col again in backward. Here both limits are set tiny, so that path runs
-on small inputs, with batches that do not divide into whole blocks:
+Above ``KEEP_COL_BYTES`` the host keeps the padded input instead of col, makes
+col in one scratch memory per thread that every layer shares, and backward makes
+it again there. Here the limit is 0, so that path runs on small inputs:
 
 * forward against a naive loop written here (strides, dilation, both paddings);
 * float64 central-difference checks of the kernel, bias and input gradients,
@@ -12,9 +11,13 @@ on small inputs, with batches that do not divide into whole blocks:
   which the strict backend stands for, always keeps col);
 * the cache holds no col, and backward does not see a batch buffer that its
   source overwrites after forward;
+* layers sharing the scratch (forward A, forward B, backward B, backward A)
+  get their own gradients, and each thread has its own scratch;
 * ``im2col_operands`` still gives the forward product's operands.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -40,10 +43,10 @@ IDS = [f"{s[0]}x{s[1]}x{s[2]}-k{k}-s{st}-d{d}-{p}-{'bias' if b else 'nobias'}"
 
 @pytest.fixture
 def recompute(monkeypatch):
-    """Every training conv recomputes col, two images per block (batches of 3-5
-    leave a partial last block)."""
+    """Every training conv on the host makes col in the scratch and again in backward."""
     monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", 0)
-    monkeypatch.setattr(conv_ops, "IMAGES_PER_BLOCK", 2)
+    yield
+    conv_ops.release_scratch()
 
 
 @pytest.fixture
@@ -115,9 +118,9 @@ def test_gradients_central_differences(recompute, f64, shape, kernel, strides, d
     assert result.passed, str(result)
 
 
-def test_a_backward_that_skips_the_last_block_is_caught(recompute, f64, monkeypatch):
-    """The check above can fail: a kernel gradient that leaves out the last block
-    (its image's col made as zeros) is reported."""
+def test_a_backward_that_forgets_an_image_is_caught(recompute, f64, monkeypatch):
+    """The check above can fail: a kernel gradient whose col leaves out the last
+    image (made as zeros) is reported."""
     real = conv_ops._matrix_grad
 
     def without_last_block(dy, cache, *args):
@@ -143,7 +146,6 @@ def test_recomputed_and_kept_col_agree(backend, monkeypatch, shape, kernel, stri
     results = []
     for keep in (1 << 40, 0):
         monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", keep)
-        monkeypatch.setattr(conv_ops, "IMAGES_PER_BLOCK", 2)
         minicnn.set_seed(3)
         layer = make_layer(kernel, strides, dilation, padding, use_bias)
         layer.input_grad = True
@@ -181,3 +183,36 @@ def test_im2col_operands_are_made_again(recompute):
     y = layer.run_forward(x, training=True)
     col, matrix = layer.im2col_operands()
     assert_close((col @ matrix).reshape(y.shape), y)
+
+
+def test_layers_sharing_the_scratch_keep_their_own_gradients(recompute, monkeypatch):
+    """Two convolutions of other shapes fill the one scratch col in turn; each
+    backward makes its own col again, so both match the kept-col results."""
+    x_a = distinct((3, 6, 6, 2)).astype(np.float32)
+    x_b = distinct((3, 6, 6, 3), np.random.default_rng(1)).astype(np.float32)
+    results = {}
+    for keep in (1 << 40, 0):
+        monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", keep)
+        minicnn.set_seed(5)
+        a = make_layer((3, 3), (1, 1), (1, 1), "same", True, filters=3)
+        b = make_layer((2, 2), (1, 1), (1, 1), "valid", False, filters=4)
+        a.input_grad = b.input_grad = True
+        y_a, y_b = a.run_forward(x_a, training=True), b.run_forward(x_b, training=True)
+        dx_b = b.run_backward(np.ones_like(y_b))
+        dx_a = a.run_backward(np.full_like(y_a, 0.5))
+        results[keep] = [dx_a, dx_b, *a.grads.values(), *b.grads.values()]
+    for kept, shared in zip(results[1 << 40], results[0]):
+        assert_close(shared, kept)
+
+
+def test_each_thread_has_its_own_scratch(recompute):
+    like = np.zeros(1, np.float32)
+    here = conv_ops.scratch_col(4, 3, True, like)
+    there = []
+    thread = threading.Thread(target=lambda: there.append(conv_ops.scratch_col(4, 3, True, like)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(here, there[0])
+    again = conv_ops.scratch_col(2, 3, False, like)
+    assert np.shares_memory(here, again)  # one thread, one memory
+    assert (conv_ops.scratch_col(4, 3, True, like)[:, -1] == 1).all()  # ones set again

@@ -19,27 +19,28 @@ col lives in a ``Workspace`` the layer keeps from step to step: a fresh 50 MB
 col every step would cost page faults each time.
 
 Training keeps what backward needs. A small col is kept whole. On the host, a
-col over ``KEEP_COL_BYTES`` is not: it is kh*kw times the input (2.9 GB in all
-for the fast recipe's six 3x3 convolutions at batch 1024), so the cache holds
-the padded input instead, and both forward and backward run ``IMAGES_PER_BLOCK``
-images at a time through one small col that stays in the processor's cache:
-
-    y[block]  = [col_b 1] @ [W; b]          col_b = im2col(x_padded[block])
-    [dW; db]  = sum over blocks of [col_b 1]^T @ dy[block]
-
-Backward makes each block's col again (one more copy of the input per step),
-which costs about what reading the big col back from memory would.
+col over ``KEEP_COL_BYTES`` is not: col is kh*kw times the input (2.9 GB in all
+for the fast recipe's six 3x3 convolutions at batch 1024), so the cache keeps
+the padded input, and backward makes col again (one more copy of the input)
+into the same memory forward used: one scratch col per thread, as large as the
+largest, shared by all the layers (``scratch_col``). Only one layer works at a
+time in a thread, and each refills it before its product, so sharing it is safe.
+Blocks of images would need less scratch, but many smaller products: measured
+on the fast recipe (benchmarks/bench_conv_blocking.py and docs/performance.md),
+one whole-batch col per product is the faster way.
 """
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops import windows as win
 
-IMAGES_PER_BLOCK = 16  # images per im2col block (inference, and training with a big col)
+IMAGES_PER_BLOCK = 16  # images per im2col block at inference (see conv2d_forward)
 KEEP_COL_BYTES = 64 << 20  # training keeps col up to this size; above it, the input
+_scratch = threading.local()  # each thread's shared col memory (scratch_col)
 
 
 class ConvCache(NamedTuple):
@@ -105,16 +106,21 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
     k, rows = kh * kw * c, oh * ow  # col's columns (before the ones), col's rows per image
     matrix = weight_matrix(kernel, bias)
     y = xp.empty((n * rows, f), dtype=x.dtype)
-    # Backward needs all of col, unless it is too big to keep on the host: then it
-    # gets the padded input and makes col again. Inference, and training with a big
-    # col, go a few images at a time through one small col that is still in cache
-    # when the product reads it (a batch of 256 would otherwise need 400 MB). A GPU
-    # has the memory and wants few, large launches: one block there.
+    # Backward needs all of col; a big one (host) is made in the thread's scratch
+    # and made again there by backward. Inference on the host goes a few images at a
+    # time through one small col that is still in cache when the product reads it
+    # (a batch of 256 would otherwise need 400 MB). A GPU has the memory and wants
+    # few, large launches: one block, kept.
     on_device = backend.is_device_array(x)
     keep_col = keep_cache and (on_device or n * rows * (k + 1) * x.dtype.itemsize
                                <= KEEP_COL_BYTES)
-    block = n if keep_col or on_device else min(n, IMAGES_PER_BLOCK)
-    col = _col_block(workspace, block * rows, k, bias is not None, x)
+    if keep_cache and not keep_col:
+        col = scratch_col(n * rows, k, bias is not None, x)
+    else:
+        block = n if keep_col or on_device else min(n, IMAGES_PER_BLOCK)
+        col = workspace.get("col", (block * rows, k + int(bias is not None)), x,
+                            ones_column=bias is not None)
+    block = col.shape[0] // rows
     for start in range(0, n, block):
         stop = min(start + block, n)
         part = col[:(stop - start) * rows]
@@ -130,50 +136,55 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
     return y.reshape(n, oh, ow, f), cache
 
 
-def _col_block(workspace: Workspace, rows: int, k: int, ones: bool, like: Array) -> Array:
-    """The workspace's col for ``rows`` rows: k columns, and a last ones column with a bias."""
-    return workspace.get("col", (rows, k + int(ones)), like, ones_column=ones)
-
-
-def full_col(cache: ConvCache, has_bias: bool) -> Array:
-    """The forward product's left operand [col 1] for the whole batch (made again
-    from the padded input when the cache does not hold it)."""
-    if cache.col is not None:
-        return cache.col
-    n = cache.x_padded.shape[0]
-    (kh, kw), c = cache.kernel_hw, cache.x_padded.shape[-1]
-    rows = cache.out_hw[0] * cache.out_hw[1]
-    col = backend.get_array_module(cache.x_padded).empty((n * rows, kh * kw * c + int(has_bias)),
-                                                         dtype=cache.x_padded.dtype)
-    if has_bias:
-        col[:, -1] = 1
-    win.im2col(cache.x_padded, (kh, kw), cache.strides, cache.out_hw, out=col[:, :kh * kw * c],
-               dilation=cache.dilation)
+def scratch_col(rows: int, k: int, ones: bool, like: Array) -> Array:
+    """A (rows, k [+ 1]) col in this thread's scratch memory, which grows to the largest
+    asked for and is shared by every layer; with ``ones`` its last column is set to 1."""
+    width = k + int(ones)
+    flat = getattr(_scratch, "flat", None)
+    if flat is None or flat.size < rows * width or flat.dtype != like.dtype:
+        _scratch.flat = flat = None  # let the old one go before the new one is made
+        _scratch.flat = flat = backend.get_array_module(like).empty(rows * width,
+                                                                    dtype=like.dtype)
+    col = flat[:rows * width].reshape(rows, width)
+    if ones:
+        col[:, -1] = 1  # another layer may have written there
     return col
 
 
-def _matrix_grad(dy: Array, cache: ConvCache, k: int, has_bias: bool,
-                 workspace: Workspace) -> Array:
+def release_scratch() -> None:
+    """Free this thread's scratch col (the next big training convolution makes it again)."""
+    _scratch.flat = None
+
+
+def _make_col(cache: ConvCache, has_bias: bool, out: Array | None = None) -> Array:
+    """[col 1] of the whole batch again, from the padded input the cache keeps."""
+    (kh, kw), c = cache.kernel_hw, cache.x_padded.shape[-1]
+    k = kh * kw * c
+    rows = cache.x_padded.shape[0] * cache.out_hw[0] * cache.out_hw[1]
+    if out is None:
+        out = backend.get_array_module(cache.x_padded).empty(
+            (rows, k + int(has_bias)), dtype=cache.x_padded.dtype)
+        if has_bias:
+            out[:, -1] = 1
+    win.im2col(cache.x_padded, (kh, kw), cache.strides, cache.out_hw, out=out[:, :k],
+               dilation=cache.dilation)
+    return out
+
+
+def full_col(cache: ConvCache, has_bias: bool) -> Array:
+    """The forward product's left operand [col 1] (a new array when the cache does not
+    hold it, made again from the padded input)."""
+    return cache.col if cache.col is not None else _make_col(cache, has_bias)
+
+
+def _matrix_grad(dy: Array, cache: ConvCache, k: int, has_bias: bool) -> Array:
     """[dW; db] = [col 1]^T @ dy, as (dy^T [col 1])^T: the same numbers, but BLAS is far
-    faster when the long axis (N*OH*OW) is the inner one of both operands. Without a
-    kept col, the sum runs over blocks of images, each block's col made again."""
-    xp = backend.get_array_module(dy)
-    if cache.col is not None:
-        return (dy.T @ cache.col).T  # a transposed view: copied into the params' layout
-    n = cache.x_padded.shape[0]
-    rows = cache.out_hw[0] * cache.out_hw[1]
-    block = min(n, IMAGES_PER_BLOCK)
-    col = _col_block(workspace, block * rows, k, has_bias, dy)
-    total = xp.zeros((dy.shape[1], col.shape[1]), dtype=dy.dtype)
-    part_sum = xp.empty_like(total)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        part = col[:(stop - start) * rows]
-        win.im2col(cache.x_padded[start:stop], cache.kernel_hw, cache.strides, cache.out_hw,
-                   out=part[:, :k], dilation=cache.dilation)
-        xp.matmul(dy[start * rows:stop * rows].T, part, out=part_sum)
-        total += part_sum
-    return total.T
+    faster when the long axis (N*OH*OW) is the inner one of both operands. A col the
+    cache does not hold is made again in the thread's scratch."""
+    col = cache.col
+    if col is None:
+        col = _make_col(cache, has_bias, scratch_col(dy.shape[0], k, has_bias, dy))
+    return (dy.T @ col).T  # a transposed view: copied into the params' layout
 
 
 def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
@@ -186,7 +197,7 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
     n, oh, ow, _ = dy.shape
     dy = dy.reshape(-1, f)
     k = kh * kw * c_in
-    d_matrix = _matrix_grad(dy, cache, k, has_bias, workspace)
+    d_matrix = _matrix_grad(dy, cache, k, has_bias)
     d_kernel = xp.ascontiguousarray(d_matrix[:k]).reshape(kernel.shape)
     d_bias = xp.ascontiguousarray(d_matrix[k]) if has_bias else None
     if not input_grad:
