@@ -37,14 +37,16 @@ def input_gradient(layers: list, x: Array, classes: Array) -> Array:
                               keep_cache=True)
     grad = xp.zeros_like(scores)
     grad[xp.arange(x.shape[0]), backend.to_device(np.asarray(classes).reshape(-1))] = 1
-    first = layers[0]
-    needed, first.input_grad = first.input_grad, True
+    needed = [layer.input_grad for layer in layers]  # training may have switched some off
+    for layer in layers:
+        layer.input_grad = True
     try:
         grad = head.run_backward(grad, activate=not before_softmax)
         for layer in reversed(layers[:-1]):
             grad = layer.run_backward(grad)
     finally:
-        first.input_grad = needed
+        for layer, flag in zip(layers, needed):
+            layer.input_grad = flag
     return grad
 
 

@@ -211,11 +211,14 @@ class Sequential:
         moves = self.relu_moves() if relu_moves is None else relu_moves
         return plan.forward(self.layers, x, training, self._plan.fused is None, moves)
 
-    def backward(self, grad: Array, relu_moves: frozenset[int] | None = None) -> None:
+    def backward(self, grad: Array, relu_moves: frozenset[int] | None = None,
+                 skip_frozen_bottom: bool = False) -> None:
         """Backpropagate ``grad`` = dL/d(loss_input) through every layer after a
-        training ``loss_input``; afterwards each layer's ``grads`` hold dL/dparams."""
+        training ``loss_input``; afterwards each layer's ``grads`` hold dL/dparams.
+        ``skip_frozen_bottom`` (training steps) runs no layer below the lowest one
+        with a trained weight and leaves their grads 0 (see ``minicnn.plan``)."""
         moves = self.relu_moves() if relu_moves is None else relu_moves
-        plan.backward(self.layers, grad, self._plan.fused is None, moves)
+        plan.backward(self.layers, grad, self._plan.fused is None, moves, skip_frozen_bottom)
 
     def train_on_batch(self, x: Array, y: Array, sample_weight: Array | None = None,
                        class_weight: dict | None = None) -> float | list[float]:

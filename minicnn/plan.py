@@ -45,6 +45,15 @@ through. Only under the fast ops (``set_ops("reference")`` runs the two layers
 as written), while nobody watches either layer, neither has an activity
 regularizer, and the Activation is not the model's last layer.
 
+Frozen layers at the bottom: backward stops at the lowest layer that has a
+trained weight (``first_trained``). The layers below it have nothing to learn,
+so they get no backward pass (their ``grads`` are zeros), and that layer skips
+dL/dx (``input_grad`` is False). PyTorch's autograd does the same for tensors
+that need no gradient; for airbench's frozen whitening convolution it saves
+a convolution's input gradient every step once its bias is frozen. Training
+steps do this; ``compute_gradients`` (what the gradient checks use) and the
+gradient tracer run every layer.
+
 ``Plan`` is made by ``compile`` from the layers and the loss; which of its
 moves and fusions apply is read at the start of each step (``relu_moves``: the
 ints i of the ReLU moves, and ("norm", i) for a batch-norm fusion of layers i
@@ -144,11 +153,23 @@ def forward(layers: list[Layer], x: Array, training: bool, final_activation: boo
     return x
 
 
+def first_trained(layers: list[Layer]) -> int:
+    """The index of the lowest layer with a trained weight (len(layers) if none)."""
+    return next((i for i, layer in enumerate(layers) if layer.trained_params()), len(layers))
+
+
 def backward(layers: list[Layer], grad: Array, final_activation: bool,
-             moves: frozenset[int] = frozenset()) -> None:
-    """The layers' backward passes after a training ``forward`` with the same ``moves``."""
+             moves: frozenset[int] = frozenset(), skip_frozen_bottom: bool = False) -> None:
+    """The layers' backward passes after a training ``forward`` with the same ``moves``;
+    with ``skip_frozen_bottom``, none below ``first_trained`` (their grads set to 0)."""
     last = len(layers) - 1
-    for i in reversed(range(len(layers))):
+    start = first_trained(layers) if skip_frozen_bottom else 0
+    for i, layer in enumerate(layers):
+        layer.input_grad = i > start  # nobody needs dL/dx below the lowest trained weight
+        if i < start:
+            xp = backend.get_array_module(grad)
+            layer.grads.update({name: xp.zeros_like(param) for name, param in layer.params.items()})
+    for i in reversed(range(start, len(layers))):
         layer = layers[i]
         if activity(layer) is not None:
             if layer.activity_output is None:

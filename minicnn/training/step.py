@@ -73,7 +73,9 @@ def train_step(model: Any, x: Array, y: Array, tracer: GradientTracer | None = N
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             moves = model.relu_moves()
             loss_value, correct = batch_loss(model, x, y, True, moves, sample_weight)
-            model.backward(model.loss_function().backward(), moves)
+            # the tracer watches every layer's gradient: it gets the whole backward
+            model.backward(model.loss_function().backward(), moves,
+                           skip_frozen_bottom=tracer is None)
             if averaging:
                 loss_value = model.optimizer.average_gradients(model.layers, loss_value)
             if check_finite:
@@ -143,7 +145,7 @@ def profile_step(model: Any, x: Array, y: Array) -> dict:
         grad = loss_fn.backward()
         mark[0] = _clock(x)
         loss_time = mark[0] - t
-        model.backward(grad, moves)
+        model.backward(grad, moves, skip_frozen_bottom=True)
     finally:
         for handle in handles:
             handle.remove()
