@@ -8,7 +8,10 @@ network at batch 1024 (its optimizer, loss and crop/flip batches; after one
 untimed warm-up step) in minicnn, then the same in PyTorch through
 benchmarks/torch_airbench.py --steps-only (a separate process, so the two
 never share a thread pool). Rounds alternate, so both see the same machine
-load. Prints images per second per round and the medians.
+load. Prints images per second per round and the medians. The steps are epoch
+0's (the whitening bias trained); ``--late-steps`` times them as after epoch 3,
+where the whitening convolution has nothing left to learn and both libraries
+skip the backward below conv1_1.
 
 ``--profile`` then times each layer's forward and backward over
 ``--profile-steps`` more steps (medians) in minicnn (Model.profile_step) and
@@ -84,6 +87,8 @@ def run_peer(args: argparse.Namespace, steps: int, *extra: str) -> dict | None:
                    "--steps-only", str(steps), "--warmup", "1", "--threads",
                    str(args.threads), "--seed", str(args.seed), "--batch-size",
                    str(args.batch_size), "--json", str(out), *extra]
+        if args.late_steps:
+            command.append("--late-steps")
         if args.data:
             command += ["--data", args.data]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -215,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                    "$MINICNN_NUM_THREADS and BLAS's own, default the CPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--late-steps", action="store_true",
+                   help="time steps as after epoch 3, the whitening bias frozen (both libraries "
+                        "then skip the backward below conv1_1); default: epoch 0's steps")
     p.add_argument("--profile", action="store_true",
                    help="time per layer, minicnn beside PyTorch, over --profile-steps steps")
     p.add_argument("--profile-steps", type=int, default=3, metavar="K",
@@ -236,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         x = rng.standard_normal((max(5000, 2 * args.batch_size), 32, 32, 3)).astype(np.float32)
         y = rng.integers(0, 10, (len(x), 1))
     model, batches = minicnn_setup(x, y, args.batch_size, args.seed)
+    if args.late_steps:  # as after epoch 3: nothing below conv1_1 trains any more
+        model.get_layer("whiten").set_trainable("bias", False)
     minicnn_round(model, batches, 1, 0)  # warm-up: buffers, thread pools
     ours, theirs = [], []
     for r in range(args.rounds):
@@ -251,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 line += f" | PyTorch {peer:.1f} img/s"
         print(line, flush=True)
     result = {"batch_size": args.batch_size, "steps_per_round": args.steps,
+              "late_steps": args.late_steps,
               "minicnn_images_per_second": ours, "minicnn_median": statistics.median(ours)}
     summary = f"median: minicnn {result['minicnn_median']:.1f} img/s"
     if theirs:

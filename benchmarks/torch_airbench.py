@@ -333,6 +333,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--profile-steps more steps, grouped like minicnn's layers")
     p.add_argument("--profile-steps", type=int, default=3, metavar="K",
                    help="instrumented steps for --profile (default 3; medians are reported)")
+    p.add_argument("--late-steps", action="store_true",
+                   help="with --steps-only: time steps as after epoch 3 (the whitening bias "
+                        "frozen) instead of epoch 0")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results here")
     args = p.parse_args(argv)
     for name in ("threads", "batch_size", "eval_batch", "train_limit", "test_limit",
@@ -344,6 +347,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     if args.profile and args.steps_only is None:
         p.error("--profile needs --steps-only N (it profiles steps after the timed ones)")
+    if args.late_steps and args.steps_only is None:
+        p.error("--late-steps needs --steps-only N")
     if not args.epochs > 0:
         p.error(f"--epochs must be > 0, got {args.epochs}")
     return args
@@ -471,9 +476,10 @@ def train(torch: Any, args: argparse.Namespace, net: Any, loss_fn: Any, optimize
 
 def steps_only(torch: Any, args: argparse.Namespace, net: Any, loss_fn: Any, optimizer: Any,
                scheduler: Any, loader: TrainLoader) -> dict[str, Any]:
-    """Times single training steps as in epoch 0 (whitening bias trained), batches prepared
-    beforehand."""
+    """Times single training steps as in epoch 0 (whitening bias trained), or with
+    ``--late-steps`` as after epoch 3 (it is frozen), batches prepared beforehand."""
     net.train()
+    net[0].bias.requires_grad = not args.late_steps
     profile_steps = args.profile_steps if args.profile else 0
     needed = args.warmup + args.steps_only + profile_steps
     batches: list = []
@@ -493,6 +499,7 @@ def steps_only(torch: Any, args: argparse.Namespace, net: Any, loss_fn: Any, opt
           f"median {statistics.median(rates):.0f} images/s "
           f"(min {min(rates):.0f}, max {max(rates):.0f})", flush=True)
     results = {"steps_only": args.steps_only, "warmup": args.warmup, "step_seconds": seconds,
+               "late_steps": args.late_steps,
                "step_images_per_second": rates,
                "median_step_images_per_second": statistics.median(rates)}
     if args.profile:

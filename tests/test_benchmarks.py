@@ -334,3 +334,25 @@ def test_the_conv_layout_benchmark_runs(tmp_path):
     assert all(v > 0 for v in report["training_images_per_second"].values())
     assert all(v > 0 for v in report["training_held_bytes"].values())
     assert "training: keep" in result.stdout
+
+
+def test_the_fast_recipe_benchmark_times_late_steps(tmp_path):
+    """--late-steps freezes the whitening bias in both libraries."""
+    pytest.importorskip("torch", reason="PyTorch is not installed: the optional peer is skipped")
+    data = write_fake_cifar(tmp_path / "data", per_batch=16)
+    out = tmp_path / "late.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_fast_recipe.py"),
+                             "--data", str(data), "--rounds", "1", "--steps", "1",
+                             "--batch-size", "16", "--threads", "1", "--late-steps", "--json",
+                             str(out)], capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert report["late_steps"] is True and report["minicnn_median"] > 0
+    assert report["torch_median"] > 0
+
+
+def test_the_airbench_peer_times_late_steps_only_with_steps_only(tmp_path):
+    result = subprocess.run([sys.executable, str(AIRBENCH), "--late-steps"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "--late-steps needs --steps-only" in result.stderr
