@@ -25,9 +25,7 @@ the padded input, and backward makes col again (one more copy of the input)
 into the same memory forward used: one scratch col per thread, as large as the
 largest, shared by all the layers (``scratch_col``). Only one layer works at a
 time in a thread, and each refills it before its product, so sharing it is safe.
-Blocks of images would need less scratch, but many smaller products: measured
-on the fast recipe (benchmarks/bench_conv_blocking.py and docs/performance.md),
-one whole-batch col per product is the faster way.
+benchmarks/bench_conv_blocking.py measures both ways (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -45,7 +43,7 @@ _scratch = threading.local()  # each thread's shared col memory (scratch_col)
 
 class ConvCache(NamedTuple):
     """What backward needs from forward: col, or (for a big col on the host) the
-    padded input to make it again block by block."""
+    padded input to make col again."""
     col: Array | None               # im2col(x_padded), with a ones column when there is a bias
     matrix: Array                   # [W; b], the forward product's right operand
     padded_shape: tuple[int, ...]   # x's shape after padding
