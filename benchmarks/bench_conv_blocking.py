@@ -19,7 +19,6 @@ Without ``--data`` the images are random. ``--json`` also writes the numbers.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -33,16 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench_fast_recipe import load_example  # noqa: E402  (this folder is on sys.path)
 from minicnn.fileio import write_text_atomic  # noqa: E402
 from minicnn.layers import Conv2D  # noqa: E402
 from minicnn.ops import conv as conv_ops  # noqa: E402
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("cifar10_fast", ROOT / "examples" / "cifar10_fast.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def held_bytes(model) -> int:
