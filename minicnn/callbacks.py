@@ -30,7 +30,8 @@ A callback with a state that a resumed run needs (PyTorch's names) defines
 and ``fit(checkpoint=...)`` (or ``BackupAndRestore``) keeps that state in every
 checkpoint and hands it back when it resumes, after ``on_train_begin``, to the
 callback of the same class at the same place among that class's callbacks;
-see ``minicnn.training.checkpoint``. ``ExponentialMovingAverage`` has one.
+see ``minicnn.training.checkpoint``. ``ExponentialMovingAverage``,
+``EarlyStopping``, ``ReduceLROnPlateau`` and ``ModelCheckpoint`` have one.
 """
 from __future__ import annotations
 
@@ -348,6 +349,21 @@ def _monitored(logs: dict | None, monitor: str, message: str) -> float | None:
     return value
 
 
+def _take_state(owner: str, state: dict, numbers_: tuple[str, ...], arrays: str = "") -> dict:
+    """Check a ``state_dict()`` before anything changes: every key of ``numbers_`` is
+    there and a number (inf included); keys starting with ``arrays + '/'`` are arrays."""
+    unknown = [k for k in state if k not in numbers_ and not (arrays and k.startswith(arrays + "/"))]
+    missing = [k for k in numbers_ if k not in state]
+    if unknown or missing:
+        raise ValueError(f"{owner}: load_state_dict: the state has keys {sorted(state)}; "
+                         f"expected {list(numbers_)}" + (f" and {arrays}/<i>" if arrays else ""))
+    for key in numbers_:
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{owner}: load_state_dict: {key} must be a number, got {value!r}")
+    return state
+
+
 class EarlyStopping(Callback):
     """Stop training when ``monitor`` has stopped improving (Keras 2.2.4).
 
@@ -413,6 +429,29 @@ class EarlyStopping(Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.stopped_epoch > 0 and self.verbose > 0:
             print(f"Epoch {self.stopped_epoch + 1:05d}: early stopping")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The waiting so far, for fit's checkpoints: ``best``, ``wait``, ``stopped_epoch``
+        and (with ``restore_best_weights``) the best epoch's weights, ``best_weights/<i>``."""
+        state: dict[str, Any] = {"best": float(self.best), "wait": int(self.wait),
+                                 "stopped_epoch": int(self.stopped_epoch)}
+        for i, weight in enumerate(self.best_weights or []):
+            state[f"best_weights/{i}"] = weight
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on waiting where ``state_dict()`` left off (its weights checked against the model's)."""
+        _take_state("EarlyStopping", state, ("best", "wait", "stopped_epoch"), "best_weights")
+        saved = [state.get(f"best_weights/{i}") for i in range(len(state) - 3)]
+        shapes = [tuple(np.shape(w)) for w in self.model.get_weights()]
+        if saved and (any(w is None for w in saved)
+                      or [tuple(np.shape(w)) for w in saved] != shapes):
+            raise ValueError(f"EarlyStopping: load_state_dict: the state's best weights "
+                             f"{sorted(k for k in state if k.startswith('best_weights/'))} do not "
+                             f"match the model's {len(shapes)} weights of shapes {shapes}")
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+        self.stopped_epoch = int(state["stopped_epoch"])
+        self.best_weights = [np.array(backend.to_host(w)) for w in saved] or None
 
 
 class ModelCheckpoint(Callback):
@@ -484,6 +523,16 @@ class ModelCheckpoint(Callback):
         elif self.verbose > 0:
             print(f"\nEpoch {epoch + 1:05d}: {self.monitor} did not improve from "
                   f"{self.best:0.5f}")
+
+    def state_dict(self) -> dict[str, Any]:
+        """``best`` and ``epochs_since_last_save``, for fit's checkpoints: a resumed run
+        overwrites its best file only with a better epoch, and keeps to ``period``."""
+        return {"best": float(self.best), "epochs_since_last_save": int(self.epochs_since_last_save)}
+
+    def load_state_dict(self, state: dict) -> None:
+        _take_state("ModelCheckpoint", state, ("best", "epochs_since_last_save"))
+        self.best = float(state["best"])
+        self.epochs_since_last_save = int(state["epochs_since_last_save"])
 
 
 def _takes_two_arguments(function: Callable) -> bool:
@@ -602,6 +651,17 @@ class ReduceLROnPlateau(Callback):
                               f"learning rate to {optimizer.lr}.")
                     self.cooldown_counter = self.cooldown
                     self.wait = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """``best``, ``wait`` and ``cooldown_counter``, for fit's checkpoints (the learning
+        rate itself is the optimizer's, which the checkpoint keeps)."""
+        return {"best": float(self.best), "wait": int(self.wait),
+                "cooldown_counter": int(self.cooldown_counter)}
+
+    def load_state_dict(self, state: dict) -> None:
+        _take_state("ReduceLROnPlateau", state, ("best", "wait", "cooldown_counter"))
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+        self.cooldown_counter = int(state["cooldown_counter"])
 
 
 class TerminateOnNaN(Callback):

@@ -19,8 +19,9 @@ A callback has a state when it defines ``state_dict()`` (a dict of str keys to
 arrays, on any backend, or JSON values) and ``load_state_dict(state)``, as in
 PyTorch. ``load`` pairs each saved state with a given callback of the same
 class, in order, and fit hands it over after ``on_train_begin`` (which
-resets many callbacks). Version 1 files (no frozen weights, no callback
-states) still load.
+resets many callbacks). The optimizer's learning rate comes back too when it
+is a number (ReduceLROnPlateau may have lowered it). Version 1 files (no
+frozen weights, no callback states) still load.
 
 It is written to a temporary file and renamed, so a crash mid-write leaves the
 previous checkpoint intact. Loading checks format, version, architecture and
@@ -198,6 +199,12 @@ def load(path: str | os.PathLike, model: Any, callbacks: list | None = None) -> 
     if frozen is not None:
         serialization.set_frozen(frozen)
     model.optimizer.set_state({"iterations": opt["iterations"], **state})
+    # The rate a callback set (ReduceLROnPlateau, a user's) goes on; a schedule on either
+    # side is a function of the iterations, which are restored already.
+    saved_lr = opt.get("config", {}).get("lr")
+    if isinstance(saved_lr, (int, float)) and not isinstance(saved_lr, bool) \
+            and isinstance(model.optimizer.lr, (int, float)):
+        model.optimizer.lr = saved_lr
     serialization.set_layer_rng_states(model, meta["rng"]["layers"], meta["architecture"])
     return Checkpoint(epoch=int(meta["epoch"]), history=meta["history"],
                       fit_rng_state=meta["rng"]["fit"], callback_states=pairs)
