@@ -14,7 +14,7 @@ import pytest
 
 import minicnn
 from minicnn.training import checkpoint as ckpt
-from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted
+from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted, deferred_signals
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD
@@ -279,14 +279,33 @@ def test_sigint_in_process_stops_after_the_step(tmp_path, python_sigint_handler)
     assert signal.getsignal(signal.SIGTERM) is sigterm_before
 
 
+def test_an_ignored_signal_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with deferred_signals() as stop:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            assert not stop
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # ---------------------------------------------------------------- a real process
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_example(out, data_dir, *extra, wait=True):
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     command = [sys.executable, str(ROOT / "examples" / "cifar10.py"), "--data", str(data_dir),
                "--out", str(out), "--seed", "3", "--verbose", "2", "--no-plots",
                "--batch-size", "8", *extra]
+    # SIGINT as an interactive shell leaves it, even when these tests run as a background
+    # job (SIGINT ignored, which the child would inherit and keep)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env)
+                               env=env, preexec_fn=default_sigint)
     if wait:
         stdout, stderr = process.communicate(timeout=300)
         return process.returncode, stdout, stderr

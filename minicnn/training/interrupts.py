@@ -3,7 +3,8 @@
 Inside ``fit`` the first SIGINT or SIGTERM only raises a flag; the loop
 finishes the step it is in, then stops with ``TrainingInterrupted`` (a
 ``KeyboardInterrupt``) whose message says where it stopped and how to resume.
-A second Ctrl-C stops at once, as usual.
+A second Ctrl-C stops at once, as usual. A signal the process ignores
+(SIG_IGN, as a shell sets SIGINT for its background jobs) stays ignored.
 """
 from __future__ import annotations
 
@@ -45,7 +46,10 @@ def deferred_signals() -> Iterator[StopFlag]:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         flag.signum = signum
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # A signal the process ignores stays ignored: a shell starts its background jobs
+    # with SIGINT ignored, so that a Ctrl-C meant for the foreground leaves them be.
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) != signal.SIG_IGN}
     try:
         yield flag
     finally:
