@@ -1,18 +1,20 @@
 """How the convolutions should lay out im2col at batch 1024: measured on the fast recipe.
 
     python benchmarks/bench_conv_blocking.py --data ../shared/datasets/cifar-10-python.tar.gz
-    python benchmarks/bench_conv_blocking.py --rounds 5 --blocks 8 16 32 64 1024
+    python benchmarks/bench_conv_blocking.py --rounds 5 --block-rows 512 2048 8192
 
 On examples/cifar10_fast.py's network at ``--batch`` images:
 
-* training, two ways, in interleaved rounds of ``--steps`` train_on_batch steps:
-  ``keep`` (every convolution keeps its whole col for backward) against
-  ``scratch`` (minicnn's default: a col over ``minicnn.ops.conv.KEEP_COL_BYTES``
-  is made in one per-thread scratch memory shared by all layers, the padded
-  input kept, and made again by backward). Prints images per second and the
-  bytes the convolutions hold between forward and backward;
-* inference (``model.predict``), with ``IMAGES_PER_BLOCK`` images per im2col
-  block, for each of ``--blocks``: images per second.
+* training, in interleaved rounds of ``--steps`` train_on_batch steps:
+  ``keep`` (every convolution makes its whole col, one product with BLAS's
+  own threads, and keeps col for backward) against ``blocked R`` for each R
+  of ``--block-rows`` (minicnn's way above ``minicnn.ops.conv.KEEP_COL_BYTES``:
+  the batch split over the host's threads, R output pixels' worth of images
+  per im2col block, BLAS single-threaded, the padded input kept and col made
+  again by backward). Prints images per second and the bytes the
+  convolutions hold between forward and backward;
+* inference (``model.predict``), blocked with each R of ``--block-rows``:
+  images per second.
 
 Without ``--data`` the images are random. ``--json`` also writes the numbers.
 """
@@ -39,14 +41,13 @@ from minicnn.ops import conv as conv_ops  # noqa: E402
 
 
 def held_bytes(model) -> int:
-    """What the convolutions keep from forward to backward, plus the scratch col."""
+    """What the convolutions keep from forward to backward."""
     total = 0
     for layer in model.layers:
         cache = getattr(layer, "_cache", None)
         if isinstance(layer, Conv2D) and cache is not None:
             total += (cache.col if cache.col is not None else cache.x_padded).nbytes
-    flat = getattr(conv_ops._scratch, "flat", None)
-    return total + (0 if flat is None else flat.nbytes)
+    return total
 
 
 def train_rate(model, batches, steps: int, start: int) -> float:
@@ -65,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="training steps per round and way")
-    p.add_argument("--blocks", type=int, nargs="+", default=[8, 16, 32, 64, 1024],
-                   help="images per im2col block at inference")
+    p.add_argument("--block-rows", type=int, nargs="+", default=[1024, 2048, 4096],
+                   help="output pixels per im2col block (BLOCK_ROWS) to try")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
-    if min(args.batch, args.rounds, args.steps, *args.blocks) < 1:
-        p.error("--batch, --rounds, --steps and --blocks must be at least 1")
+    if min(args.batch, args.rounds, args.steps, *args.block_rows) < 1:
+        p.error("--batch, --rounds, --steps and --block-rows must be at least 1")
     fast = load_example()
     images = 2 * args.batch
     if args.data:
@@ -86,16 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     fast.compile_model(model, total_steps=1000, batch_size=args.batch)
     batches = fast.CropFlipSequence(x, fast.to_categorical(y, 10), args.batch, seed=0)
 
-    saved = conv_ops.KEEP_COL_BYTES, conv_ops.IMAGES_PER_BLOCK
-    ways = {"keep": 1 << 62, "scratch": saved[0]}
+    saved = conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS
+    ways = {"keep": (1 << 62, saved[1]),
+            **{f"blocked {rows}": (saved[0], rows) for rows in args.block_rows}}
     rates: dict[str, list[float]] = {way: [] for way in ways}
     held: dict[str, int] = {}
     step = 0
     try:
         for r in range(args.rounds):
-            for way, keep in ways.items():
-                conv_ops.KEEP_COL_BYTES = keep
-                conv_ops.release_scratch()
+            for way, (keep, rows) in ways.items():
+                conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS = keep, rows
                 train_rate(model, batches, 1, step)  # untimed: this way's buffers
                 rates[way].append(train_rate(model, batches, args.steps, step + 1))
                 held[way] = held_bytes(model)
@@ -103,24 +104,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1}: training, {way}: {rates[way][-1]:.1f} img/s, "
                       f"convolutions hold {held[way] / 1e6:.0f} MB", flush=True)
         conv_ops.KEEP_COL_BYTES = saved[0]
-        inference: dict[int, list[float]] = {b: [] for b in args.blocks}
+        inference: dict[int, list[float]] = {rows: [] for rows in args.block_rows}
         test = x[:args.batch]
         for r in range(args.rounds):
-            for block in args.blocks:
-                conv_ops.IMAGES_PER_BLOCK = block
+            for rows in args.block_rows:
+                conv_ops.BLOCK_ROWS = rows
                 t = time.perf_counter()
                 model.predict(test, batch_size=args.batch)
-                inference[block].append(len(test) / (time.perf_counter() - t))
-        for block in args.blocks:
-            print(f"inference, {block} images per block: "
-                  f"{statistics.median(inference[block]):.1f} img/s", flush=True)
+                inference[rows].append(len(test) / (time.perf_counter() - t))
+        for rows in args.block_rows:
+            print(f"inference, blocked {rows}: "
+                  f"{statistics.median(inference[rows]):.1f} img/s", flush=True)
     finally:
-        conv_ops.KEEP_COL_BYTES, conv_ops.IMAGES_PER_BLOCK = saved
+        conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS = saved
     result = {"batch": args.batch, "rounds": args.rounds, "steps": args.steps,
               "training_images_per_second": {w: statistics.median(v) for w, v in rates.items()},
               "training_held_bytes": held,
-              "inference_images_per_second": {str(b): statistics.median(v)
-                                              for b, v in inference.items()}}
+              "inference_images_per_second": {str(rows): statistics.median(v)
+                                              for rows, v in inference.items()}}
     print("training: " + ", ".join(f"{w} {v:.1f} img/s ({held[w] / 1e6:.0f} MB held)"
                                    for w, v in result["training_images_per_second"].items()))
     if args.json:

@@ -274,3 +274,31 @@ def test_axis_other_than_last_runs_unfused_inside_the_pair():
     x = rng.standard_normal((4, 5, 5, 2))
     y = to_categorical([0, 1, 0, 1], 2, dtype="float64")
     assert check_model(model, x, y).passed
+
+
+def test_the_threads_sums_are_merged_in_the_batchs_order(monkeypatch):
+    """The per-channel statistics and sums come from one partial sum per thread; they are
+    merged in the order of the batch, not in the order the threads finish, so a seeded
+    run gives the same bits every time. Here the parts run last-first (in float64, where
+    the merge's rounding shows)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((12, 5, 5, 7)) * 3 + 1e3
+    dy = rng.standard_normal(x.shape) * 10.0 ** rng.integers(-8, 8, x.shape)
+    gamma, beta = np.linspace(0.5, 2, 7), np.zeros(7)
+
+    def parts_in_order(fn, x2, order):
+        bounds = [0, 3, 7, 12 * 25 - 5, 12 * 25]
+        slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+        for part in (slices if order == "first" else slices[::-1]):
+            fn(part)
+
+    results = {}
+    for order in ("first", "last"):
+        monkeypatch.setattr(normalization, "over_batch",
+                            lambda fn, x2, order=order: parts_in_order(fn, x2, order))
+        y, mean, var, cache = normalization.batch_norm_act_forward(
+            x, gamma, beta, None, None, 1e-3, "gelu", keep_cache=True)
+        dx, sum_dz, sum_dzx = normalization.batch_norm_act_backward(dy, cache, True, True)
+        results[order] = [y, mean, var, dx, sum_dz, sum_dzx]
+    for first, last in zip(results["first"], results["last"]):
+        np.testing.assert_array_equal(first, last)  # the same computation: the same bits

@@ -324,13 +324,13 @@ def test_the_fast_recipe_benchmark_side_by_side_with_pytorch(tmp_path):
 def test_the_conv_layout_benchmark_runs(tmp_path):
     out = tmp_path / "layout.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_conv_blocking.py"),
-                             "--batch", "16", "--rounds", "1", "--steps", "1", "--blocks", "4",
-                             "16", "--json", str(out)],
+                             "--batch", "16", "--rounds", "1", "--steps", "1", "--block-rows",
+                             "64", "4096", "--json", str(out)],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert set(report["training_images_per_second"]) == {"keep", "scratch"}
-    assert set(report["inference_images_per_second"]) == {"4", "16"}
+    assert set(report["training_images_per_second"]) == {"keep", "blocked 64", "blocked 4096"}
+    assert set(report["inference_images_per_second"]) == {"64", "4096"}
     assert all(v > 0 for v in report["training_images_per_second"].values())
     assert all(v > 0 for v in report["training_held_bytes"].values())
     assert "training: keep" in result.stdout

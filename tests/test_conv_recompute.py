@@ -1,18 +1,22 @@
-"""Training convolutions whose col is too big to keep (minicnn/ops/conv.py).
+"""Convolutions on the host whose col is too big to keep (minicnn/ops/conv.py).
 
-Above ``KEEP_COL_BYTES`` the host keeps the padded input instead of col, makes
-col in one scratch memory per thread that every layer shares, and backward makes
-it again there. Here the limit is 0, so that path runs on small inputs:
+Above ``KEEP_COL_BYTES`` the host never makes col whole: the batch is split
+over the host's threads, each going through its images a block at a time
+(``BLOCK_ROWS``), with BLAS single-threaded; the cache keeps the padded input
+and backward makes each block's col again. Here the limit is 0, the blocks
+hold one, two or all images, and two threads split even tiny batches:
 
 * forward against a naive loop written here (strides, dilation, both paddings);
 * float64 central-difference checks of the kernel, bias and input gradients,
-  and a backward that forgets a block is caught by the same check;
-* the kept-col and the recomputed path agree on every backend (a device,
-  which the strict backend stands for, always keeps col);
+  and a backward that forgets an image is caught by the same check;
+* the kept-col and the blocked path agree on every backend (a device, which
+  the strict backend stands for, always keeps col), for every block size and
+  for one thread or two;
 * the cache holds no col, and backward does not see a batch buffer that its
   source overwrites after forward;
-* layers sharing the scratch (forward A, forward B, backward B, backward A)
-  get their own gradients, and each thread has its own scratch;
+* layers sharing the threads' buffers (forward A, forward B, backward B,
+  backward A) get their own gradients, and each thread has its own buffers;
+* BLAS's thread count is what it was once a convolution is done;
 * ``im2col_operands`` still gives the forward product's operands.
 """
 from __future__ import annotations
@@ -25,7 +29,9 @@ import pytest
 import minicnn
 from minicnn.gradcheck import check_layer
 from minicnn.layers import Conv2D
+from minicnn.ops import blas
 from minicnn.ops import conv as conv_ops
+from minicnn.ops import threads
 
 from conftest import assert_close, distinct
 
@@ -42,11 +48,19 @@ IDS = [f"{s[0]}x{s[1]}x{s[2]}-k{k}-s{st}-d{d}-{p}-{'bias' if b else 'nobias'}"
 
 
 @pytest.fixture
-def recompute(monkeypatch):
-    """Every training conv on the host makes col in the scratch and again in backward."""
-    monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", 0)
+def two_threads():
+    """Two host threads that split any batch, however small."""
+    threads.set_host_threads(2, min_bytes=0)
     yield
-    conv_ops.release_scratch()
+    threads.set_host_threads(None, min_bytes=threads.DEFAULT_MIN_BYTES)
+
+
+@pytest.fixture(params=[1, 20, 1 << 30], ids=["1-image-blocks", "2-3-image-blocks",
+                                              "one-block"])
+def recompute(request, monkeypatch, two_threads):
+    """Every conv on the host takes the blocked path, in blocks of BLOCK_ROWS pixels."""
+    monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", 0)
+    monkeypatch.setattr(conv_ops, "BLOCK_ROWS", request.param)
 
 
 @pytest.fixture
@@ -121,29 +135,33 @@ def test_gradients_central_differences(recompute, f64, shape, kernel, strides, d
 def test_a_backward_that_forgets_an_image_is_caught(recompute, f64, monkeypatch):
     """The check above can fail: a kernel gradient whose col leaves out the last
     image (made as zeros) is reported."""
-    real = conv_ops._matrix_grad
+    real = conv_ops._blocked_backward
 
-    def without_last_block(dy, cache, *args):
+    def without_last_image(dy, kernel, cache, *args):
         x_padded = cache.x_padded.copy()
         x_padded[-1] = 0
-        return real(dy, cache._replace(x_padded=x_padded), *args)
+        return real(dy, kernel, cache._replace(x_padded=x_padded), *args)
 
     minicnn.set_seed(2)
     layer = make_layer((3, 3), (1, 1), (1, 1), "same", True, filters=2)
     layer.input_grad = True
     x = distinct((5, 5, 4, 2))
     assert check_layer(layer, x, max_entries=40).passed
-    monkeypatch.setattr(conv_ops, "_matrix_grad", without_last_block)
+    monkeypatch.setattr(conv_ops, "_blocked_backward", without_last_image)
     result = check_layer(layer, x, max_entries=40)
     assert result.verdict == "FAILED" and "kernel" in result.where, str(result)
 
 
+@pytest.mark.parametrize("host_threads", [1, 2])
+@pytest.mark.parametrize("block_rows", [1, 20, 1 << 30])
 @pytest.mark.parametrize("shape,kernel,strides,dilation,padding,use_bias", CONFIGS, ids=IDS)
 def test_recomputed_and_kept_col_agree(backend, monkeypatch, shape, kernel, strides, dilation,
-                                       padding, use_bias):
+                                       padding, use_bias, block_rows, host_threads):
     x = distinct(shape).astype(np.float32)
     dy = None
     results = []
+    threads.set_host_threads(host_threads, min_bytes=0)
+    monkeypatch.setattr(conv_ops, "BLOCK_ROWS", block_rows)
     for keep in (1 << 40, 0):
         monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", keep)
         minicnn.set_seed(3)
@@ -154,6 +172,7 @@ def test_recomputed_and_kept_col_agree(backend, monkeypatch, shape, kernel, stri
             dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
         dx = layer.run_backward(minicnn.to_device(dy))
         results.append([minicnn.to_host(a) for a in (y, dx, *layer.grads.values())])
+    threads.set_host_threads(None, min_bytes=threads.DEFAULT_MIN_BYTES)
     for kept, recomputed in zip(*results):
         assert_close(recomputed, kept)
 
@@ -185,8 +204,8 @@ def test_im2col_operands_are_made_again(recompute):
     assert_close((col @ matrix).reshape(y.shape), y)
 
 
-def test_layers_sharing_the_scratch_keep_their_own_gradients(recompute, monkeypatch):
-    """Two convolutions of other shapes fill the one scratch col in turn; each
+def test_layers_sharing_the_buffers_keep_their_own_gradients(recompute, monkeypatch):
+    """Two convolutions of other shapes fill the threads' col buffers in turn; each
     backward makes its own col again, so both match the kept-col results."""
     x_a = distinct((3, 6, 6, 2)).astype(np.float32)
     x_b = distinct((3, 6, 6, 3), np.random.default_rng(1)).astype(np.float32)
@@ -205,14 +224,47 @@ def test_layers_sharing_the_scratch_keep_their_own_gradients(recompute, monkeypa
         assert_close(shared, kept)
 
 
-def test_each_thread_has_its_own_scratch(recompute):
+def test_each_thread_has_its_own_buffers():
     like = np.zeros(1, np.float32)
-    here = conv_ops.scratch_col(4, 3, True, like)
+    here = conv_ops._thread_buffer("col", 4, 3, like)
     there = []
-    thread = threading.Thread(target=lambda: there.append(conv_ops.scratch_col(4, 3, True, like)))
+    thread = threading.Thread(
+        target=lambda: there.append(conv_ops._thread_buffer("col", 4, 3, like)))
     thread.start()
     thread.join()
     assert not np.shares_memory(here, there[0])
-    again = conv_ops.scratch_col(2, 3, False, like)
-    assert np.shares_memory(here, again)  # one thread, one memory
-    assert (conv_ops.scratch_col(4, 3, True, like)[:, -1] == 1).all()  # ones set again
+    assert np.shares_memory(here, conv_ops._thread_buffer("col", 2, 3, like))  # one thread
+    assert not np.shares_memory(here, conv_ops._thread_buffer("dcol", 4, 3, like))
+
+
+def test_blas_threads_are_given_back(recompute):
+    lib = blas.library()
+    before = lib.get_num_threads() if lib is not None else None
+    seen = []
+    real = conv_ops._block_col
+
+    def watching(*args):  # the BLAS threads while the blocks run
+        seen.append(lib.get_num_threads() if lib is not None else None)
+        return real(*args)
+
+    x = distinct((4, 5, 5, 2)).astype(np.float32)
+    layer = make_layer((3, 3), (1, 1), (1, 1), "same", True)
+    layer.input_grad = True
+    conv_ops._block_col = watching
+    try:
+        layer.run_backward(np.ones_like(layer.run_forward(x, training=True)))
+    finally:
+        conv_ops._block_col = real
+    if lib is not None:
+        assert lib.get_num_threads() == before
+        if lib.parallel == blas.PTHREADS:
+            assert set(seen) == {1}  # single-threaded inside, two host threads splitting
+
+
+def test_over_batch_inside_a_part_runs_whole(two_threads):
+    calls = []
+
+    def outer(part):
+        threads.over_batch(lambda inner: calls.append((part.start, inner)), np.zeros((4, 2)))
+    threads.over_batch(outer, np.zeros((4, 2)))
+    assert sorted((start, s.start, s.stop) for start, s in calls) == [(0, 0, 4), (2, 0, 4)]

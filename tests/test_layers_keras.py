@@ -104,6 +104,24 @@ def test_erf_matches_math_erf_to_the_dtypes_rounding(backend, dtype, tolerance):
     assert (np.abs(y - exact) <= tolerance * np.maximum(np.abs(exact), 1e-3)).all()
 
 
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-15), ("float32", 5e-7)])
+def test_normal_cdf_matches_math_erf(backend, dtype, tolerance):
+    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, GELU's gate; in float32 on the host a fit with
+    its constants folded: to within the dtype's rounding of values up to 1, absolutely
+    (so GELU's z Phi(z) is within a few ulps of z), and 0.5 at 0 exactly."""
+    from minicnn.ops.special import normal_cdf
+    grid = np.concatenate([np.linspace(-9, 9, 18001), [0.0, -1e-30, 5.65, -5.66, 40.0, -40.0]])
+    x = minicnn.backend.to_device(grid.astype(dtype), dtype=dtype)
+    exact = np.array([0.5 * (1 + math.erf(float(v) / math.sqrt(2))) for v in grid.astype(dtype)])
+    y = minicnn.backend.to_host(normal_cdf(x))
+    assert y.dtype == dtype and y[18001] == 0.5
+    assert np.abs(y - exact).max() <= tolerance  # absolute: Phi's values are up to 1
+    out = minicnn.backend.to_device(np.full(len(grid), 9.0), dtype=dtype)
+    normal_cdf(x, out=out)
+    np.testing.assert_array_equal(minicnn.backend.to_host(out), y)
+    assert y.min() >= 0 and y.max() <= 1
+
+
 @pytest.mark.parametrize("approximate", [False, True])
 def test_gelu_gradient_checks(f64, approximate):
     for seed in range(10):

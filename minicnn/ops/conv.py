@@ -15,30 +15,40 @@ col2im adds each kernel offset's columns back onto its window, so on the host
 dx is made one offset at a time, dy @ W[i, j]^T, added as soon as it is made;
 on a GPU all of dcol is one product and ``windows.col2im`` one kernel.
 
-col lives in a ``Workspace`` the layer keeps from step to step: a fresh 50 MB
+A small col (the tutorial's layers, a GPU's) is made whole and kept for
+backward, in a ``Workspace`` the layer keeps from step to step: a fresh 50 MB
 col every step would cost page faults each time.
 
-Training keeps what backward needs. A small col is kept whole. On the host, a
-col over ``KEEP_COL_BYTES`` is not: col is kh*kw times the input (2.9 GB in all
-for the fast recipe's six 3x3 convolutions at batch 1024), so the cache keeps
-the padded input, and backward makes col again (one more copy of the input)
-into the same memory forward used: one scratch col per thread, as large as the
-largest, shared by all the layers (``scratch_col``). Only one layer works at a
-time in a thread, and each refills it before its product, so sharing it is safe.
-benchmarks/bench_conv_blocking.py measures both ways (docs/performance.md).
+On the host, a col over ``KEEP_COL_BYTES`` (the fast recipe's at batch 1024:
+kh*kw times the input, 2.9 GB for its six 3x3 convolutions) is never made
+whole. The batch is split into one part per host thread, and each thread
+goes through its images a block at a time (``BLOCK_ROWS`` output pixels,
+a col of a few MB that stays in cache): im2col of the block, then its
+products, with BLAS single-threaded (``threads.over_batch(blas=True)``).
+The cache keeps the padded input, and backward makes each block's col
+again: [dW; db] is the sum of the blocks' products (each thread's partial
+sum, then the threads' in a fixed order), and dx is made block by block,
+dcol = dy @ W^T added onto the block's own images. Narrow products (24 or
+64 channels) run far faster this way than as one product over the whole
+batch with BLAS's threads, and the memory held between forward and backward
+is the input, not col. Inference on the host takes the same path.
+benchmarks/bench_conv_blocking.py measures it (docs/performance.md).
 """
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy
 
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops import windows as win
+from minicnn.ops.threads import over_batch
 
-IMAGES_PER_BLOCK = 16  # images per im2col block at inference (see conv2d_forward)
-KEEP_COL_BYTES = 64 << 20  # training keeps col up to this size; above it, the input
-_scratch = threading.local()  # each thread's shared col memory (scratch_col)
+BLOCK_ROWS = 2048  # output pixels per im2col block on the host (see the module docstring)
+KEEP_COL_BYTES = 64 << 20  # training keeps a col up to this size whole; above it, the input
+_buffers = threading.local()  # each thread's col and dcol blocks (_thread_buffer)
 
 
 class ConvCache(NamedTuple):
@@ -104,27 +114,18 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
     k, rows = kh * kw * c, oh * ow  # col's columns (before the ones), col's rows per image
     matrix = weight_matrix(kernel, bias)
     y = xp.empty((n * rows, f), dtype=x.dtype)
-    # Backward needs all of col; a big one (host) is made in the thread's scratch
-    # and made again there by backward. Inference on the host goes a few images at a
-    # time through one small col that is still in cache when the product reads it
-    # (a batch of 256 would otherwise need 400 MB). A GPU has the memory and wants
-    # few, large launches: one block, kept.
-    on_device = backend.is_device_array(x)
-    keep_col = keep_cache and (on_device or n * rows * (k + 1) * x.dtype.itemsize
-                               <= KEEP_COL_BYTES)
-    if keep_cache and not keep_col:
-        col = scratch_col(n * rows, k, bias is not None, x)
-    else:
-        block = n if keep_col or on_device else min(n, IMAGES_PER_BLOCK)
-        col = workspace.get("col", (block * rows, k + int(bias is not None)), x,
+    geometry = _Geometry((kh, kw), strides, (oh, ow), dilation, bias is not None)
+    # A GPU has the memory and wants few, large launches: col whole, kept. So does
+    # a small col on the host; a big one, or inference, goes by blocks (docstring).
+    keep_col = backend.is_device_array(x) or (
+        keep_cache and n * rows * (k + 1) * x.dtype.itemsize <= KEEP_COL_BYTES)
+    if keep_col:
+        col = workspace.get("col", (n * rows, k + int(bias is not None)), x,
                             ones_column=bias is not None)
-    block = col.shape[0] // rows
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        part = col[:(stop - start) * rows]
-        win.im2col(x_padded[start:stop], (kh, kw), strides, (oh, ow), out=part[:, :k],
-                   dilation=dilation)
-        xp.matmul(part, matrix, out=y[start * rows:stop * rows])
+        win.im2col(x_padded, (kh, kw), strides, (oh, ow), out=col[:, :k], dilation=dilation)
+        xp.matmul(col, matrix, out=y)
+    else:
+        _blocked_forward(x_padded, matrix, y, geometry)
     cache = None
     if keep_cache:
         # x_padded must outlive this step's input buffer (a batch source may reuse it)
@@ -134,36 +135,112 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
     return y.reshape(n, oh, ow, f), cache
 
 
-def scratch_col(rows: int, k: int, ones: bool, like: Array) -> Array:
-    """A (rows, k [+ 1]) col in this thread's scratch memory, which grows to the largest
-    asked for and is shared by every layer; with ``ones`` its last column is set to 1."""
-    width = k + int(ones)
-    flat = getattr(_scratch, "flat", None)
+class _Geometry(NamedTuple):
+    kernel_hw: tuple[int, int]
+    strides: tuple[int, int]
+    out_hw: tuple[int, int]
+    dilation: tuple[int, int]
+    bias: bool
+
+    def images_per_block(self) -> int:
+        return max(1, BLOCK_ROWS // (self.out_hw[0] * self.out_hw[1]))
+
+
+def _thread_buffer(name: str, rows: int, width: int, like: Array) -> Array:
+    """A (rows, width) array of this thread's, kept for the next call (it only grows)."""
+    flat = getattr(_buffers, name, None)
     if flat is None or flat.size < rows * width or flat.dtype != like.dtype:
-        _scratch.flat = flat = None  # let the old one go before the new one is made
-        _scratch.flat = flat = backend.get_array_module(like).empty(rows * width,
-                                                                    dtype=like.dtype)
-    col = flat[:rows * width].reshape(rows, width)
-    if ones:
-        col[:, -1] = 1  # another layer may have written there
+        flat = backend.get_array_module(like).empty(rows * width, dtype=like.dtype)
+        setattr(_buffers, name, flat)
+    return flat[:rows * width].reshape(rows, width)
+
+
+def _block_col(x_padded: Array, start: int, stop: int, g: _Geometry) -> Array:
+    """[col 1] of images start:stop, in this thread's col buffer."""
+    c = x_padded.shape[-1]
+    k, rows = g.kernel_hw[0] * g.kernel_hw[1] * c, g.out_hw[0] * g.out_hw[1]
+    col = _thread_buffer("col", (stop - start) * rows, k + int(g.bias), x_padded)
+    if g.bias:
+        col[:, -1] = 1
+    # Splitting col's axes is a view, so copyto writes the windows into col itself.
+    backend.get_array_module(col).copyto(
+        col[:, :k].reshape(stop - start, *g.out_hw, *g.kernel_hw, c),
+        win.windows(x_padded[start:stop], g.kernel_hw, g.strides, g.out_hw, g.dilation))
     return col
 
 
-def release_scratch() -> None:
-    """Free this thread's scratch col (the next big training convolution makes it again)."""
-    _scratch.flat = None
+def _blocked_forward(x_padded: Array, matrix: Array, y: Array, g: _Geometry) -> None:
+    """y = [col 1] @ [W; b], a block of images at a time, the images split over threads."""
+    xp, rows, block = backend.get_array_module(y), g.out_hw[0] * g.out_hw[1], g.images_per_block()
+
+    def part(images: slice) -> None:
+        with _quiet_overflow():
+            for start in range(images.start, images.stop, block):
+                stop = min(start + block, images.stop)
+                xp.matmul(_block_col(x_padded, start, stop, g), matrix,
+                          out=y[start * rows:stop * rows])
+    over_batch(part, x_padded, blas=True)
 
 
-def _make_col(cache: ConvCache, has_bias: bool, out: Array | None = None) -> Array:
+def _quiet_overflow() -> Any:
+    """No NumPy warning for a product that overflows to inf, in this thread: finding
+    non-finite values is fit's job (its finite checks), and a product on BLAS's own
+    threads never warns either (the flags are raised in BLAS's threads)."""
+    return numpy.errstate(over="ignore", invalid="ignore")
+
+
+def _blocked_backward(dy: Array, kernel: Array, cache: ConvCache, g: _Geometry,
+                      input_grad: bool) -> tuple[Array, Array | None]:
+    """([dW; db], dx padded or None) from the padded input the cache keeps, a block of
+    images at a time: col made again, its product with dy added to the thread's
+    partial sum, and (with ``input_grad``) dcol = dy @ W^T added onto the block's images."""
+    xp, rows, block = backend.get_array_module(dy), g.out_hw[0] * g.out_hw[1], g.images_per_block()
+    kh, kw, c_in, f = kernel.shape
+    k = kh * kw * c_in
+    w_t = kernel.reshape(k, f).T
+    dx = xp.empty(cache.padded_shape, dtype=dy.dtype) if input_grad else None
+    partial_sums: dict[int, Array] = {}  # by the part's first image: summed in that order
+
+    def part(images: slice) -> None:
+        total = None
+        with _quiet_overflow():
+            for start in range(images.start, images.stop, block):
+                stop = min(start + block, images.stop)
+                dy_block = dy[start * rows:stop * rows]
+                product = dy_block.T @ _block_col(cache.x_padded, start, stop, g)  # (f, k [+1])
+                total = product if total is None else xp.add(total, product, out=total)
+                if input_grad:
+                    dcol = _thread_buffer("dcol", (stop - start) * rows, k, dy)
+                    xp.matmul(dy_block, w_t, out=dcol)
+                    _add_windows(dx[start:stop], dcol, g)
+        partial_sums[images.start] = total
+    over_batch(part, cache.x_padded, blas=True)
+    d_matrix = None
+    for first in sorted(partial_sums):  # a fixed order: the same sum every run
+        d_matrix = partial_sums[first] if d_matrix is None else d_matrix + partial_sums[first]
+    return d_matrix.T, dx
+
+
+def _add_windows(dx: Array, dcol: Array, g: _Geometry) -> None:
+    """dx = col2im(dcol) for a few images: zeros, then each tap's columns added onto
+    its window (overlapping windows add up: the chain rule for a pixel used many times)."""
+    (kh, kw), (dh, dw), n = g.kernel_hw, g.dilation, dx.shape[0]
+    taps = dcol.reshape(n, *g.out_hw, kh, kw, dx.shape[-1])
+    dx.fill(0)
+    for i in range(kh):
+        for j in range(kw):
+            win.window(dx, i * dh, j * dw, g.strides, g.out_hw)[...] += taps[:, :, :, i, j, :]
+
+
+def _make_col(cache: ConvCache, has_bias: bool) -> Array:
     """[col 1] of the whole batch again, from the padded input the cache keeps."""
     (kh, kw), c = cache.kernel_hw, cache.x_padded.shape[-1]
     k = kh * kw * c
     rows = cache.x_padded.shape[0] * cache.out_hw[0] * cache.out_hw[1]
-    if out is None:
-        out = backend.get_array_module(cache.x_padded).empty(
-            (rows, k + int(has_bias)), dtype=cache.x_padded.dtype)
-        if has_bias:
-            out[:, -1] = 1
+    out = backend.get_array_module(cache.x_padded).empty(
+        (rows, k + int(has_bias)), dtype=cache.x_padded.dtype)
+    if has_bias:
+        out[:, -1] = 1
     win.im2col(cache.x_padded, (kh, kw), cache.strides, cache.out_hw, out=out[:, :k],
                dilation=cache.dilation)
     return out
@@ -173,16 +250,6 @@ def full_col(cache: ConvCache, has_bias: bool) -> Array:
     """The forward product's left operand [col 1] (a new array when the cache does not
     hold it, made again from the padded input)."""
     return cache.col if cache.col is not None else _make_col(cache, has_bias)
-
-
-def _matrix_grad(dy: Array, cache: ConvCache, k: int, has_bias: bool) -> Array:
-    """[dW; db] = [col 1]^T @ dy, as (dy^T [col 1])^T: the same numbers, but BLAS is far
-    faster when the long axis (N*OH*OW) is the inner one of both operands. A col the
-    cache does not hold is made again in the thread's scratch."""
-    col = cache.col
-    if col is None:
-        col = _make_col(cache, has_bias, scratch_col(dy.shape[0], k, has_bias, dy))
-    return (dy.T @ col).T  # a transposed view: copied into the params' layout
 
 
 def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
@@ -195,27 +262,43 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
     n, oh, ow, _ = dy.shape
     dy = dy.reshape(-1, f)
     k = kh * kw * c_in
-    d_matrix = _matrix_grad(dy, cache, k, has_bias)
+    if cache.col is None:  # the host's blocked path (see conv2d_forward)
+        geometry = _Geometry((kh, kw), cache.strides, (oh, ow), cache.dilation, has_bias)
+        d_matrix, dx = _blocked_backward(dy, kernel, cache, geometry, input_grad)
+    else:
+        # (dy^T [col 1])^T: the same numbers as [col 1]^T dy, but BLAS is far faster
+        # when the long axis (N*OH*OW) is the inner one of both operands.
+        d_matrix, dx = (dy.T @ cache.col).T, None
     d_kernel = xp.ascontiguousarray(d_matrix[:k]).reshape(kernel.shape)
     d_bias = xp.ascontiguousarray(d_matrix[k]) if has_bias else None
     if not input_grad:
         return None, d_kernel, d_bias
+    if dx is None:
+        dx = _dx_of_kept_col(dy.reshape(n, oh, ow, f), kernel, cache, workspace)
+    return win.crop(dx, cache.pads), d_kernel, d_bias
+
+
+def _dx_of_kept_col(dy: Array, kernel: Array, cache: ConvCache, workspace: Workspace) -> Array:
+    """dx (padded) = col2im(dy @ W^T) for a kept col's layer."""
+    xp = backend.get_array_module(dy)
+    kh, kw, c_in, f = kernel.shape
+    n, oh, ow, _ = dy.shape
+    dy = dy.reshape(-1, f)
     if backend.is_device_array(dy):
         # On a GPU the whole dcol is cheap to hold, and one product plus one
         # col2im kernel beat 2*kh*kw small launches.
-        dx = win.col2im(dy @ kernel.reshape(k, f).T, cache.padded_shape, (kh, kw),
-                        cache.strides, cache.out_hw, cache.dilation)
-    else:
-        # On the host, one kernel offset (i, j) at a time: dcol's columns for (i, j)
-        # are dy @ W[i, j]^T, added onto the window at (i, j) right away. The same
-        # sums as col2im, but the whole dcol (N*OH*OW, kh*kw*c_in), 50 MB for the
-        # tutorial's second layer, is never written and read back.
-        dx = xp.zeros(cache.padded_shape, dtype=dy.dtype)
-        part = workspace.get("dcol part", (dy.shape[0], c_in), dy)
-        dh, dw = cache.dilation
-        for i in range(kh):
-            for j in range(kw):
-                xp.matmul(dy, kernel[i, j].T, out=part)
-                win.add_into(win.window(dx, i * dh, j * dw, cache.strides, cache.out_hw),
-                             part.reshape(n, oh, ow, c_in))
-    return win.crop(dx, cache.pads), d_kernel, d_bias
+        return win.col2im(dy @ kernel.reshape(-1, f).T, cache.padded_shape, (kh, kw),
+                          cache.strides, cache.out_hw, cache.dilation)
+    # On the host, one kernel offset (i, j) at a time: dcol's columns for (i, j)
+    # are dy @ W[i, j]^T, added onto the window at (i, j) right away. The same
+    # sums as col2im, but the whole dcol (N*OH*OW, kh*kw*c_in), 50 MB for the
+    # tutorial's second layer, is never written and read back.
+    dx = xp.zeros(cache.padded_shape, dtype=dy.dtype)
+    part = workspace.get("dcol part", (dy.shape[0], c_in), dy)
+    dh, dw = cache.dilation
+    for i in range(kh):
+        for j in range(kw):
+            xp.matmul(dy, kernel[i, j].T, out=part)
+            win.add_into(win.window(dx, i * dh, j * dw, cache.strides, cache.out_hw),
+                         part.reshape(n, oh, ow, c_in))
+    return dx

@@ -52,13 +52,12 @@ def gelu_forward(z: Array, approximate: bool) -> tuple[Array, Array | None]:
 
     def part(rows_of_part: slice) -> None:
         for rows in _blocks(rows_of_part, z2.shape[1]):
-            out = y[rows]
-            out[...] = z2[rows]
             if cdf is None:
+                out = y[rows]
+                out[...] = z2[rows]
                 activate(out, name)
             else:
-                cdf[rows] = gelu_cdf(out)
-                out *= cdf[rows]
+                xp.multiply(z2[rows], gelu_cdf(z2[rows], out=cdf[rows]), out=y[rows])
     over_batch(part, z2)
     return y.reshape(z.shape), None if cdf is None else cdf.reshape(z.shape)
 

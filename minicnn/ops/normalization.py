@@ -36,7 +36,7 @@ import numpy
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops.kernels import Kernel, kernel
-from minicnn.ops.special import erf
+from minicnn.ops.special import erf, normal_cdf
 from minicnn.ops.threads import over_batch
 
 ACTIVATIONS = ("linear", "relu", "gelu", "gelu_tanh")
@@ -124,10 +124,7 @@ def activate(z: Array, activation: str) -> Array:
     if activation == "relu":
         return xp.maximum(z, 0, out=z)
     if activation == "gelu":
-        cdf = erf(z * INV_SQRT2)
-        cdf += 1
-        z *= cdf
-        z *= 0.5
+        z *= gelu_cdf(z)
     elif activation == "gelu_tanh":
         t = xp.tanh(GELU_C * (z + GELU_K * z * z * z))
         t += 1
@@ -136,12 +133,9 @@ def activate(z: Array, activation: str) -> Array:
     return z
 
 
-def gelu_cdf(z: Array) -> Array:
-    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, a new array."""
-    cdf = erf(z * INV_SQRT2)
-    cdf += 1
-    cdf *= 0.5
-    return cdf
+def gelu_cdf(z: Array, out: Array | None = None) -> Array:
+    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, into ``out`` if given (else a new array)."""
+    return normal_cdf(z, out)
 
 
 def slope(z: Array, activation: str, cdf: Array | None = None) -> Array:
@@ -177,7 +171,7 @@ def batch_statistics(x2: Array) -> tuple[Array, Array]:
         mean = x2.mean(axis=0)
         centred = x2 - mean
         return mean, (centred * centred).mean(axis=0)
-    partial: list[tuple[int, numpy.ndarray, numpy.ndarray]] = []
+    partial: dict[int, tuple[int, numpy.ndarray, numpy.ndarray]] = {}  # by the part's start
 
     def part_statistics(part: slice) -> None:
         count, mean, m2 = 0, numpy.zeros(x2.shape[1]), numpy.zeros(x2.shape[1])
@@ -188,11 +182,13 @@ def batch_statistics(x2: Array) -> tuple[Array, Array]:
             deviation = block - block_mean
             deviation *= deviation
             count, mean, m2 = _merge(count, mean, m2, n, block_mean, deviation.sum(axis=0))
-        partial.append((count, mean, m2))
+        partial[part.start] = (count, mean, m2)
 
     over_batch(part_statistics, x2)
-    count, mean, m2 = partial[0]
-    for other in partial[1:]:
+    # Merged in the batch's order, whichever thread finished first: the same bits every run.
+    parts = [partial[start] for start in sorted(partial)]
+    count, mean, m2 = parts[0]
+    for other in parts[1:]:
         count, mean, m2 = _merge(count, mean, m2, *other)
     return xp.asarray(mean, dtype=x2.dtype), xp.asarray(m2 / count, dtype=x2.dtype)
 
@@ -242,8 +238,7 @@ def batch_norm_act_forward(x: Array, gamma: Array | None, beta: Array | None,
                 if cdf is None:
                     activate(z, activation)
                 else:
-                    cdf[rows] = gelu_cdf(z)
-                    z *= cdf[rows]
+                    z *= gelu_cdf(z, out=cdf[rows])
         over_batch(forward_part, x2)
     cache = NormCache(x2, mean, inv_std.astype(x.dtype, copy=False), scale, shift,
                       activation, cdf) if keep_cache else None
@@ -273,7 +268,7 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
         return dx.reshape(dy.shape), sum_dz, sum_dzx
     # The host: pass 1 writes dz into dx's memory and sums per channel; pass 2 finishes dx.
     dx = xp.empty_like(dy2)
-    partial: list[tuple[Array, Array]] = []
+    partial: dict[int, tuple[Array, Array]] = {}  # by the part's start
 
     def first_pass(part: slice) -> None:  # sums in float64 (the strict backend's arrays too)
         sums = xp.zeros(channels, dtype=numpy.float64), xp.zeros(channels, dtype=numpy.float64)
@@ -288,11 +283,12 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
             sums[0][...] += dz.sum(axis=0)
             x_hat *= dz
             sums[1][...] += x_hat.sum(axis=0)
-        partial.append(sums)
+        partial[part.start] = sums
 
     over_batch(first_pass, x2)
-    sum_dz = sum(p[0] for p in partial[1:]) + partial[0][0]
-    sum_dzx = sum(p[1] for p in partial[1:]) + partial[0][1]
+    parts = [partial[start] for start in sorted(partial)]  # the batch's order: reproducible
+    sum_dz = sum(p[0] for p in parts[1:]) + parts[0][0]
+    sum_dzx = sum(p[1] for p in parts[1:]) + parts[0][1]
     sum_dz, sum_dzx = sum_dz.astype(dy.dtype), sum_dzx.astype(dy.dtype)
     if not input_grad:
         return None, sum_dz, sum_dzx

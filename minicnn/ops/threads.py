@@ -3,7 +3,8 @@
 im2col's copy, pooling, dropout and col2im's adds are split over the batch
 across a few threads with ``over_batch``: NumPy lets go of the GIL inside its
 loops, so the parts run at the same time, each on its own images (the same
-numbers, bit for bit, as one pass).
+numbers, bit for bit, as one pass). The large convolutions split their
+products the same way, with BLAS single-threaded meanwhile (``blas``).
 
 The state here: the thread count, the size below which a pass runs unsplit,
 and the pool.
@@ -11,11 +12,13 @@ and the pool.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from minicnn import backend
 from minicnn.backend import Array
+from minicnn.ops.blas import single_threaded as single_threaded_blas
 
 DEFAULT_MIN_BYTES = 1 << 21  # smaller passes are not worth splitting
 
@@ -24,6 +27,7 @@ _state: dict[str, Any] = {
     "min_bytes": DEFAULT_MIN_BYTES,
     "pool": None,                  # (ThreadPoolExecutor, its size)
 }
+_inside = threading.local()  # .part: this thread is running a part of over_batch
 
 
 def host_threads() -> int:
@@ -55,20 +59,33 @@ def set_host_threads(count: int | None = None, min_bytes: int | None = None) -> 
         _state["min_bytes"] = int(min_bytes)
 
 
-def over_batch(fn: Callable[[slice], Any], x: Array) -> None:
+def over_batch(fn: Callable[[slice], Any], x: Array, blas: bool = False) -> None:
     """Call ``fn(part)`` for slices ``part`` that cover x's batch axis, each image once.
 
     On a device, or for a small x, one call covers everything (one kernel launch
     is what a GPU wants). On the host the batch is cut into one part per thread and
-    the parts run at the same time; fn must touch only its own images.
+    the parts run at the same time; fn must touch only its own images. With
+    ``blas`` (fn calls BLAS), BLAS runs single-threaded meanwhile (``blas``
+    module), and where that cannot be arranged one call covers everything, with
+    BLAS's own threads. A part that calls over_batch again runs that call whole.
     """
     n = x.shape[0]
     if backend.is_device_array(x) or n < 2 or x.nbytes < _state["min_bytes"] \
-            or host_threads() == 1:
+            or host_threads() == 1 or getattr(_inside, "part", False):
         fn(slice(0, n))
         return
-    threads = host_threads()
-    parts = min(threads, n)
+    if not blas:
+        _run_parts(fn, n)
+        return
+    with single_threaded_blas() as single:
+        if single:
+            _run_parts(fn, n)
+        else:  # two threads each starting BLAS's threads would fight over the cores
+            fn(slice(0, n))
+
+
+def _run_parts(fn: Callable[[slice], Any], n: int) -> None:
+    parts = min(host_threads(), n)
     bounds = [n * k // parts for k in range(parts + 1)]
     pool, size = _state["pool"] or (None, 0)
     if size < parts - 1:  # the caller's thread takes one part itself
@@ -76,7 +93,16 @@ def over_batch(fn: Callable[[slice], Any], x: Array) -> None:
             pool.shutdown(wait=False)  # too small now: its idle threads end
         pool = ThreadPoolExecutor(parts - 1, thread_name_prefix="minicnn")
         _state["pool"] = (pool, parts - 1)
-    futures = [pool.submit(fn, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
-    fn(slice(bounds[0], bounds[1]))  # this thread does the first part
-    for future in futures:
-        future.result()  # re-raises a part's exception here
+
+    def run(part: slice) -> None:
+        _inside.part = True
+        try:
+            fn(part)
+        finally:
+            _inside.part = False
+    futures = [pool.submit(run, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
+    try:
+        run(slice(bounds[0], bounds[1]))  # this thread does the first part
+    finally:
+        for future in futures:
+            future.result()  # waits for every part; re-raises a part's exception here
