@@ -37,7 +37,9 @@ class OpenBLAS(NamedTuple):
 
 
 _lock = threading.Lock()
-_found: dict[str, Any] = {}  # "library": OpenBLAS or None, once looked for
+# "library": OpenBLAS or None, once looked for; "users": the single_threaded blocks
+# under way, "threads before": BLAS's thread count when the first of them began
+_found: dict[str, Any] = {}
 
 
 def _loaded_libraries() -> list[str]:
@@ -93,16 +95,25 @@ def library() -> OpenBLAS | None:
 @contextlib.contextmanager
 def single_threaded() -> Iterator[bool]:
     """Within the block, each BLAS call runs on its caller's thread alone; yields whether
-    that could be arranged (False: nothing changed)."""
+    that could be arranged (False: nothing changed). Blocks in several threads at once
+    share one setting: the thread count comes back when the last of them ends."""
     lib = library()
     if lib is None or lib.parallel not in (SEQUENTIAL, PTHREADS):
         yield False
         return
-    before = lib.get_num_threads() if lib.parallel == PTHREADS else 1
-    if before != 1:
-        lib.set_num_threads(1)
+    if lib.parallel == SEQUENTIAL:
+        yield True
+        return
+    with _lock:
+        if _found.setdefault("users", 0) == 0:
+            _found["threads before"] = lib.get_num_threads()
+            if _found["threads before"] != 1:
+                lib.set_num_threads(1)
+        _found["users"] += 1
     try:
         yield True
     finally:
-        if before != 1:
-            lib.set_num_threads(before)
+        with _lock:
+            _found["users"] -= 1
+            if _found["users"] == 0 and _found["threads before"] != 1:
+                lib.set_num_threads(_found["threads before"])

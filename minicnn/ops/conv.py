@@ -11,9 +11,10 @@ last row holding b, so each line is one BLAS call and no extra pass over the
 output adds b or sums dy (for the first layer's 29 MB output such a pass costs
 about as much as the product itself).
 
-col2im adds each kernel offset's columns back onto its window, so on the host
-dx is made one offset at a time, dy @ W[i, j]^T, added as soon as it is made;
-on a GPU all of dcol is one product and ``windows.col2im`` one kernel.
+col2im adds each kernel offset's columns back onto its window, so for a kept
+col on the host dx is made one offset at a time, dy @ W[i, j]^T, added as soon
+as it is made; on a GPU all of dcol is one product and ``windows.col2im`` one
+kernel.
 
 A small col (the tutorial's layers, a GPU's) is made whole and kept for
 backward, in a ``Workspace`` the layer keeps from step to step: a fresh 50 MB
@@ -36,8 +37,9 @@ benchmarks/bench_conv_blocking.py measures it (docs/performance.md).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy
 
@@ -182,7 +184,7 @@ def _blocked_forward(x_padded: Array, matrix: Array, y: Array, g: _Geometry) -> 
     over_batch(part, x_padded, blas=True)
 
 
-def _quiet_overflow() -> Any:
+def _quiet_overflow() -> contextlib.AbstractContextManager:
     """No NumPy warning for a product that overflows to inf, in this thread: finding
     non-finite values is fit's job (its finite checks), and a product on BLAS's own
     threads never warns either (the flags are raised in BLAS's threads)."""

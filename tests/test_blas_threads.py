@@ -1,0 +1,78 @@
+"""BLAS's own threads (minicnn/ops/blas.py) and over_batch(blas=True): while the host's
+threads split a batch whose parts call BLAS, BLAS runs single-threaded, its thread
+count comes back afterwards (nested and overlapping blocks too), and where BLAS's
+threads cannot be controlled the batch runs as one part."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from minicnn.ops import blas, threads
+
+
+@pytest.fixture
+def two_threads():
+    threads.set_host_threads(2, min_bytes=0)
+    yield
+    threads.set_host_threads(None, min_bytes=threads.DEFAULT_MIN_BYTES)
+
+
+def controllable():
+    lib = blas.library()
+    if lib is None or lib.parallel != blas.PTHREADS:
+        pytest.skip("NumPy's BLAS is not a pthreads OpenBLAS here: nothing to set")
+    return lib
+
+
+def test_single_threaded_sets_one_thread_and_gives_the_count_back():
+    lib = controllable()
+    before = lib.get_num_threads()
+    with blas.single_threaded() as single:
+        assert single and lib.get_num_threads() == 1
+        with blas.single_threaded():
+            assert lib.get_num_threads() == 1
+        assert lib.get_num_threads() == 1  # the outer block is still under way
+    assert lib.get_num_threads() == before
+
+
+def test_overlapping_blocks_in_two_threads_give_the_count_back_once_both_end():
+    lib = controllable()
+    before = lib.get_num_threads()
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with blas.single_threaded():
+            inside.set()
+            release.wait(10)
+    thread = threading.Thread(target=other)
+    with blas.single_threaded():
+        thread.start()
+        assert inside.wait(10)
+    assert lib.get_num_threads() == 1  # the other thread's block goes on
+    release.set()
+    thread.join()
+    assert lib.get_num_threads() == before
+
+
+def test_the_parts_see_a_single_threaded_blas(two_threads):
+    lib = controllable()
+    seen = []
+    threads.over_batch(lambda part: seen.append((part, lib.get_num_threads())),
+                       np.zeros((6, 3)), blas=True)
+    assert sorted((p.start, p.stop, n) for p, n in seen) == [(0, 3, 1), (3, 6, 1)]
+
+
+def test_without_control_the_batch_runs_as_one_part(two_threads, monkeypatch):
+    monkeypatch.setenv("MINICNN_BLAS_THREADS_CONTROL", "0")
+    monkeypatch.setattr(blas, "_found", {})  # looked for again, under that setting
+    assert blas.library() is None
+    with blas.single_threaded() as single:
+        assert single is False
+    parts = []
+    threads.over_batch(parts.append, np.zeros((6, 3)), blas=True)
+    assert parts == [slice(0, 6)]
+    parts.clear()
+    threads.over_batch(parts.append, np.zeros((6, 3)))  # passes without BLAS still split
+    assert sorted((p.start, p.stop) for p in parts) == [(0, 3), (3, 6)]
