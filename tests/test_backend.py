@@ -1,6 +1,8 @@
 """The backend switch: numpy / cupy / strict, floatx, seeds, host <-> device."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -198,6 +200,19 @@ def test_over_batch_runs_once_for_small_work_and_on_a_device(backend):
     calls.clear()
     T.over_batch(calls.append, minicnn.to_device(np.zeros((8, 4))))
     assert len(calls) == (4 if backend == "numpy" else 1)  # a device wants one launch
+
+
+def test_over_batch_returns_the_parts_answers_in_the_batchs_order():
+    """The first part (this thread's) ends last here; the answers still come in order."""
+    T.set_host_threads(3, min_bytes=0)
+
+    def part(images):
+        if images.start == 0:
+            time.sleep(0.05)
+        return images.start, images.stop
+    assert T.over_batch(part, np.zeros((9, 2))) == [(0, 3), (3, 6), (6, 9)]
+    T.set_host_threads(3, min_bytes=1 << 20)
+    assert T.over_batch(part, np.zeros((9, 2))) == [(0, 9)]  # one call: one answer
 
 
 def test_over_batch_reraises_a_parts_error():

@@ -201,9 +201,7 @@ def _blocked_backward(dy: Array, kernel: Array, cache: ConvCache, g: _Geometry,
     k = kh * kw * c_in
     w_t = kernel.reshape(k, f).T
     dx = xp.empty(cache.padded_shape, dtype=dy.dtype) if input_grad else None
-    partial_sums: dict[int, Array] = {}  # by the part's first image: summed in that order
-
-    def part(images: slice) -> None:
+    def part(images: slice) -> Array:
         total = None
         with _quiet_overflow():
             for start in range(images.start, images.stop, block):
@@ -215,11 +213,11 @@ def _blocked_backward(dy: Array, kernel: Array, cache: ConvCache, g: _Geometry,
                     dcol = _thread_buffer("dcol", (stop - start) * rows, k, dy)
                     xp.matmul(dy_block, w_t, out=dcol)
                     _add_windows(dx[start:stop], dcol, g)
-        partial_sums[images.start] = total
-    over_batch(part, cache.x_padded, blas=True)
-    d_matrix = None
-    for first in sorted(partial_sums):  # a fixed order: the same sum every run
-        d_matrix = partial_sums[first] if d_matrix is None else d_matrix + partial_sums[first]
+        return total
+    partial_sums = over_batch(part, cache.x_padded, blas=True)  # in the batch's order
+    d_matrix = partial_sums[0]
+    for other in partial_sums[1:]:  # a fixed order: the same sum every run
+        d_matrix = d_matrix + other
     return d_matrix.T, dx
 
 

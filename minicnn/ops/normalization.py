@@ -36,13 +36,12 @@ import numpy
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops.kernels import Kernel, kernel
-from minicnn.ops.special import erf, normal_cdf
+from minicnn.ops.special import normal_cdf
 from minicnn.ops.threads import over_batch
 
 ACTIVATIONS = ("linear", "relu", "gelu", "gelu_tanh")
 BLOCK = 1 << 15  # values per host block: a block and its temporaries stay in L2 cache
 
-INV_SQRT2 = 1.0 / math.sqrt(2.0)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_K = 0.044715
@@ -171,9 +170,7 @@ def batch_statistics(x2: Array) -> tuple[Array, Array]:
         mean = x2.mean(axis=0)
         centred = x2 - mean
         return mean, (centred * centred).mean(axis=0)
-    partial: dict[int, tuple[int, numpy.ndarray, numpy.ndarray]] = {}  # by the part's start
-
-    def part_statistics(part: slice) -> None:
+    def part_statistics(part: slice) -> tuple[int, numpy.ndarray, numpy.ndarray]:
         count, mean, m2 = 0, numpy.zeros(x2.shape[1]), numpy.zeros(x2.shape[1])
         for rows in _blocks(part, x2.shape[1]):
             block = x2[rows]
@@ -182,11 +179,10 @@ def batch_statistics(x2: Array) -> tuple[Array, Array]:
             deviation = block - block_mean
             deviation *= deviation
             count, mean, m2 = _merge(count, mean, m2, n, block_mean, deviation.sum(axis=0))
-        partial[part.start] = (count, mean, m2)
+        return count, mean, m2
 
-    over_batch(part_statistics, x2)
     # Merged in the batch's order, whichever thread finished first: the same bits every run.
-    parts = [partial[start] for start in sorted(partial)]
+    parts = over_batch(part_statistics, x2)
     count, mean, m2 = parts[0]
     for other in parts[1:]:
         count, mean, m2 = _merge(count, mean, m2, *other)
@@ -268,9 +264,7 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
         return dx.reshape(dy.shape), sum_dz, sum_dzx
     # The host: pass 1 writes dz into dx's memory and sums per channel; pass 2 finishes dx.
     dx = xp.empty_like(dy2)
-    partial: dict[int, tuple[Array, Array]] = {}  # by the part's start
-
-    def first_pass(part: slice) -> None:  # sums in float64 (the strict backend's arrays too)
+    def first_pass(part: slice) -> tuple[Array, Array]:  # sums in float64 (strict's arrays too)
         sums = xp.zeros(channels, dtype=numpy.float64), xp.zeros(channels, dtype=numpy.float64)
         for rows in _blocks(part, channels):
             z = x2[rows] * scale
@@ -283,10 +277,9 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
             sums[0][...] += dz.sum(axis=0)
             x_hat *= dz
             sums[1][...] += x_hat.sum(axis=0)
-        partial[part.start] = sums
+        return sums
 
-    over_batch(first_pass, x2)
-    parts = [partial[start] for start in sorted(partial)]  # the batch's order: reproducible
+    parts = over_batch(first_pass, x2)  # in the batch's order: reproducible
     sum_dz = sum(p[0] for p in parts[1:]) + parts[0][0]
     sum_dzx = sum(p[1] for p in parts[1:]) + parts[0][1]
     sum_dz, sum_dzx = sum_dz.astype(dy.dtype), sum_dzx.astype(dy.dtype)

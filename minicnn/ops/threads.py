@@ -59,8 +59,9 @@ def set_host_threads(count: int | None = None, min_bytes: int | None = None) -> 
         _state["min_bytes"] = int(min_bytes)
 
 
-def over_batch(fn: Callable[[slice], Any], x: Array, blas: bool = False) -> None:
-    """Call ``fn(part)`` for slices ``part`` that cover x's batch axis, each image once.
+def over_batch(fn: Callable[[slice], Any], x: Array, blas: bool = False) -> list:
+    """Call ``fn(part)`` for slices ``part`` that cover x's batch axis, each image once;
+    return what the calls returned, in the batch's order (whichever part ended first).
 
     On a device, or for a small x, one call covers everything (one kernel launch
     is what a GPU wants). On the host the batch is cut into one part per thread and
@@ -72,19 +73,16 @@ def over_batch(fn: Callable[[slice], Any], x: Array, blas: bool = False) -> None
     n = x.shape[0]
     if backend.is_device_array(x) or n < 2 or x.nbytes < _state["min_bytes"] \
             or host_threads() == 1 or getattr(_inside, "part", False):
-        fn(slice(0, n))
-        return
+        return [fn(slice(0, n))]
     if not blas:
-        _run_parts(fn, n)
-        return
+        return _run_parts(fn, n)
     with single_threaded_blas() as single:
         if single:
-            _run_parts(fn, n)
-        else:  # two threads each starting BLAS's threads would fight over the cores
-            fn(slice(0, n))
+            return _run_parts(fn, n)
+        return [fn(slice(0, n))]  # two threads each starting BLAS's threads would fight
 
 
-def _run_parts(fn: Callable[[slice], Any], n: int) -> None:
+def _run_parts(fn: Callable[[slice], Any], n: int) -> list:
     parts = min(host_threads(), n)
     bounds = [n * k // parts for k in range(parts + 1)]
     pool, size = _state["pool"] or (None, 0)
@@ -94,15 +92,16 @@ def _run_parts(fn: Callable[[slice], Any], n: int) -> None:
         pool = ThreadPoolExecutor(parts - 1, thread_name_prefix="minicnn")
         _state["pool"] = (pool, parts - 1)
 
-    def run(part: slice) -> None:
+    def run(part: slice) -> Any:
         _inside.part = True
         try:
-            fn(part)
+            return fn(part)
         finally:
             _inside.part = False
     futures = [pool.submit(run, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:])]
     try:
-        run(slice(bounds[0], bounds[1]))  # this thread does the first part
+        first = run(slice(bounds[0], bounds[1]))  # this thread does the first part
     finally:
-        for future in futures:
-            future.result()  # waits for every part; re-raises a part's exception here
+        # waits for every part; re-raises a part's exception here
+        rest = [future.result() for future in futures]
+    return [first, *rest]
