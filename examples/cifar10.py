@@ -42,7 +42,6 @@ import minicnn
 from minicnn import distributed
 from minicnn.backend import Array
 from minicnn.datasets import cifar10
-from minicnn.training import checkpoint as checkpoint_io
 from minicnn.fileio import make_folders, remove_empty_folders, write_text_atomic
 from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
@@ -237,7 +236,7 @@ def shard(images: np.ndarray, labels: np.ndarray, where: str) -> tuple[np.ndarra
 
 def train(args: argparse.Namespace, data: Data) -> Trained:
     """The training step: scale the images on the device, build the network, fit it."""
-    callbacks, initial_epoch = [], 0
+    callbacks = []
     train_set, test_set = (data.x_train, data.y_train), (data.x_test, data.y_test)
     if args.distributed:
         train_set, test_set = shard(*train_set, "training"), shard(*test_set, "test")
@@ -254,18 +253,15 @@ def train(args: argparse.Namespace, data: Data) -> Trained:
     root = not args.distributed or distributed.rank() == 0
     checkpoint = checkpoint_path(args) if root else None  # only rank 0 writes
     if args.distributed:
-        # Rank 0 resumes from its checkpoint; the others start at its epoch, and take
-        # its weights and optimizer state when fit begins.
-        if checkpoint is not None and args.resume and os.path.exists(checkpoint):
-            initial_epoch = checkpoint_io.load(checkpoint, model).epoch
-        initial_epoch = distributed.comm().bcast(initial_epoch, root=0)
+        # Rank 0 resumes from its checkpoint; fit gives the others its epoch and random
+        # streams, and BroadcastWeights its weights and optimizer state.
         callbacks = [distributed.BroadcastWeights(root=0)]
     start = time.perf_counter()
     try:
         history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
                             verbose=args.verbose if root else 0,
                             validation_data=(x_val, y_val), callbacks=callbacks,
-                            shuffle=True, checkpoint=checkpoint, initial_epoch=initial_epoch,
+                            shuffle=True, checkpoint=checkpoint,
                             resume=args.resume and checkpoint is not None,
                             trace_gradients=args.trace_gradients,
                             validation_batch_size=args.validation_batch_size or (

@@ -8,14 +8,17 @@ DATA.npz holds x, y and the initial weights w0, w1, ... that rank 0 starts from
 """
 from __future__ import annotations
 
+import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 import minicnn
 from minicnn import backend, distributed
-from minicnn.layers import Conv2D, Dense, Flatten, MaxPooling2D
+from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from minicnn.callbacks import EarlyStopping, ReduceLROnPlateau
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD, Adam
 
@@ -30,6 +33,76 @@ def small_model(optimizer) -> Sequential:
     model.add(Dense(4, activation="softmax"))
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def dropout_model(optimizer) -> Sequential:
+    """small_model with dropout: a resumed run needs each rank's dropout stream too."""
+    model = Sequential()
+    model.add(Conv2D(4, (3, 3), activation="relu", input_shape=(8, 8, 3)))
+    model.add(Flatten())
+    model.add(Dense(16, activation="relu"))
+    model.add(Dropout(0.5))
+    model.add(Dense(4, activation="softmax"))
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def rewrite_rank_streams(path: str, ranks: int | None) -> None:
+    """Rewrite the checkpoint at ``path`` with its per-rank random streams cut or
+    repeated to ``ranks`` entries (None: none at all, as an older minicnn wrote)."""
+    with np.load(path) as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["__checkpoint__"]))
+    streams = meta["rng"].pop("ranks")
+    if ranks is not None:
+        meta["rng"]["ranks"] = (streams * ranks)[:ranks]
+    arrays["__checkpoint__"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+
+
+def resumed_run(x, y, out: str, name: str, streams: int | None | str) -> dict:
+    """4 shuffled epochs with dropout and two callbacks with a state on every rank,
+    checkpointed by rank 0: in one fit (``streams="whole"``), or 2 epochs and then a
+    new model whose fit resumes on rank 0 alone (the others start at epoch 0 as
+    far as they know), the checkpoint's per-rank streams cut to ``streams`` ranks in
+    between (None: taken out; "kept": left as written). What the rank ended with."""
+    rank, size = distributed.rank(), distributed.size()
+    path = str(Path(out) / f"resume-{name}.npz") if rank == 0 else None
+    seen: list[int] = []  # a callable checkpoint on rank 1: called after epochs only
+
+    def fit(epochs: int, **kwargs) -> Sequential:
+        distributed.set_seed(7)  # as a new job would: the streams start over
+        model = dropout_model(distributed.DistributedOptimizer(SGD(lr=0.05, momentum=0.9)))
+        # A min_delta no epoch beats: the rate halves after every epoch but the first,
+        # and EarlyStopping counts (its patience is not reached in 4 epochs).
+        plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10)
+        early = EarlyStopping(monitor="loss", patience=4, min_delta=10)
+        checkpoint = path if rank == 0 else (lambda m, epoch, h: seen.append(epoch))
+        model.fit(x[rank::size], y[rank::size], batch_size=8, shuffle=True, verbose=0,
+                  epochs=epochs, checkpoint=checkpoint,
+                  callbacks=[distributed.BroadcastWeights(), plateau, early], **kwargs)
+        model.early = early
+        return model
+
+    caught: list[str] = []
+    if streams == "whole":
+        model = fit(4)
+    else:
+        fit(2)
+        if rank == 0 and streams != "kept":
+            rewrite_rank_streams(path, streams)
+        distributed.comm().Barrier()
+        seen.clear()
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            model = fit(4, resume=rank == 0)
+        caught = [str(w.message) for w in record]
+    return {**{f"resume-{name}/{i}": w for i, w in enumerate(model.get_weights())},
+            f"resume-{name}-warnings": np.array(json.dumps(caught)),
+            f"resume-{name}-lr": np.array(model.optimizer.lr),
+            f"resume-{name}-wait": np.array(model.early.wait),
+            f"resume-{name}-loss": np.array(model.history.history["loss"]),
+            f"resume-{name}-checkpoints": np.array(seen)}
 
 
 def weights_of(model, prefix: str) -> dict:
@@ -115,6 +188,12 @@ def main(data_path: str, out: str) -> None:
         results.update(weights_of(model, "strict"))
         results["strict_array"] = backend.to_host(
             distributed.allreduce(minicnn.to_device(np.full(2, rank, dtype=np.float32))))
+
+    # 7. Stopped after 2 of 4 epochs and resumed: every rank's shuffling and dropout go
+    #    on from the checkpoint, so the run ends as the uninterrupted one.
+    for name, streams in (("whole", "whole"), ("kept", "kept"), ("taken-out", None),
+                          ("three", 3)):
+        results.update(resumed_run(x, y, out, name, streams))
 
     np.savez(Path(out) / f"rank{rank}.npz", **results)
 

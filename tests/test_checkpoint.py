@@ -172,6 +172,57 @@ def test_checkpoint_with_a_damaged_entry_names_file_and_entry(tmp_path, entry, v
     assert str(path) in str(info.value)
 
 
+def test_a_single_process_checkpoint_keeps_no_per_rank_streams(tmp_path):
+    path = tmp_path / "run.npz"
+    train(1, checkpoint=path)
+    with np.load(path) as f:
+        assert "ranks" not in json.loads(str(f["__checkpoint__"]))["rng"]
+    assert ckpt.load(path, small_model()).rank_streams is None
+
+
+def test_per_rank_streams_come_back_from_the_file_and_put_a_process_back(tmp_path):
+    """What a data-parallel run's writer keeps for each rank (tests/test_distributed.py
+    runs it on two ranks): fit's generator and each layer's, by position."""
+    path = tmp_path / "run.npz"
+    model, _ = train(1)
+    fit_rng = minicnn.backend.device_rng(5)
+    mine = ckpt.random_state(model, fit_rng)
+    assert [s is not None for s in mine["layers"]] == [False, False, True, False, False]
+    ckpt.save(path, model, 1, model.history, fit_rng, rank_streams=[mine, mine])
+    loaded = ckpt.load(path, small_model()).rank_streams
+    assert loaded == json.loads(json.dumps([mine, mine]))
+    expected = (fit_rng.random(3), model.layers[2].rng.random(3))
+    other, other_rng = small_model(), minicnn.backend.device_rng(6)
+    ckpt.set_random_state(other, other_rng, loaded[1])
+    np.testing.assert_array_equal(other_rng.random(3), expected[0])
+    np.testing.assert_array_equal(other.layers[2].rng.random(3), expected[1])
+
+
+@pytest.mark.parametrize("ranks", [[], {"fit": None}, [{"fit": None, "layers": [None]}],
+                                   [{"layers": [None] * 5}], [{"fit": 3, "layers": [None] * 5}],
+                                   [{"fit": None, "layers": [None, None, 7, None, None]}],
+                                   [{"fit": {"bit_generator": "PCG64", "state": 3},
+                                     "layers": [None] * 5}],
+                                   [{"fit": {"bit_generator": "seed"}, "layers": [None] * 5}]])
+def test_damaged_per_rank_streams_are_refused_before_anything_changes(tmp_path, ranks):
+    path = tmp_path / "run.npz"
+    train(1, checkpoint=path)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["__checkpoint__"]))
+    meta["rng"]["ranks"] = ranks
+    arrays["__checkpoint__"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    model = small_model()
+    before = weights(model)
+    with pytest.raises(ckpt.CheckpointError, match=r"run.npz has damaged metadata \(__checkpoint"
+                                                   r"__ rng ranks is not one .* per rank, for a "
+                                                   r"model of 5 layers\)"):
+        ckpt.load(path, model)
+    for key, value in before.items():
+        np.testing.assert_array_equal(weights(model)[key], value)
+
+
 @pytest.mark.parametrize("meta,pattern", [
     ("{not json", r"__meta__ is not JSON"),
     ("5", r"__meta__ is 5, not a JSON object"),

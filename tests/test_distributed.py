@@ -129,6 +129,34 @@ def test_shuffled_ranks_stay_identical_and_a_rerun_repeats(ranks):
 
 
 @needs_mpi
+def test_a_resumed_run_goes_on_as_the_uninterrupted_one_on_every_rank(ranks):
+    """Rank 0 writes the checkpoint, rank 1's shuffling and dropout streams in it; a
+    new fit resumes on rank 0 alone, and fit gives rank 1 its epoch, history, streams,
+    callback states and learning rate: 2 + 2 epochs end where 4 epochs in one fit do."""
+    for r in ranks:
+        whole = group(r, "resume-whole")
+        for a, w in zip(group(r, "resume-kept"), whole):
+            assert_close(a, w)  # same math in the same order: only rounding could differ
+        assert json.loads(str(r["resume-kept-warnings"])) == []
+        # ReduceLROnPlateau lowered the rate in epoch 2; EarlyStopping counted 3 epochs.
+        assert float(r["resume-kept-lr"]) == float(r["resume-whole-lr"]) == 0.05 / 2 ** 3
+        assert int(r["resume-kept-wait"]) == int(r["resume-whole-wait"]) == 3
+        assert_close(r["resume-kept-loss"], r["resume-whole-loss"])
+        assert len(r["resume-whole-loss"]) == 4
+        # Without rank 1's streams it shuffles and drops out as in epochs 1-2 again: the
+        # check above fails then (it is a check that can fail).
+        assert max(float(np.abs(a - w).max())
+                   for a, w in zip(group(r, "resume-taken-out"), whole)) > 1e-3
+    # Rank 1's callable checkpoint is called after each epoch, never before training.
+    assert ranks[1]["resume-whole-checkpoints"].tolist() == [1, 2, 3, 4]
+    assert ranks[1]["resume-kept-checkpoints"].tolist() == [3, 4]
+    # A checkpoint with another number of ranks' streams: rank 0 says so, and goes on.
+    said = json.loads(str(ranks[0]["resume-three-warnings"]))
+    assert any("random streams of 3 ranks, this job has 2" in w for w in said), said
+    assert json.loads(str(ranks[1]["resume-three-warnings"])) == []
+
+
+@needs_mpi
 def test_broadcast_weights_carries_weights_and_optimizer_state(ranks):
     a, b = ranks
     for key in [k for k in a if k.startswith(("broadcast/", "velocity/"))]:

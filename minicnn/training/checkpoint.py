@@ -5,7 +5,8 @@ A checkpoint is one ``.npz`` file (format ``minicnn-checkpoint``, version 2):
     __checkpoint__            JSON text: format, version, epoch (epochs completed),
                               input_shape, architecture (layer types and configs),
                               history so far, optimizer (type, config, iterations),
-                              random-generator states (fit's shuffling, each layer's),
+                              random-generator states (fit's shuffling, each layer's;
+                              in a data-parallel run, every rank's under "ranks"),
                               frozen ({layer: [weights frozen by set_trainable]}),
                               callbacks ([{"class": name, "state": {key: JSON value}}],
                               one per callback with a state, in fit's order)
@@ -54,6 +55,55 @@ class Checkpoint:
     fit_rng_state: dict | None = None
     # (callback, its saved state) for each given callback the file has a state for
     callback_states: list[tuple[Any, dict]] = field(default_factory=list)
+    # every rank's random_state(...), in a data-parallel run's checkpoint
+    rank_streams: list[dict] | None = None
+
+
+def random_state(model: Any, fit_rng: Any) -> dict:
+    """One process's random streams: fit's shuffling and each layer's (dropout), the
+    layers by position. A data-parallel run keeps one of these per rank."""
+    return {"fit": backend.rng_state(fit_rng) if fit_rng is not None else None,
+            "layers": [layer.get_rng_state() for layer in model.layers]}
+
+
+def set_random_state(model: Any, fit_rng: Any, state: dict) -> None:
+    """Put fit's generator and the layers' back into a state of ``random_state``."""
+    if state["fit"] is not None and fit_rng is not None:
+        backend.set_rng_state(fit_rng, state["fit"])
+    for layer, layer_state in zip(model.layers, state["layers"]):
+        if layer_state is not None:
+            layer.set_rng_state(layer_state)
+
+
+def _generator_state(state: Any) -> bool:
+    """Is ``state`` a NumPy bit generator's state (or None, for none kept)? Tried on a
+    fresh generator, so that a damaged one is refused before the model changes."""
+    if state is None:
+        return True
+    try:
+        kind = getattr(np.random, state["bit_generator"])
+        if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+            return False
+        kind().state = state
+    except Exception:  # noqa: BLE001  (any damage: missing keys, wrong types, a bad name)
+        return False
+    return True
+
+
+def _check_rank_streams(value: Any, model: Any, path: str) -> list[dict] | None:
+    """The ``rng``/``ranks`` entry of a checkpoint, or CheckpointError if it is damaged."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(
+            isinstance(s, dict) and "fit" in s and _generator_state(s["fit"])
+            and isinstance(s.get("layers"), list) and len(s["layers"]) == len(model.layers)
+            and all(_generator_state(layer) for layer in s["layers"])
+            for s in value):
+        raise CheckpointError(f"checkpoint: {path} has damaged metadata (__checkpoint__ rng "
+                              'ranks is not one {"fit": ..., "layers": [one per layer]} of '
+                              "generator states per rank, for a model of "
+                              f"{len(model.layers)} layers)")
+    return value
 
 
 def has_state(callback: Any) -> bool:
@@ -132,10 +182,12 @@ def match_callbacks(records: Any, arrays: dict, callbacks: list, path: str
 
 
 def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
-         fit_rng: Any = None, callbacks: list | None = None) -> None:
+         fit_rng: Any = None, callbacks: list | None = None,
+         rank_streams: list[dict] | None = None) -> None:
     """Write model weights, frozen weights, optimizer state, history, generator states
     and the states of ``callbacks`` (those that have one) to ``path`` (its folder is
-    created if needed, as Keras's ModelCheckpoint does)."""
+    created if needed, as Keras's ModelCheckpoint does). ``rank_streams``: every
+    rank's ``random_state``, rank by rank, from a data-parallel run."""
     serialization.refuse_hdf5(path, "checkpoint")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     optimizer = model.optimizer
@@ -150,6 +202,8 @@ def save(path: str | os.PathLike, model: Any, epoch: int, history: Any,
                 "layers": serialization.layer_rng_states(model)},
         "frozen": serialization.frozen_weights(model),
     }
+    if rank_streams is not None:
+        meta["rng"]["ranks"] = rank_streams
     meta["callbacks"], callback_arrays = callback_entries(callbacks or [])
     arrays = serialization.weight_arrays(model, prefix="weights/")
     arrays.update(callback_arrays)
@@ -193,6 +247,7 @@ def load(path: str | os.PathLike, model: Any, callbacks: list | None = None) -> 
                                        "__checkpoint__", "checkpoint") if newer else None
     pairs = match_callbacks(meta.get("callbacks", []), callback_arrays, callbacks, path) \
         if callbacks is not None else []
+    rank_streams = _check_rank_streams(meta["rng"].get("ranks"), model, path)
     # Everything is checked: only now does the model change.
     serialization.set_weights(model, arrays, meta["architecture"], path, "checkpoint",
                               prefix="weights/")
@@ -207,7 +262,8 @@ def load(path: str | os.PathLike, model: Any, callbacks: list | None = None) -> 
         model.optimizer.lr = saved_lr
     serialization.set_layer_rng_states(model, meta["rng"]["layers"], meta["architecture"])
     return Checkpoint(epoch=int(meta["epoch"]), history=meta["history"],
-                      fit_rng_state=meta["rng"]["fit"], callback_states=pairs)
+                      fit_rng_state=meta["rng"]["fit"], callback_states=pairs,
+                      rank_streams=rank_streams)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

@@ -6,6 +6,13 @@ It works on any model with Sequential's step API and never imports it. The
 batches come from a source of ``minicnn.training.batches``: arrays, or a
 Python generator or Sequence.
 
+In a data-parallel run (the optimizer averages over the ranks) the ranks
+agree before the first epoch and pass the checkpoints together: every rank's
+random streams (shuffling, dropout) go into the writer's checkpoint, and the
+rank that resumes gives each rank its streams back, with its callbacks'
+states and learning rate, so that a resumed run goes on as the uninterrupted
+one would.
+
 ``validation_freq`` (Keras 2.2.5): validate after epoch e (counted from 1)
 when e % freq == 0 for an int, or when e is in it for a list; the val_ logs
 are only in the epochs that validated, so History's val_ lists are shorter.
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -82,6 +90,8 @@ class Trainer:
         # A ProgbarLogger draws the bar instead of fit (Keras would draw both).
         self.own_bar = not any(isinstance(c, ProgbarLogger) for c in self.callbacks.callbacks)
         self.rng = backend.device_rng()
+        self.ranks = distributed.size() if distributed.is_distributed(model.optimizer) else 1
+        self.gathers = False  # data-parallel with a checkpoint file: see agree_on_resume
         self.history = History()  # fed by hand after the other callbacks, never reset
         self.history.set_model(model)
         self.history.set_params(params)
@@ -105,12 +115,65 @@ class Trainer:
         self.check_every = finite_check_interval(model, data.sample)
         self.stop = None  # the signal flag, while run() is under way
 
-    def save(self, epochs_done: int) -> None:
+    def save(self, epochs_done: int, before_training: bool = False) -> None:
+        """The checkpoint after ``epochs_done`` epochs: the file, or the callable (which
+        is called after epochs only). Data-parallel, every rank comes here together."""
+        rank_streams = distributed.comm().allgather(
+            checkpoint_io.random_state(self.model, self.rng)) if self.gathers else None
         if callable(self.checkpoint):
-            self.checkpoint(self.model, epochs_done, self.history)
+            if not before_training:
+                self.checkpoint(self.model, epochs_done, self.history)
         elif self.checkpoint is not None:
             checkpoint_io.save(self.checkpoint, self.model, epochs_done, self.history, self.rng,
-                               callbacks=self.stateful)
+                               callbacks=self.stateful, rank_streams=rank_streams)
+
+    def agree_on_resume(self, state: checkpoint_io.Checkpoint | None) -> int | None:
+        """Data-parallel, every rank, before the first epoch: the epoch to go on from if
+        a rank resumed (usually rank 0 alone, ``state`` its checkpoint), else None. The
+        rank that resumed gives every rank its epoch and history, its own random
+        streams, the callbacks' states and the learning rate, so that all ranks go on
+        as in the uninterrupted run. Also sets ``gathers``: does any rank write a
+        checkpoint file (then every checkpoint gathers all ranks' streams)?"""
+        comm, rank = distributed.comm(), distributed.rank()
+        offers = comm.allgather((state is not None, self.path is not None))
+        self.gathers = any(writes for _, writes in offers)
+        source = next((r for r, (resumed, _) in enumerate(offers) if resumed), None)
+        if source is None:
+            return None
+        shared = None
+        if rank == source:
+            lr = self.model.optimizer.lr
+            shared = {"epoch": state.epoch, "history": state.history,
+                      "streams": state.rank_streams,
+                      "callbacks": [(self.stateful.index(callback), type(callback).__name__,
+                                     callback_state)
+                                    for callback, callback_state in state.callback_states],
+                      "lr": lr if isinstance(lr, (int, float)) else None}
+        shared = comm.bcast(shared, root=source)
+        streams = shared["streams"]
+        if streams is not None and len(streams) == self.ranks:
+            checkpoint_io.set_random_state(self.model, self.rng, streams[rank])
+        elif streams is not None and rank == source:
+            warnings.warn(f"fit: {self.path} holds the random streams of {len(streams)} "
+                          f"ranks, this job has {self.ranks}; the other ranks start fresh "
+                          "shuffling and dropout streams", stacklevel=5)
+        if rank != source:
+            self.history.restore(shared["history"])
+            self.take_callback_states(shared["callbacks"], source)
+            if shared["lr"] is not None and isinstance(self.model.optimizer.lr, (int, float)):
+                self.model.optimizer.lr = shared["lr"]
+        return shared["epoch"]
+
+    def take_callback_states(self, states: list[tuple[int, str, dict]], source: int) -> None:
+        """The resumed rank's callback states, each to this rank's callback at the same
+        place among those with a state (the ranks give fit the same callbacks)."""
+        for index, name, callback_state in states:
+            if index < len(self.stateful) and type(self.stateful[index]).__name__ == name:
+                self.stateful[index].load_state_dict(callback_state)
+            else:
+                warnings.warn(f"fit: rank {distributed.rank()} has no {name} callback where "
+                              f"rank {source}, which resumed, has one; give every rank the "
+                              "same callbacks", stacklevel=6)
 
     def run(self) -> History:
         model, history = self.model, self.history
@@ -122,7 +185,7 @@ class Trainer:
             sources.callback(self.data.close)
             if self.validation is not None:
                 sources.callback(self.validation.close)
-            epoch = self.initial_epoch
+            epoch, state = self.initial_epoch, None
             if self.resume and os.path.exists(self.path):
                 state = checkpoint_io.load(self.path, model, self.stateful)
                 epoch = state.epoch
@@ -137,8 +200,14 @@ class Trainer:
                     callback.load_state_dict(callback_state)
             else:
                 self.callbacks.call("on_train_begin", {})
-                if self.path is not None:  # so a stop in the first epoch can resume too,
-                    self.save(epoch)       # with what on_train_begin set up
+            resumed = state is not None
+            if self.ranks > 1:
+                agreed = self.agree_on_resume(state)
+                resumed, epoch = agreed is not None, epoch if agreed is None else agreed
+            if not resumed and (self.path is not None or self.gathers):
+                # So that a stop in the first epoch can resume too, with what
+                # on_train_begin set up.
+                self.save(epoch, before_training=True)
 
             for epoch in range(epoch, self.epochs):
                 self.callbacks.call("on_epoch_begin", epoch, {})
