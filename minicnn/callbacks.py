@@ -299,7 +299,9 @@ class BackupAndRestore(Callback):
     backup is deleted, as in tf.keras; minicnn removes its own file and the
     folder only if that leaves it empty (tf.keras deletes the whole folder).
     It is ``fit(checkpoint=backup_dir/checkpoint.npz, resume=True)`` plus the
-    clean-up, so the two cannot be given together.
+    clean-up, so the two cannot be given together. Data-parallel, give it to
+    every rank, as tf.keras users do: of the ranks that name one folder, the
+    lowest writes the file and removes it; any rank that finds it resumes.
     """
 
     FILENAME = "checkpoint.npz"
@@ -312,10 +314,14 @@ class BackupAndRestore(Callback):
                              f"got {backup_dir!r}")
         self.backup_dir = path
         self.checkpoint_path = os.path.join(path, self.FILENAME)  # fit saves and resumes here
+        # fit sets False on a data-parallel rank whose folder a lower rank writes to
+        self.writes = True
 
     def on_train_end(self, logs: dict | None = None) -> None:
         # Training finished: nothing is left to resume.
-        if os.path.exists(self.checkpoint_path):
+        if not self.writes:
+            return
+        with contextlib.suppress(FileNotFoundError):
             os.remove(self.checkpoint_path)
         with contextlib.suppress(OSError):  # a folder with other files in it stays
             os.rmdir(self.backup_dir)

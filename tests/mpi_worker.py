@@ -18,9 +18,10 @@ import numpy as np
 import minicnn
 from minicnn import backend, distributed
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
-from minicnn.callbacks import EarlyStopping, ReduceLROnPlateau
+from minicnn.callbacks import BackupAndRestore, Callback, EarlyStopping, ReduceLROnPlateau
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD, Adam
+from minicnn.training import checkpoint as checkpoint_io
 
 
 def small_model(optimizer) -> Sequential:
@@ -103,6 +104,63 @@ def resumed_run(x, y, out: str, name: str, streams: int | None | str) -> dict:
             f"resume-{name}-wait": np.array(model.early.wait),
             f"resume-{name}-loss": np.array(model.history.history["loss"]),
             f"resume-{name}-checkpoints": np.array(seen)}
+
+
+class StopBeforeEpoch(Callback):
+    """Raises as epoch ``epoch`` (0-based) begins, on every rank: a job stopped there."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("stopped")
+
+
+def backup_run(x, y, out: str) -> dict:
+    """resumed_run's 4 epochs with the same BackupAndRestore folder on every rank (as
+    a tf.keras user gives it): stopped before epoch 3, then fit again. Which files
+    each rank wrote, and what it ended with."""
+    rank, size = distributed.rank(), distributed.size()
+    folder = Path(out) / "backup"
+    writes: list[int] = []
+    save = checkpoint_io.save
+
+    def counted_save(path, model, epochs_done, *args, **kwargs):
+        writes.append(epochs_done)
+        return save(path, model, epochs_done, *args, **kwargs)
+
+    def fit(stop: list) -> Sequential:
+        distributed.set_seed(7)
+        model = dropout_model(distributed.DistributedOptimizer(SGD(lr=0.05, momentum=0.9)))
+        plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10)
+        early = EarlyStopping(monitor="loss", patience=4, min_delta=10)
+        model.fit(x[rank::size], y[rank::size], batch_size=8, shuffle=True, verbose=0,
+                  epochs=4, callbacks=[distributed.BroadcastWeights(), plateau, early,
+                                       BackupAndRestore(folder)] + stop)
+        return model
+
+    checkpoint_io.save = counted_save
+    try:
+        try:
+            fit([StopBeforeEpoch(2)])
+        except RuntimeError:
+            pass
+        kept = folder.joinpath(BackupAndRestore.FILENAME).exists()
+        distributed.comm().Barrier()
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            model = fit([])
+    finally:
+        checkpoint_io.save = save
+    distributed.comm().Barrier()
+    return {**weights_of(model, "backup"),
+            "backup-writes": np.array(writes),
+            "backup-kept": np.array(kept),
+            "backup-left": np.array(folder.exists()),
+            "backup-loss": np.array(model.history.history["loss"]),
+            "backup-warnings": np.array(json.dumps([str(w.message) for w in record]))}
 
 
 def weights_of(model, prefix: str) -> dict:
@@ -194,6 +252,9 @@ def main(data_path: str, out: str) -> None:
     for name, streams in (("whole", "whole"), ("kept", "kept"), ("taken-out", None),
                           ("three", 3)):
         results.update(resumed_run(x, y, out, name, streams))
+
+    # 8. BackupAndRestore on every rank, one folder: one rank writes, all go on.
+    results.update(backup_run(x, y, out))
 
     np.savez(Path(out) / f"rank{rank}.npz", **results)
 

@@ -157,6 +157,22 @@ def test_a_resumed_run_goes_on_as_the_uninterrupted_one_on_every_rank(ranks):
 
 
 @needs_mpi
+def test_backup_and_restore_on_every_rank_is_written_by_one_and_resumed_by_all(ranks):
+    """The same BackupAndRestore folder on both ranks, the job stopped before epoch 3
+    and run again: rank 0 alone writes the file (before training, after epochs 1, 2,
+    then 3, 4), both ranks resume and end as the uninterrupted run, and the folder is
+    gone at the end."""
+    assert ranks[0]["backup-writes"].tolist() == [0, 1, 2, 3, 4]
+    assert ranks[1]["backup-writes"].tolist() == []
+    for r in ranks:
+        assert bool(r["backup-kept"]) and not bool(r["backup-left"])
+        assert json.loads(str(r["backup-warnings"])) == []
+        for a, w in zip(group(r, "backup"), group(r, "resume-whole")):
+            assert_close(a, w)
+        assert_close(r["backup-loss"], r["resume-whole-loss"])
+
+
+@needs_mpi
 def test_broadcast_weights_carries_weights_and_optimizer_state(ranks):
     a, b = ranks
     for key in [k for k in a if k.startswith(("broadcast/", "velocity/"))]:

@@ -92,6 +92,7 @@ class Trainer:
         self.rng = backend.device_rng()
         self.ranks = distributed.size() if distributed.is_distributed(model.optimizer) else 1
         self.gathers = False  # data-parallel with a checkpoint file: see agree_on_resume
+        self.writes = True  # False on a rank whose checkpoint file a lower rank writes
         self.history = History()  # fed by hand after the other callbacks, never reset
         self.history.set_model(model)
         self.history.set_params(params)
@@ -105,6 +106,7 @@ class Trainer:
         self.backup = backups[0] if backups else None
         if self.backup is not None:  # fit does the saving and resuming; the callback cleans up
             checkpoint, self.resume = self.backup.checkpoint_path, True
+            self.backup.writes = True  # until agree_on_resume finds a lower rank writing it
         self.checkpoint = checkpoint
         self.path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
         if self.resume and self.path is None:
@@ -123,7 +125,7 @@ class Trainer:
         if callable(self.checkpoint):
             if not before_training:
                 self.checkpoint(self.model, epochs_done, self.history)
-        elif self.checkpoint is not None:
+        elif self.checkpoint is not None and self.writes:
             checkpoint_io.save(self.checkpoint, self.model, epochs_done, self.history, self.rng,
                                callbacks=self.stateful, rank_streams=rank_streams)
 
@@ -133,10 +135,17 @@ class Trainer:
         rank that resumed gives every rank its epoch and history, its own random
         streams, the callbacks' states and the learning rate, so that all ranks go on
         as in the uninterrupted run. Also sets ``gathers``: does any rank write a
-        checkpoint file (then every checkpoint gathers all ranks' streams)?"""
+        checkpoint file (then every checkpoint gathers all ranks' streams)? And
+        ``writes``: ranks that name one file (BackupAndRestore given to every rank,
+        as tf.keras users do) leave it to the lowest of them, so that one process
+        writes it and removes it at the end."""
         comm, rank = distributed.comm(), distributed.rank()
-        offers = comm.allgather((state is not None, self.path is not None))
-        self.gathers = any(writes for _, writes in offers)
+        mine = None if self.path is None else os.path.realpath(self.path)
+        offers = comm.allgather((state is not None, mine))
+        self.gathers = any(path is not None for _, path in offers)
+        self.writes = mine is None or all(path != mine for _, path in offers[:rank])
+        if self.backup is not None:
+            self.backup.writes = self.writes
         source = next((r for r, (resumed, _) in enumerate(offers) if resumed), None)
         if source is None:
             return None
