@@ -301,7 +301,8 @@ class BackupAndRestore(Callback):
     It is ``fit(checkpoint=backup_dir/checkpoint.npz, resume=True)`` plus the
     clean-up, so the two cannot be given together. Data-parallel, give it to
     every rank, as tf.keras users do: of the ranks that name one folder, the
-    lowest writes the file and removes it; any rank that finds it resumes.
+    lowest writes the file, resumes from it (giving the others what they need)
+    and removes it.
     """
 
     FILENAME = "checkpoint.npz"

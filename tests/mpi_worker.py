@@ -9,6 +9,7 @@ DATA.npz holds x, y and the initial weights w0, w1, ... that rank 0 starts from
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -120,10 +121,11 @@ class StopBeforeEpoch(Callback):
 
 def backup_run(x, y, out: str) -> dict:
     """resumed_run's 4 epochs with the same BackupAndRestore folder on every rank (as
-    a tf.keras user gives it): stopped before epoch 3, then fit again. Which files
-    each rank wrote, and what it ended with."""
+    a tf.keras user gives it, rank 1 by a relative path): stopped before epoch 3,
+    then fit again. Which files each rank wrote, and what it ended with."""
     rank, size = distributed.rank(), distributed.size()
     folder = Path(out) / "backup"
+    spelled = folder if rank == 0 else os.path.relpath(folder)  # one folder, two names
     writes: list[int] = []
     save = checkpoint_io.save
 
@@ -138,7 +140,7 @@ def backup_run(x, y, out: str) -> dict:
         early = EarlyStopping(monitor="loss", patience=4, min_delta=10)
         model.fit(x[rank::size], y[rank::size], batch_size=8, shuffle=True, verbose=0,
                   epochs=4, callbacks=[distributed.BroadcastWeights(), plateau, early,
-                                       BackupAndRestore(folder)] + stop)
+                                       BackupAndRestore(spelled)] + stop)
         return model
 
     checkpoint_io.save = counted_save

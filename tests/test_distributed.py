@@ -158,10 +158,10 @@ def test_a_resumed_run_goes_on_as_the_uninterrupted_one_on_every_rank(ranks):
 
 @needs_mpi
 def test_backup_and_restore_on_every_rank_is_written_by_one_and_resumed_by_all(ranks):
-    """The same BackupAndRestore folder on both ranks, the job stopped before epoch 3
-    and run again: rank 0 alone writes the file (before training, after epochs 1, 2,
-    then 3, 4), both ranks resume and end as the uninterrupted run, and the folder is
-    gone at the end."""
+    """The same BackupAndRestore folder on both ranks (spelled two ways), the job
+    stopped before epoch 3 and run again: rank 0 alone writes the file (before
+    training, after epochs 1, 2, then 3, 4) and resumes from it, both ranks end as
+    the uninterrupted run, and the folder is gone at the end."""
     assert ranks[0]["backup-writes"].tolist() == [0, 1, 2, 3, 4]
     assert ranks[1]["backup-writes"].tolist() == []
     for r in ranks:

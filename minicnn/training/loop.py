@@ -91,7 +91,7 @@ class Trainer:
         self.own_bar = not any(isinstance(c, ProgbarLogger) for c in self.callbacks.callbacks)
         self.rng = backend.device_rng()
         self.ranks = distributed.size() if distributed.is_distributed(model.optimizer) else 1
-        self.gathers = False  # data-parallel with a checkpoint file: see agree_on_resume
+        self.gathers = False  # data-parallel with a checkpoint file: see agree_on_files
         self.writes = True  # False on a rank whose checkpoint file a lower rank writes
         self.history = History()  # fed by hand after the other callbacks, never reset
         self.history.set_model(model)
@@ -106,7 +106,7 @@ class Trainer:
         self.backup = backups[0] if backups else None
         if self.backup is not None:  # fit does the saving and resuming; the callback cleans up
             checkpoint, self.resume = self.backup.checkpoint_path, True
-            self.backup.writes = True  # until agree_on_resume finds a lower rank writing it
+            self.backup.writes = True  # until agree_on_files finds a lower rank writing it
         self.checkpoint = checkpoint
         self.path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
         if self.resume and self.path is None:
@@ -129,24 +129,30 @@ class Trainer:
             checkpoint_io.save(self.checkpoint, self.model, epochs_done, self.history, self.rng,
                                callbacks=self.stateful, rank_streams=rank_streams)
 
+    def agree_on_files(self) -> None:
+        """Data-parallel, every rank, before any reads its checkpoint: sets ``gathers``,
+        does any rank write a checkpoint file (then every checkpoint gathers all ranks'
+        streams)? And ``writes``: ranks that name one file (BackupAndRestore given to
+        every rank, as tf.keras users do) leave it to the lowest of them, which alone
+        writes it, resumes from it and removes it at the end; the others take what
+        they need from that rank (agree_on_resume, BroadcastWeights)."""
+        rank = distributed.rank()
+        mine = None if self.path is None else os.path.realpath(self.path)
+        paths = distributed.comm().allgather(mine)
+        self.gathers = any(path is not None for path in paths)
+        self.writes = mine is None or mine not in paths[:rank]
+        if self.backup is not None:
+            self.backup.writes = self.writes
+
     def agree_on_resume(self, state: checkpoint_io.Checkpoint | None) -> int | None:
         """Data-parallel, every rank, before the first epoch: the epoch to go on from if
         a rank resumed (usually rank 0 alone, ``state`` its checkpoint), else None. The
         rank that resumed gives every rank its epoch and history, its own random
         streams, the callbacks' states and the learning rate, so that all ranks go on
-        as in the uninterrupted run. Also sets ``gathers``: does any rank write a
-        checkpoint file (then every checkpoint gathers all ranks' streams)? And
-        ``writes``: ranks that name one file (BackupAndRestore given to every rank,
-        as tf.keras users do) leave it to the lowest of them, so that one process
-        writes it and removes it at the end."""
+        as in the uninterrupted run."""
         comm, rank = distributed.comm(), distributed.rank()
-        mine = None if self.path is None else os.path.realpath(self.path)
-        offers = comm.allgather((state is not None, mine))
-        self.gathers = any(path is not None for _, path in offers)
-        self.writes = mine is None or all(path != mine for _, path in offers[:rank])
-        if self.backup is not None:
-            self.backup.writes = self.writes
-        source = next((r for r, (resumed, _) in enumerate(offers) if resumed), None)
+        offers = comm.allgather(state is not None)
+        source = next((r for r, resumed in enumerate(offers) if resumed), None)
         if source is None:
             return None
         shared = None
@@ -195,7 +201,9 @@ class Trainer:
             if self.validation is not None:
                 sources.callback(self.validation.close)
             epoch, state = self.initial_epoch, None
-            if self.resume and os.path.exists(self.path):
+            if self.ranks > 1:
+                self.agree_on_files()
+            if self.resume and self.writes and os.path.exists(self.path):
                 state = checkpoint_io.load(self.path, model, self.stateful)
                 epoch = state.epoch
                 history.restore(state.history)
