@@ -11,10 +11,12 @@ On examples/cifar10_fast.py's network at ``--batch`` images:
   of ``--block-rows`` (minicnn's way above ``minicnn.ops.conv.KEEP_COL_BYTES``:
   the batch split over the host's threads, R output pixels' worth of images
   per im2col block, BLAS single-threaded, the padded input kept and col made
-  again by backward). Prints images per second and the bytes the
-  convolutions hold between forward and backward;
+  again by backward), and ``blocked default`` (``BLOCK_ROWS`` for wide
+  products, ``NARROW_BLOCK_ROWS`` up to ``NARROW_FILTERS`` filters). Prints
+  images per second and the bytes the convolutions hold between forward and
+  backward;
 * inference (``model.predict``), blocked with each R of ``--block-rows``:
-  images per second.
+  images per second (R for every convolution).
 
 Without ``--data`` the images are random. ``--json`` also writes the numbers.
 """
@@ -87,16 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     fast.compile_model(model, total_steps=1000, batch_size=args.batch)
     batches = fast.CropFlipSequence(x, fast.to_categorical(y, 10), args.batch, seed=0)
 
-    saved = conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS
-    ways = {"keep": (1 << 62, saved[1]),
-            **{f"blocked {rows}": (saved[0], rows) for rows in args.block_rows}}
+    saved = conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS, conv_ops.NARROW_BLOCK_ROWS
+    ways = {"keep": (1 << 62, saved[1], saved[2]),
+            "blocked default": saved,
+            **{f"blocked {rows}": (saved[0], rows, rows) for rows in args.block_rows}}
     rates: dict[str, list[float]] = {way: [] for way in ways}
     held: dict[str, int] = {}
     step = 0
     try:
         for r in range(args.rounds):
-            for way, (keep, rows) in ways.items():
-                conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS = keep, rows
+            for way, setting in ways.items():
+                conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS, conv_ops.NARROW_BLOCK_ROWS = setting
                 train_rate(model, batches, 1, step)  # untimed: this way's buffers
                 rates[way].append(train_rate(model, batches, args.steps, step + 1))
                 held[way] = held_bytes(model)
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         test = x[:args.batch]
         for r in range(args.rounds):
             for rows in args.block_rows:
-                conv_ops.BLOCK_ROWS = rows
+                conv_ops.BLOCK_ROWS = conv_ops.NARROW_BLOCK_ROWS = rows
                 t = time.perf_counter()
                 model.predict(test, batch_size=args.batch)
                 inference[rows].append(len(test) / (time.perf_counter() - t))
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"inference, blocked {rows}: "
                   f"{statistics.median(inference[rows]):.1f} img/s", flush=True)
     finally:
-        conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS = saved
+        conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS, conv_ops.NARROW_BLOCK_ROWS = saved
     result = {"batch": args.batch, "rounds": args.rounds, "steps": args.steps,
               "training_images_per_second": {w: statistics.median(v) for w, v in rates.items()},
               "training_held_bytes": held,

@@ -329,7 +329,8 @@ def test_the_conv_layout_benchmark_runs(tmp_path):
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert set(report["training_images_per_second"]) == {"keep", "blocked 64", "blocked 4096"}
+    assert set(report["training_images_per_second"]) == {"keep", "blocked default", "blocked 64",
+                                                          "blocked 4096"}
     assert set(report["inference_images_per_second"]) == {"64", "4096"}
     assert all(v > 0 for v in report["training_images_per_second"].values())
     assert all(v > 0 for v in report["training_held_bytes"].values())
@@ -356,3 +357,17 @@ def test_the_airbench_peer_times_late_steps_only_with_steps_only(tmp_path):
     result = subprocess.run([sys.executable, str(AIRBENCH), "--late-steps"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and "--late-steps needs --steps-only" in result.stderr
+
+
+def test_the_conv_layer_benchmark_runs(tmp_path):
+    out = tmp_path / "layers.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_conv_layers.py"),
+                             "--batch", "4", "--rounds", "1", "--block-rows", "16", "4096",
+                             "--layers", "conv1_2", "conv3_2", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())["ms_forward_backward"]
+    assert set(report) == {"conv1_2", "conv3_2"}
+    assert all(set(v) == {"16", "4096"} for v in report.values())
+    assert all(ms > 0 for v in report.values() for pair in v.values() for ms in pair)
+    assert "conv1_2 (15, 64, 64), block    16 rows" in result.stdout

@@ -61,6 +61,7 @@ def recompute(request, monkeypatch, two_threads):
     """Every conv on the host takes the blocked path, in blocks of BLOCK_ROWS pixels."""
     monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", 0)
     monkeypatch.setattr(conv_ops, "BLOCK_ROWS", request.param)
+    monkeypatch.setattr(conv_ops, "NARROW_BLOCK_ROWS", request.param)
 
 
 @pytest.fixture
@@ -162,6 +163,7 @@ def test_recomputed_and_kept_col_agree(backend, monkeypatch, shape, kernel, stri
     results = []
     threads.set_host_threads(host_threads, min_bytes=0)
     monkeypatch.setattr(conv_ops, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(conv_ops, "NARROW_BLOCK_ROWS", block_rows)
     for keep in (1 << 40, 0):
         monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", keep)
         minicnn.set_seed(3)
@@ -268,3 +270,14 @@ def test_over_batch_inside_a_part_runs_whole(two_threads):
         threads.over_batch(lambda inner: calls.append((part.start, inner)), np.zeros((4, 2)))
     threads.over_batch(outer, np.zeros((4, 2)))
     assert sorted((start, s.start, s.stop) for start, s in calls) == [(0, 0, 4), (2, 0, 4)]
+
+
+def test_narrow_products_take_smaller_blocks():
+    """Up to NARROW_FILTERS filters a block holds NARROW_BLOCK_ROWS output pixels' worth
+    of images, above it BLOCK_ROWS' (never more than BLOCK_ROWS, which tests lower)."""
+    def images(filters: int, out_hw=(15, 15)) -> int:
+        return conv_ops._Geometry((3, 3), (1, 1), out_hw, (1, 1), False, filters).images_per_block()
+    assert conv_ops.NARROW_BLOCK_ROWS < conv_ops.BLOCK_ROWS
+    assert images(64) == conv_ops.NARROW_BLOCK_ROWS // 225
+    assert images(65) == images(256) == conv_ops.BLOCK_ROWS // 225
+    assert images(64, (64, 64)) == 1  # at least one image, however large

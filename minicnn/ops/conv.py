@@ -24,8 +24,9 @@ On the host, a col over ``KEEP_COL_BYTES`` (the fast recipe's at batch 1024:
 kh*kw times the input, 2.9 GB for its six 3x3 convolutions) is never made
 whole. The batch is split into one part per host thread, and each thread
 goes through its images a block at a time (``BLOCK_ROWS`` output pixels,
-a col of a few MB that stays in cache): im2col of the block, then its
-products, with BLAS single-threaded (``threads.over_batch(blas=True)``).
+``NARROW_BLOCK_ROWS`` for up to 64 filters: a col of a few MB that stays in
+cache): im2col of the block, then its products, with BLAS single-threaded
+(``threads.over_batch(blas=True)``).
 The cache keeps the padded input, and backward makes each block's col
 again: [dW; db] is the sum of the blocks' products (each thread's partial
 sum, then the threads' in a fixed order), and dx is made block by block,
@@ -49,6 +50,11 @@ from minicnn.ops import windows as win
 from minicnn.ops.threads import over_batch
 
 BLOCK_ROWS = 2048  # output pixels per im2col block on the host (see the module docstring)
+# Narrow products (up to 64 filters) do little work per col value, so making col
+# costs them more than BLAS's per-call overhead: smaller blocks pay (the fast
+# recipe's conv1_2, 15x15x64 -> 64, about 10% faster at 1024 rows than at 2048;
+# 256 filters are as fast or faster at 2048; benchmarks/bench_conv_layers.py).
+NARROW_FILTERS, NARROW_BLOCK_ROWS = 64, 1024
 KEEP_COL_BYTES = 64 << 20  # training keeps a col up to this size whole; above it, the input
 _buffers = threading.local()  # each thread's col and dcol blocks (_thread_buffer)
 
@@ -116,7 +122,7 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
     k, rows = kh * kw * c, oh * ow  # col's columns (before the ones), col's rows per image
     matrix = weight_matrix(kernel, bias)
     y = xp.empty((n * rows, f), dtype=x.dtype)
-    geometry = _Geometry((kh, kw), strides, (oh, ow), dilation, bias is not None)
+    geometry = _Geometry((kh, kw), strides, (oh, ow), dilation, bias is not None, f)
     # A GPU has the memory and wants few, large launches: col whole, kept. So does
     # a small col on the host; a big one, or inference, goes by blocks (docstring).
     keep_col = backend.is_device_array(x) or (
@@ -143,9 +149,11 @@ class _Geometry(NamedTuple):
     out_hw: tuple[int, int]
     dilation: tuple[int, int]
     bias: bool
+    filters: int
 
     def images_per_block(self) -> int:
-        return max(1, BLOCK_ROWS // (self.out_hw[0] * self.out_hw[1]))
+        rows = BLOCK_ROWS if self.filters > NARROW_FILTERS else min(BLOCK_ROWS, NARROW_BLOCK_ROWS)
+        return max(1, rows // (self.out_hw[0] * self.out_hw[1]))
 
 
 def _thread_buffer(name: str, rows: int, width: int, like: Array) -> Array:
@@ -263,7 +271,7 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
     dy = dy.reshape(-1, f)
     k = kh * kw * c_in
     if cache.col is None:  # the host's blocked path (see conv2d_forward)
-        geometry = _Geometry((kh, kw), cache.strides, (oh, ow), cache.dilation, has_bias)
+        geometry = _Geometry((kh, kw), cache.strides, (oh, ow), cache.dilation, has_bias, f)
         d_matrix, dx = _blocked_backward(dy, kernel, cache, geometry, input_grad)
     else:
         # (dy^T [col 1])^T: the same numbers as [col 1]^T dy, but BLAS is far faster
