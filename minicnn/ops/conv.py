@@ -53,7 +53,7 @@ BLOCK_ROWS = 2048  # output pixels per im2col block on the host (see the module 
 # Narrow products (up to 64 filters) do little work per col value, so making col
 # costs them more than BLAS's per-call overhead: smaller blocks pay (the fast
 # recipe's conv1_2, 15x15x64 -> 64, about 10% faster at 1024 rows than at 2048;
-# 256 filters are as fast or faster at 2048; benchmarks/bench_conv_layers.py).
+# 256 filters are as fast at 2048; benchmarks/bench_conv_layers.py).
 NARROW_FILTERS, NARROW_BLOCK_ROWS = 64, 1024
 KEEP_COL_BYTES = 64 << 20  # training keeps a col up to this size whole; above it, the input
 _buffers = threading.local()  # each thread's col and dcol blocks (_thread_buffer)
