@@ -106,7 +106,6 @@ class Trainer:
         self.backup = backups[0] if backups else None
         if self.backup is not None:  # fit does the saving and resuming; the callback cleans up
             checkpoint, self.resume = self.backup.checkpoint_path, True
-            self.backup.writes = True  # until agree_on_files finds a lower rank writing it
         self.checkpoint = checkpoint
         self.path = None if checkpoint is None or callable(checkpoint) else os.fspath(checkpoint)
         if self.resume and self.path is None:
@@ -141,8 +140,6 @@ class Trainer:
         paths = distributed.comm().allgather(mine)
         self.gathers = any(path is not None for path in paths)
         self.writes = mine is None or mine not in paths[:rank]
-        if self.backup is not None:
-            self.backup.writes = self.writes
 
     def agree_on_resume(self, state: checkpoint_io.Checkpoint | None) -> int | None:
         """Data-parallel, every rank, before the first epoch: the epoch to go on from if
@@ -203,6 +200,8 @@ class Trainer:
             epoch, state = self.initial_epoch, None
             if self.ranks > 1:
                 self.agree_on_files()
+            if self.backup is not None:  # it removes the file at the end if this rank writes it
+                self.backup.writes = self.writes
             if self.resume and self.writes and os.path.exists(self.path):
                 state = checkpoint_io.load(self.path, model, self.stateful)
                 epoch = state.epoch
