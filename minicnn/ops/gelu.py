@@ -13,7 +13,7 @@ from __future__ import annotations
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops.kernels import Kernel, kernel
-from minicnn.ops.normalization import _PREAMBLE, _blocks, activate, gelu_cdf, slope
+from minicnn.ops.normalization import _PREAMBLE, _blocks_with_work, activate, gelu_cdf, slope
 from minicnn.ops.threads import over_batch
 
 # act: 2 exact, 3 tanh (normalization.ACTIVATIONS's codes).
@@ -51,13 +51,14 @@ def gelu_forward(z: Array, approximate: bool) -> tuple[Array, Array | None]:
     cdf = None if approximate else xp.empty_like(z2)
 
     def part(rows_of_part: slice) -> None:
-        for rows in _blocks(rows_of_part, z2.shape[1]):
+        for rows, work in _blocks_with_work(rows_of_part, z2, 0 if cdf is None else 2):
             if cdf is None:
                 out = y[rows]
                 out[...] = z2[rows]
                 activate(out, name)
             else:
-                xp.multiply(z2[rows], gelu_cdf(z2[rows], out=cdf[rows]), out=y[rows])
+                xp.multiply(z2[rows], gelu_cdf(z2[rows], out=cdf[rows], work=tuple(work)),
+                            out=y[rows])
     over_batch(part, z2)
     return y.reshape(z.shape), None if cdf is None else cdf.reshape(z.shape)
 
@@ -76,8 +77,11 @@ def gelu_backward(dy: Array, z: Array, cdf: Array | None, approximate: bool) -> 
     dz = xp.empty_like(dy2)
 
     def part(rows_of_part: slice) -> None:
-        for rows in _blocks(rows_of_part, z2.shape[1]):
-            xp.multiply(dy2[rows], slope(z2[rows], name, None if cdf2 is None else cdf2[rows]),
-                        out=dz[rows])
+        for rows, _ in _blocks_with_work(rows_of_part, z2, 0):
+            if cdf2 is None:
+                xp.multiply(dy2[rows], slope(z2[rows], name), out=dz[rows])
+            else:  # the exact form: f'(z) straight into dz's memory, then times dy
+                block = slope(z2[rows], name, cdf2[rows], out=dz[rows])
+                block *= dy2[rows]
     over_batch(part, z2)
     return dz.reshape(dy.shape)

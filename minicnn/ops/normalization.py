@@ -29,7 +29,7 @@ float64 (Chan et al.'s pairwise update), so a large mean costs no precision.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy
 
@@ -40,7 +40,10 @@ from minicnn.ops.special import normal_cdf
 from minicnn.ops.threads import over_batch
 
 ACTIVATIONS = ("linear", "relu", "gelu", "gelu_tanh")
-BLOCK = 1 << 15  # values per host block: a block and its temporaries stay in L2 cache
+# Values per host block. Each block is some 25 NumPy calls (GELU's erf), and with two
+# threads every call hands the GIL over, which costs more than a small block's
+# arithmetic; at this size a block and its work arrays still sit in the L3 cache.
+BLOCK = 1 << 17
 
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -117,13 +120,17 @@ def check_activation(activation: str) -> int:
     return ACTIVATIONS.index(activation)
 
 
-def activate(z: Array, activation: str) -> Array:
-    """f(z), written over z (a host block or a whole array)."""
+def activate(z: Array, activation: str, work: list[Array] | None = None) -> Array:
+    """f(z), written over z (a host block or a whole array); gelu's temporaries in
+    ``work`` (three arrays of z's shape) if given."""
     xp = backend.get_array_module(z)
     if activation == "relu":
         return xp.maximum(z, 0, out=z)
     if activation == "gelu":
-        z *= gelu_cdf(z)
+        if work is None:
+            z *= gelu_cdf(z)
+        else:
+            z *= gelu_cdf(z, out=work[0], work=(work[1], work[2]))
     elif activation == "gelu_tanh":
         t = xp.tanh(GELU_C * (z + GELU_K * z * z * z))
         t += 1
@@ -132,18 +139,22 @@ def activate(z: Array, activation: str) -> Array:
     return z
 
 
-def gelu_cdf(z: Array, out: Array | None = None) -> Array:
-    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, into ``out`` if given (else a new array)."""
-    return normal_cdf(z, out)
+def gelu_cdf(z: Array, out: Array | None = None,
+             work: tuple[Array, Array] | None = None) -> Array:
+    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, into ``out`` if given (else a new array);
+    its temporaries in ``work`` if given (special.normal_cdf)."""
+    return normal_cdf(z, out, work)
 
 
-def slope(z: Array, activation: str, cdf: Array | None = None) -> Array:
-    """f'(z), a new array (z is left alone); ``cdf``: Phi(z) if known (gelu)."""
+def slope(z: Array, activation: str, cdf: Array | None = None,
+          out: Array | None = None) -> Array:
+    """f'(z) (z is left alone); ``cdf``: Phi(z) if known (gelu); gelu's into ``out``
+    if given, else a new array."""
     xp = backend.get_array_module(z)
     if activation == "relu":
         return (z > 0).astype(z.dtype)
     if activation == "gelu":
-        density = z * z
+        density = xp.multiply(z, z, out=out)
         density *= -0.5
         xp.exp(density, out=density)
         density *= INV_SQRT_2PI
@@ -163,6 +174,23 @@ def _blocks(part: slice, columns: int) -> list[slice]:
     return [slice(a, min(a + rows, part.stop)) for a in range(part.start, part.stop, rows)]
 
 
+def _blocks_with_work(part: slice, like: Array, count: int
+                      ) -> Iterator[tuple[slice, list[Array]]]:
+    """(rows, work) for ``part``'s blocks of the 2-d ``like``: ``count`` work arrays of
+    the block's shape, allocated once for the part and reused by every block, so that
+    the loop's many short NumPy passes neither allocate nor free memory."""
+    columns = like.shape[1]
+    blocks = _blocks(part, columns)
+    if not blocks:
+        return
+    rows = blocks[0].stop - blocks[0].start
+    xp = backend.get_array_module(like)
+    work = [xp.empty((rows, columns), like.dtype) for _ in range(count)]
+    for block in blocks:
+        n = block.stop - block.start
+        yield block, [w[:n] for w in work]
+
+
 def batch_statistics(x2: Array) -> tuple[Array, Array]:
     """(mean, biased variance) per column of x2 (M, C), in x2's dtype."""
     xp = backend.get_array_module(x2)
@@ -172,11 +200,11 @@ def batch_statistics(x2: Array) -> tuple[Array, Array]:
         return mean, (centred * centred).mean(axis=0)
     def part_statistics(part: slice) -> tuple[int, numpy.ndarray, numpy.ndarray]:
         count, mean, m2 = 0, numpy.zeros(x2.shape[1]), numpy.zeros(x2.shape[1])
-        for rows in _blocks(part, x2.shape[1]):
+        for rows, (deviation,) in _blocks_with_work(part, x2, 1):
             block = x2[rows]
             n = block.shape[0]
             block_mean = block.mean(axis=0)
-            deviation = block - block_mean
+            xp.subtract(block, block_mean, out=deviation)
             deviation *= deviation
             count, mean, m2 = _merge(count, mean, m2, n, block_mean, deviation.sum(axis=0))
         return count, mean, m2
@@ -227,14 +255,16 @@ def batch_norm_act_forward(x: Array, gamma: Array | None, beta: Array | None,
         cdf = xp.empty_like(x2) if keep_cache and activation == "gelu" else None
 
         def forward_part(part: slice) -> None:
-            for rows in _blocks(part, channels):
+            # gelu's temporaries: Phi(z)'s two, and Phi(z) itself where it is not kept
+            work_arrays = 0 if activation != "gelu" else 2 if cdf is not None else 3
+            for rows, work in _blocks_with_work(part, x2, work_arrays):
                 z = y[rows]
                 xp.multiply(x2[rows], scale, out=z)
                 z += shift
                 if cdf is None:
-                    activate(z, activation)
+                    activate(z, activation, work or None)
                 else:
-                    z *= gelu_cdf(z, out=cdf[rows])
+                    z *= gelu_cdf(z, out=cdf[rows], work=(work[0], work[1]))
         over_batch(forward_part, x2)
     cache = NormCache(x2, mean, inv_std.astype(x.dtype, copy=False), scale, shift,
                       activation, cdf) if keep_cache else None
@@ -266,12 +296,15 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
     dx = xp.empty_like(dy2)
     def first_pass(part: slice) -> tuple[Array, Array]:  # sums in float64 (strict's arrays too)
         sums = xp.zeros(channels, dtype=numpy.float64), xp.zeros(channels, dtype=numpy.float64)
-        for rows in _blocks(part, channels):
-            z = x2[rows] * scale
+        for rows, (z,) in _blocks_with_work(part, x2, 1):
+            xp.multiply(x2[rows], scale, out=z)
             z += shift
             dz = dx[rows]
-            xp.multiply(dy2[rows], slope(z, activation, None if cdf is None else cdf[rows]),
-                        out=dz)
+            if activation == "gelu":  # f'(z) straight into dz's memory, then times dy
+                slope(z, activation, None if cdf is None else cdf[rows], out=dz)
+                dz *= dy2[rows]
+            else:
+                xp.multiply(dy2[rows], slope(z, activation), out=dz)
             x_hat = xp.subtract(x2[rows], mean, out=z)
             x_hat *= inv_std
             sums[0][...] += dz.sum(axis=0)
@@ -291,8 +324,8 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
     mean_dz, mean_dzx = sum_dz / m, sum_dzx / m
 
     def second_pass(part: slice) -> None:
-        for rows in _blocks(part, channels):
-            x_hat = x2[rows] - mean
+        for rows, (x_hat,) in _blocks_with_work(part, x2, 1):
+            xp.subtract(x2[rows], mean, out=x_hat)
             x_hat *= inv_std
             x_hat *= mean_dzx
             dz = dx[rows]

@@ -86,10 +86,12 @@ def erf(x: Array) -> Array:
     return xp.where(a <= 0.46875, inner, xp.sign(x) * (1.0 - erfc))
 
 
-def normal_cdf(z: Array, out: Array | None = None) -> Array:
+def normal_cdf(z: Array, out: Array | None = None,
+               work: tuple[Array, Array] | None = None) -> Array:
     """Phi(z) = (1 + erf(z / sqrt 2)) / 2, into ``out`` if given (else a new array). In
     float32 on the host, erf's float32 fit with its constants folded in (the same
-    accuracy, fewer passes); otherwise from ``erf``."""
+    accuracy, fewer passes), its temporaries in ``work`` (two arrays of z's shape and
+    dtype) if given, so that a loop over blocks allocates nothing; otherwise from ``erf``."""
     xp = backend.get_array_module(z)
     if z.dtype != xp.float32 or type(z).__module__.startswith("cupy"):
         cdf = erf(z * (1.0 / math.sqrt(2.0)))
@@ -99,10 +101,12 @@ def normal_cdf(z: Array, out: Array | None = None) -> Array:
             return cdf
         out[...] = cdf
         return out
-    c = xp.clip(z, -_PHI_CLAMP, _PHI_CLAMP)
-    s = c * c
+    c, s = work if work is not None else (xp.empty_like(z), xp.empty_like(z))
+    xp.clip(z, -_PHI_CLAMP, _PHI_CLAMP, out=c)
+    xp.multiply(c, c, out=s)
     p = _horner(_PHI_P, s, out=out)
     p *= c
-    p /= _horner(_PHI_Q, s)
+    q = _horner(_PHI_Q, s, out=c)  # c is spent: its memory takes the denominator
+    p /= q
     p += 0.5
     return xp.clip(p, 0.0, 1.0, out=p)  # the fit overshoots by an ulp at the clamps

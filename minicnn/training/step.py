@@ -15,6 +15,7 @@ import numpy as np
 
 from minicnn import backend, distributed, metrics, plan
 from minicnn.backend import Array
+from minicnn.ops import memory
 from minicnn.training.interrupts import TrainingDiverged
 from minicnn.training.tracing import GradientTracer
 
@@ -56,6 +57,8 @@ def train_step(model: Any, x: Array, y: Array, tracer: GradientTracer | None = N
     loss and its gradient weighted by ``sample_weight`` (N,) when given.
 
     Only shapes are checked: a check of values would stall a GPU on every step.
+    On the host the first step keeps freed memory for reuse (``ops.memory``)
+    unless $MINICNN_KEEP_FREED_MEMORY is 0.
     With ``check_finite`` it raises ``TrainingDiverged`` before touching the
     weights when the loss or any gradient is NaN or infinite; NumPy's own
     overflow warnings are silenced because that check reports the problem.
@@ -66,6 +69,9 @@ def train_step(model: Any, x: Array, y: Array, tracer: GradientTracer | None = N
     in the next Allreduce for ever). The loss returned is then that average too,
     so batch callbacks that watch it (TerminateOnNaN) stop every rank at once.
     """
+    if not memory.keeping_freed_memory() and memory.enabled_by_environment() \
+            and not backend.is_device_array(x):
+        memory.keep_freed_memory()  # the next steps reuse this one's pages (ops.memory)
     averaging = distributed.is_distributed(model.optimizer)
     if tracer is not None:
         tracer.start(model.layers)  # its hooks make every layer watched: no ReLU moves
