@@ -102,6 +102,7 @@ import minicnn  # noqa: E402
 from minicnn.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D  # noqa: E402
 from minicnn.fileio import write_text_atomic  # noqa: E402
 from minicnn.models import Sequential  # noqa: E402
+from minicnn.ops import memory  # noqa: E402
 from minicnn.optimizers import SGD  # noqa: E402
 
 MINICNN_IMPORTED_TORCH = "torch" in sys.modules  # must stay False: torch is only a peer here
@@ -386,22 +387,19 @@ def conv_products(layer, batch: int) -> dict:
 
 def keep_freed_memory() -> bool:
     """glibc's malloc gives arrays of a few MB back to the system when they are freed,
-    so the next one page-faults in again (the kernel zeroes each page). These two
-    settings keep such memory in the process, for both contenders.
+    so the next one page-faults in again (the kernel zeroes each page). minicnn's
+    training tells it to keep freed memory (minicnn.ops.memory); here it is told so
+    before either contender runs, for both.
 
     Why on by default: measured here, PyTorch in this benchmark's short loops
     faulted in about 6,000 pages per training step and 144,000 per inference batch
     (--release-freed-memory), but in a whole-epoch run
     (benchmarks/torch_reference_run.py) only about 1,100 per step. Short timing
     loops would make it pay for faults that real training does not; this setting
-    gives it the state it reaches by itself (0 faults here). minicnn faulted in no
-    pages per step here either way. The report prints the counts."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
+    gives it the state it reaches by itself (0 faults here). With
+    --release-freed-memory, $MINICNN_KEEP_FREED_MEMORY=0 keeps minicnn's training
+    from changing the setting. The report prints the counts."""
+    return memory.keep_freed_memory()
 
 
 # ----------------------------------------------------------------------------- main
@@ -418,6 +416,8 @@ def main() -> dict:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; Python {platform.python_version()}")
     blas_line = ", ".join(f"{k}={v}" for k, v in blas.items())
     print(f"BLAS: {blas_line}")
+    if args.release_freed_memory:
+        os.environ["MINICNN_KEEP_FREED_MEMORY"] = "0"  # minicnn's first step leaves glibc alone
     reused = False if args.release_freed_memory else keep_freed_memory()
     print(f"minicnn host threads for the memory-bound passes (ops.threads.over_batch): "
           f"{minicnn.ops.host_threads()}; OPENBLAS_THREAD_TIMEOUT="
@@ -504,7 +504,7 @@ def main() -> dict:
                "matmul_2048_gflops": summary(reference),
                "train_img_s": {n: summary(v) for n, v in train_rate.items()},
                "infer_img_s": {n: summary(v) for n, v in infer_rate.items()},
-               "malloc_keeps_freed_memory": reused,
+               "malloc_keeps_freed_memory": memory.keeping_freed_memory(),
                "train_page_faults_per_step": {n: summary(v) for n, v in train_faults.items()},
                "infer_page_faults_per_batch": {n: summary(v) for n, v in infer_faults.items()}}
 

@@ -24,6 +24,11 @@ hooks do not see; the benchmark clocks that op itself and puts it on the
 batch_normalization row (the activation row stays empty), and the PyTorch
 peer groups its BatchNorm2d and the GELU after it the same way. Without
 PyTorch the table is minicnn's alone.
+
+minicnn's first training step tells glibc to keep freed memory for reuse
+(minicnn.ops.memory), as in real training; the PyTorch peer runs with glibc's
+defaults, as PyTorch does, unless ``--torch-keeps-freed-memory`` gives it the
+same setting.
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's minicnn
 
 from minicnn.fileio import write_text_atomic  # noqa: E402
+from minicnn.ops import memory  # noqa: E402
 
 
 def load_example():
@@ -89,6 +95,8 @@ def run_peer(args: argparse.Namespace, steps: int, *extra: str) -> dict | None:
                    str(args.batch_size), "--json", str(out), *extra]
         if args.late_steps:
             command.append("--late-steps")
+        if args.torch_keeps_freed_memory:
+            command.append("--keep-freed-memory")
         if args.data:
             command += ["--data", args.data]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -99,10 +107,13 @@ def run_peer(args: argparse.Namespace, steps: int, *extra: str) -> dict | None:
         return json.loads(out.read_text())
 
 
-def torch_round(args: argparse.Namespace) -> float | None:
-    """PyTorch's median images per second over ``--steps`` steps, or None without torch."""
+def torch_round(args: argparse.Namespace) -> tuple[float, bool] | None:
+    """PyTorch's median images per second over ``--steps`` steps and whether its process
+    kept freed memory, or None without torch."""
     report = run_peer(args, args.steps)
-    return None if report is None else float(report["median_step_images_per_second"])
+    if report is None:
+        return None
+    return float(report["median_step_images_per_second"]), bool(report["keeps_freed_memory"])
 
 
 def minicnn_profile(model: Any, batches: Any, steps: int, start: int) -> dict:
@@ -227,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="time per layer, minicnn beside PyTorch, over --profile-steps steps")
     p.add_argument("--profile-steps", type=int, default=3, metavar="K",
                    help="instrumented steps for --profile (default 3; medians are reported)")
+    p.add_argument("--torch-keeps-freed-memory", action="store_true",
+                   help="the PyTorch peer, too, tells glibc to keep freed memory for reuse, "
+                        "as minicnn's training does by itself (minicnn.ops.memory)")
     p.add_argument("--json", metavar="PATH", help="also write the numbers here")
     args = p.parse_args(argv)
     for name in ("rounds", "steps", "batch_size", "threads", "profile_steps"):
@@ -247,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.late_steps:  # as after epoch 3: nothing below conv1_1 trains any more
         model.get_layer("whiten").set_trainable("bias", False)
     minicnn_round(model, batches, 1, 0)  # warm-up: buffers, thread pools
-    ours, theirs = [], []
+    print(f"minicnn keeps freed memory (minicnn.ops.memory; $MINICNN_KEEP_FREED_MEMORY=0 "
+          f"turns it off): {memory.keeping_freed_memory()}; the PyTorch peer: "
+          f"{args.torch_keeps_freed_memory} (--torch-keeps-freed-memory)", flush=True)
+    ours, theirs, torch_kept = [], [], []
     for r in range(args.rounds):
         ours.append(minicnn_round(model, batches, args.steps, 1 + r * args.steps))
         line = f"round {r + 1}/{args.rounds}: minicnn {ours[-1]:.1f} img/s"
@@ -257,11 +274,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.no_torch = True
                 line += " | PyTorch not installed: minicnn only"
             else:
-                theirs.append(peer)
-                line += f" | PyTorch {peer:.1f} img/s"
+                theirs.append(peer[0])
+                torch_kept.append(peer[1])
+                line += f" | PyTorch {peer[0]:.1f} img/s"
         print(line, flush=True)
     result = {"batch_size": args.batch_size, "steps_per_round": args.steps,
               "late_steps": args.late_steps,
+              "minicnn_keeps_freed_memory": memory.keeping_freed_memory(),
+              "torch_keeps_freed_memory": all(torch_kept) if torch_kept else None,
               "minicnn_images_per_second": ours, "minicnn_median": statistics.median(ours)}
     summary = f"median: minicnn {result['minicnn_median']:.1f} img/s"
     if theirs:

@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minicnn.datasets import cifar10  # noqa: E402
 from minicnn.fileio import write_text_atomic  # noqa: E402
+from minicnn.ops import memory  # noqa: E402
 
 # airbench94's hyperparameters, unchanged.
 HYP = {
@@ -336,6 +337,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--late-steps", action="store_true",
                    help="with --steps-only: time steps as after epoch 3 (the whitening bias "
                         "frozen) instead of epoch 0")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="tell glibc to keep freed memory for reuse, as minicnn's training "
+                        "does (minicnn.ops.memory); default: glibc's defaults, as PyTorch runs")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results here")
     args = p.parse_args(argv)
     for name in ("threads", "batch_size", "eval_batch", "train_limit", "test_limit",
@@ -374,6 +378,7 @@ def train_step(torch: Any, net: Any, loss_fn: Any, optimizer: Any, scheduler: An
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch = import_torch()
+    kept = memory.keep_freed_memory() if args.keep_freed_memory else False
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -408,7 +413,8 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {
         "script": "benchmarks/torch_airbench.py", "torch_version": torch.__version__,
         "threads": torch.get_num_threads(), "seed": args.seed, "batch_size": args.batch_size,
-        "channels_last": args.channels_last, "train_images": len(train_images),
+        "channels_last": args.channels_last, "keeps_freed_memory": kept,
+        "train_images": len(train_images),
         "test_images": len(test_images)}
     if args.steps_only is not None:
         results.update(steps_only(torch, args, net, loss_fn, optimizer, scheduler, loader))

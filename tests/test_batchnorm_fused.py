@@ -86,8 +86,9 @@ def test_fast_op_matches_reference_op(act, scale, center, training):
     """Over several threads and blocks (conftest: 3 threads, no minimum size), the
     blocked, threaded statistics and passes give the plain code's numbers."""
     rng = np.random.default_rng(1)
-    normalization_block = normalization.BLOCK
-    normalization.BLOCK = 64  # many blocks per thread even for this small x
+    normalization_block, sum_block = normalization.BLOCK, normalization.SUM_BLOCK
+    # many blocks per thread even for this small x, and partial sums within each
+    normalization.BLOCK, normalization.SUM_BLOCK = 64, 16
     try:
         x = (rng.standard_normal((16, 5, 5, 4)) * 3 + 5).astype(np.float32)
         dy = rng.standard_normal(x.shape).astype(np.float32)
@@ -102,7 +103,7 @@ def test_fast_op_matches_reference_op(act, scale, center, training):
             results.append((y, mean, variance, *impl.batch_norm_act_backward(dy, cache,
                                                                              training, True)))
     finally:
-        normalization.BLOCK = normalization_block
+        normalization.BLOCK, normalization.SUM_BLOCK = normalization_block, sum_block
     for fast, plain in zip(*results):
         assert_close(fast, plain, rtol=2e-5)
 

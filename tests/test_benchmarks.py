@@ -5,6 +5,7 @@ import ast
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from test_example_cifar10 import write_fake_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
+# where minicnn.ops.memory can keep freed memory (glibc's mallopt)
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 TINY = ["--no-torch", "--repeats", "1", "--warmup", "1", "--steps", "1", "--batch-size", "4",
         "--infer-batch", "8"]
 
@@ -35,7 +38,7 @@ def test_the_cpu_benchmark_runs_and_reports(tmp_path, real):
              if real else [])
     stdout, results = run_bench(tmp_path, *extra)
     assert ("Data: the first images of" in stdout) == real
-    assert results["malloc_keeps_freed_memory"] is (not real)
+    assert results["malloc_keeps_freed_memory"] is (GLIBC and not real)
     assert results["train_page_faults_per_step"]["minicnn"]["median"] >= 0
     assert results["train_img_s"]["minicnn"]["median"] > 0
     assert results["infer_img_s"]["minicnn"]["median"] > 0
@@ -247,6 +250,40 @@ def test_the_fast_recipe_benchmark_runs(tmp_path):
     assert table["step_ms"][0] == pytest.approx(report["profile_step"] * 1e3)
 
 
+def test_the_fast_recipe_benchmark_says_who_keeps_freed_memory(tmp_path):
+    out = tmp_path / "fast.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_fast_recipe.py"), "--no-torch",
+               "--rounds", "1", "--steps", "1", "--batch-size", "16", "--json", str(out)]
+    for setting, kept in (("1", GLIBC), ("0", False)):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                                env=dict(os.environ, PYTHONPATH=str(ROOT),
+                                         MINICNN_KEEP_FREED_MEMORY=setting))
+        assert result.returncode == 0, result.stdout + result.stderr
+        report = json.loads(out.read_text())
+        assert report["minicnn_keeps_freed_memory"] is kept
+        assert report["torch_keeps_freed_memory"] is None  # no peer ran
+        assert "minicnn keeps freed memory (minicnn.ops.memory" in result.stdout
+
+
+def test_the_host_passes_benchmark_runs(tmp_path):
+    """benchmarks/bench_host_passes.py: every block size timed, the default restored."""
+    out = tmp_path / "passes.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_host_passes.py"),
+                             "--repeats", "1", "--batch", "64", "--block", "65536", "131072",
+                             "--json", str(out)],
+                            capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    from minicnn.ops import normalization
+    assert report["default_block"] == normalization.BLOCK
+    assert [row["block"] for row in report["rows"]] == [65536, 131072]
+    for row in report["rows"]:
+        assert min(row[f"{name}_{part}_ms"] for name in ("gelu", "bn_gelu")
+                   for part in ("forward", "backward")) > 0
+    assert f"freed memory kept: {GLIBC}" in result.stdout and report["batch"] == 64
+
+
 def minicnn_layer_names() -> list[str]:
     """The layer names of examples/cifar10_fast.py's model, built in a fresh process."""
     code = ("import importlib.util, json, numpy as np; "
@@ -295,11 +332,12 @@ def test_the_fast_recipe_benchmark_side_by_side_with_pytorch(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_fast_recipe.py"),
                              "--data", str(data), "--rounds", "1", "--steps", "1", "--batch-size",
                              "16", "--threads", "1", "--profile", "--profile-steps", "2",
-                             "--json", str(out)],
+                             "--torch-keeps-freed-memory", "--json", str(out)],
                             capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
+    assert report["torch_keeps_freed_memory"] is True  # as the peer reported it
     side = report["side_by_side"]
     names = minicnn_layer_names()
     assert list(report["profile"]) == names

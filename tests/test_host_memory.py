@@ -3,12 +3,16 @@ turning it on. Each case runs in a fresh interpreter: the setting is process-wid
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
@@ -34,9 +38,9 @@ print(json.dumps({{"faults": faults, "kept": memory.keeping_freed_memory()}}))
 
 
 def run(code: str, env: dict | None = None) -> dict:
-    import os
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MINICNN_KEEP_FREED_MEMORY": "1", **(env or {})}
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                            text=True, env={**os.environ, **(env or {})}, timeout=120)
+                            text=True, env=env, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -49,11 +53,32 @@ def test_kept_memory_is_reused_without_page_faults():
     assert kept["faults"] < 8 and kept["kept"]
 
 
-def test_give_back_restores_the_default():
+def test_give_back_trims_the_heap_again():
     code = FAULTS.format(keep=True).replace(
         "a = np.ones", "memory.give_back_freed_memory()\na = np.ones")
     result = run(code)
     assert result["faults"] >= 32 and not result["kept"]
+
+
+def test_give_back_maps_large_blocks_again():
+    # A freed 1 MB block with another after it (so no trim can reach it) is reused
+    # from the heap while maps are off; given back, the next one is a fresh map.
+    code = """
+    import json, resource
+    import numpy as np
+    from minicnn.ops import memory
+    assert memory.keep_freed_memory()
+    memory.give_back_freed_memory()
+    a = np.ones(1 << 18, np.float32)
+    guard = np.ones(1 << 18, np.float32)
+    del a
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    b = np.ones(1 << 18, np.float32)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    print(json.dumps({"faults": faults, "kept": memory.keeping_freed_memory()}))
+    """
+    result = run(code)
+    assert result["faults"] >= 64 and not result["kept"]  # 256 pages of 4 KB
 
 
 STEP = """

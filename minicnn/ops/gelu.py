@@ -78,7 +78,7 @@ def gelu_backward(dy: Array, z: Array, cdf: Array | None, approximate: bool) -> 
 
     def part(rows_of_part: slice) -> None:
         for rows, _ in _blocks_with_work(rows_of_part, z2, 0):
-            if cdf2 is None:
+            if cdf2 is None or name != "gelu" or dz.dtype != z2.dtype:
                 xp.multiply(dy2[rows], slope(z2[rows], name), out=dz[rows])
             else:  # the exact form: f'(z) straight into dz's memory, then times dy
                 block = slope(z2[rows], name, cdf2[rows], out=dz[rows])

@@ -10,15 +10,18 @@ pages is faulted in and zeroed by the kernel (and, for NumPy's huge-page
 arrays, often compacted first): at batch 1024 that kernel time is a tenth of
 a CPU training step, and it lands unevenly on the threads.
 
-``keep_freed_memory()`` asks glibc to take every block from its heap
-(``M_MMAP_MAX`` 0) and never to shrink the heap (``M_TRIM_THRESHOLD`` -1):
-freed memory stays mapped, and the next array reuses its pages as they are.
-The memory a process holds then stays at its peak until
-``give_back_freed_memory()`` (or the process's end) returns what is free.
-The first training step on the host calls it (``training.step``) unless
-$MINICNN_KEEP_FREED_MEMORY is 0. It is process-wide, and it does nothing
-where the C library is not glibc (macOS, Windows, musl): there malloc keeps
-its own policy. Imports nothing from minicnn.
+``keep_freed_memory()`` asks glibc to take blocks from its heaps, not from
+maps of their own (``M_MMAP_MAX`` 0), and never to shrink the main heap
+(``M_TRIM_THRESHOLD`` -1): freed memory stays mapped, and the next array
+reuses its pages as they are. (A thread other than the main one still maps a
+block over 64 MB on its own: its heap cannot hold it. minicnn's worker threads
+allocate only small work arrays.) The memory a process holds then stays at
+its peak until ``give_back_freed_memory()`` (or the process's end) returns
+what is free. The first training step on the host calls it
+(``training.step``) unless $MINICNN_KEEP_FREED_MEMORY is 0. It is
+process-wide, overrides $MALLOC_MMAP_MAX_ and $MALLOC_TRIM_THRESHOLD_, and does
+nothing where the C library is not glibc (macOS, Windows, musl): there malloc
+keeps its own policy. Imports nothing from minicnn.
 """
 from __future__ import annotations
 
@@ -70,7 +73,10 @@ def keep_freed_memory() -> bool:
 
 
 def give_back_freed_memory() -> None:
-    """Return to glibc's default policy and hand the free memory back to the kernel."""
+    """Hand the free memory back to the kernel and map large blocks again: blocks over
+    128 KB get maps of their own and the heap is trimmed above 128 KB free, glibc's
+    starting values (its threshold no longer adapts once set). The next training
+    step keeps freed memory again unless $MINICNN_KEEP_FREED_MEMORY is 0."""
     libc = _glibc()
     if libc is None:
         return

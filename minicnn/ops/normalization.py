@@ -21,8 +21,8 @@ write x_hat and z to keep them; this makes two (the statistics, then y) and
 keeps only a reference to x, which backward normalizes again (and, for gelu
 on the host, Phi(z), whose erf costs more than the memory traffic it saves). Backward makes
 two passes instead of four. On the host each pass walks the batch in blocks
-that stay in the CPU's cache, the parts split over the host's threads
-(threads.over_batch); on a GPU each pass is one kernel (or a CuPy reduction).
+(BLOCK values, with work arrays allocated once per thread), the parts split
+over the host's threads (threads.over_batch); on a GPU each pass is one kernel (or a CuPy reduction).
 Statistics: each block's mean and sum of squared deviations, merged in
 float64 (Chan et al.'s pairwise update), so a large mean costs no precision.
 """
@@ -44,6 +44,9 @@ ACTIVATIONS = ("linear", "relu", "gelu", "gelu_tanh")
 # threads every call hands the GIL over, which costs more than a small block's
 # arithmetic; at this size a block and its work arrays still sit in the L3 cache.
 BLOCK = 1 << 17
+# Values per float32 partial sum of the statistics and of backward's sums, which NumPy
+# adds row after row: the partial sums are then added in float64.
+SUM_BLOCK = 1 << 15
 
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -168,19 +171,20 @@ def slope(z: Array, activation: str, cdf: Array | None = None,
     return xp.ones_like(z)
 
 
-def _blocks(part: slice, columns: int) -> list[slice]:
-    """``part``'s rows in blocks of about BLOCK values."""
-    rows = max(1, BLOCK // max(1, columns))
+def _blocks(part: slice, columns: int, size: int | None = None) -> list[slice]:
+    """``part``'s rows in blocks of about ``size`` values (default BLOCK)."""
+    rows = max(1, (size or BLOCK) // max(1, columns))
     return [slice(a, min(a + rows, part.stop)) for a in range(part.start, part.stop, rows)]
 
 
-def _blocks_with_work(part: slice, like: Array, count: int
+def _blocks_with_work(part: slice, like: Array, count: int, size: int | None = None
                       ) -> Iterator[tuple[slice, list[Array]]]:
-    """(rows, work) for ``part``'s blocks of the 2-d ``like``: ``count`` work arrays of
-    the block's shape, allocated once for the part and reused by every block, so that
-    the loop's many short NumPy passes neither allocate nor free memory."""
+    """(rows, work) for ``part``'s blocks of the 2-d ``like`` (``size`` values, default
+    BLOCK): ``count`` work arrays of the block's shape, allocated once for the part and
+    reused by every block, so that the float32 GELU's two dozen passes per block
+    allocate nothing."""
     columns = like.shape[1]
-    blocks = _blocks(part, columns)
+    blocks = _blocks(part, columns, size)
     if not blocks:
         return
     rows = blocks[0].stop - blocks[0].start
@@ -200,7 +204,7 @@ def batch_statistics(x2: Array) -> tuple[Array, Array]:
         return mean, (centred * centred).mean(axis=0)
     def part_statistics(part: slice) -> tuple[int, numpy.ndarray, numpy.ndarray]:
         count, mean, m2 = 0, numpy.zeros(x2.shape[1]), numpy.zeros(x2.shape[1])
-        for rows, (deviation,) in _blocks_with_work(part, x2, 1):
+        for rows, (deviation,) in _blocks_with_work(part, x2, 1, SUM_BLOCK):
             block = x2[rows]
             n = block.shape[0]
             block_mean = block.mean(axis=0)
@@ -300,16 +304,17 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
             xp.multiply(x2[rows], scale, out=z)
             z += shift
             dz = dx[rows]
-            if activation == "gelu":  # f'(z) straight into dz's memory, then times dy
+            if activation == "gelu" and dz.dtype == z.dtype:  # f'(z) into dz, then times dy
                 slope(z, activation, None if cdf is None else cdf[rows], out=dz)
                 dz *= dy2[rows]
             else:
                 xp.multiply(dy2[rows], slope(z, activation), out=dz)
             x_hat = xp.subtract(x2[rows], mean, out=z)
             x_hat *= inv_std
-            sums[0][...] += dz.sum(axis=0)
             x_hat *= dz
-            sums[1][...] += x_hat.sum(axis=0)
+            for sub in _blocks(slice(0, len(dz)), channels, SUM_BLOCK):
+                sums[0][...] += dz[sub].sum(axis=0)
+                sums[1][...] += x_hat[sub].sum(axis=0)
         return sums
 
     parts = over_batch(first_pass, x2)  # in the batch's order: reproducible

@@ -69,9 +69,7 @@ def train_step(model: Any, x: Array, y: Array, tracer: GradientTracer | None = N
     in the next Allreduce for ever). The loss returned is then that average too,
     so batch callbacks that watch it (TerminateOnNaN) stop every rank at once.
     """
-    if not memory.keeping_freed_memory() and memory.enabled_by_environment() \
-            and not backend.is_device_array(x):
-        memory.keep_freed_memory()  # the next steps reuse this one's pages (ops.memory)
+    keep_host_memory(x)
     averaging = distributed.is_distributed(model.optimizer)
     if tracer is not None:
         tracer.start(model.layers)  # its hooks make every layer watched: no ReLU moves
@@ -96,6 +94,14 @@ def train_step(model: Any, x: Array, y: Array, tracer: GradientTracer | None = N
     if tracer is not None:
         tracer.after_update(model.layers, epoch, step)
     return loss_value, correct
+
+
+def keep_host_memory(x: Array) -> None:
+    """On the host, from the first step on, keep freed memory for the next steps'
+    arrays (ops.memory), unless $MINICNN_KEEP_FREED_MEMORY is 0."""
+    if not memory.keeping_freed_memory() and not backend.is_device_array(x) \
+            and memory.enabled_by_environment():
+        memory.keep_freed_memory()
 
 
 def check_finite_step(layers: list, loss_value: Array) -> None:
@@ -126,6 +132,7 @@ def _clock(like: Array) -> float:
 def profile_step(model: Any, x: Array, y: Array) -> dict:
     """``train_step`` (no accuracy count) with a clock at each layer's forward and
     backward hook; see ``Sequential.profile_step`` for the dict it returns."""
+    keep_host_memory(x)  # as train_step: a profile times the steps training runs
     n = len(model.layers)
     times = {"forward": [0.0] * n, "backward": [0.0] * n}
     moves = model.relu_moves()  # read before the clock's hooks, which count as watchers
