@@ -13,7 +13,8 @@ from __future__ import annotations
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops.kernels import Kernel, kernel
-from minicnn.ops.normalization import _PREAMBLE, _blocks_with_work, activate, gelu_cdf, slope
+from minicnn.ops.normalization import (_PREAMBLE, _blocks, _blocks_with_work, activate,
+                                      gelu_cdf, times_slope)
 from minicnn.ops.threads import over_batch
 
 # act: 2 exact, 3 tanh (normalization.ACTIVATIONS's codes).
@@ -77,11 +78,8 @@ def gelu_backward(dy: Array, z: Array, cdf: Array | None, approximate: bool) -> 
     dz = xp.empty_like(dy2)
 
     def part(rows_of_part: slice) -> None:
-        for rows, _ in _blocks_with_work(rows_of_part, z2, 0):
-            if cdf2 is None or name != "gelu" or dz.dtype != z2.dtype:
-                xp.multiply(dy2[rows], slope(z2[rows], name), out=dz[rows])
-            else:  # the exact form: f'(z) straight into dz's memory, then times dy
-                block = slope(z2[rows], name, cdf2[rows], out=dz[rows])
-                block *= dy2[rows]
+        for rows in _blocks(rows_of_part, z2.shape[1]):
+            times_slope(dy2[rows], z2[rows], name, None if cdf2 is None else cdf2[rows],
+                        dz[rows])
     over_batch(part, z2)
     return dz.reshape(dy.shape)

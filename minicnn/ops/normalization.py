@@ -171,6 +171,17 @@ def slope(z: Array, activation: str, cdf: Array | None = None,
     return xp.ones_like(z)
 
 
+def times_slope(dy: Array, z: Array, activation: str, cdf: Array | None, out: Array
+                ) -> Array:
+    """out = dy f'(z) (``cdf``: Phi(z) if known). The exact gelu writes f'(z) straight
+    into out and multiplies by dy there, with no temporary of the block's size."""
+    if activation == "gelu" and out.dtype == z.dtype:
+        slope(z, activation, cdf, out=out)
+        out *= dy
+        return out
+    return backend.get_array_module(z).multiply(dy, slope(z, activation, cdf), out=out)
+
+
 def _blocks(part: slice, columns: int, size: int | None = None) -> list[slice]:
     """``part``'s rows in blocks of about ``size`` values (default BLOCK)."""
     rows = max(1, (size or BLOCK) // max(1, columns))
@@ -303,12 +314,8 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
         for rows, (z,) in _blocks_with_work(part, x2, 1):
             xp.multiply(x2[rows], scale, out=z)
             z += shift
-            dz = dx[rows]
-            if activation == "gelu" and dz.dtype == z.dtype:  # f'(z) into dz, then times dy
-                slope(z, activation, None if cdf is None else cdf[rows], out=dz)
-                dz *= dy2[rows]
-            else:
-                xp.multiply(dy2[rows], slope(z, activation), out=dz)
+            dz = times_slope(dy2[rows], z, activation, None if cdf is None else cdf[rows],
+                             dx[rows])
             x_hat = xp.subtract(x2[rows], mean, out=z)
             x_hat *= inv_std
             x_hat *= dz
