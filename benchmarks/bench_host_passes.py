@@ -66,6 +66,45 @@ def passes(rng: np.random.Generator, batch: int) -> dict:
     }
 
 
+def interleaved_medians(settings: list, apply, ops: dict, repeats: int) -> dict:
+    """{(setting, name, "forward" | "backward"): median ms}: each round calls
+    ``apply(setting)`` for every setting in turn, then times each op's forward and
+    backward; round 0 is untimed (it sizes the buffers)."""
+    times: dict = {(setting, name, part): [] for setting in settings for name in ops
+                   for part in ("forward", "backward")}
+    for r in range(repeats + 1):
+        for setting in settings:
+            apply(setting)
+            for name, (forward, backward) in ops.items():
+                t_forward, t_backward = clock(forward), clock(backward)
+                if r:
+                    times[(setting, name, "forward")].append(t_forward)
+                    times[(setting, name, "backward")].append(t_backward)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def report(title: str, args: argparse.Namespace, names: list[str], medians: dict,
+           default: int, unit: str = "") -> None:
+    """Print the medians, one row per --block (0 printed as "whole"), and write them
+    to --json if given."""
+    print(f"# {title} at batch {args.batch}, ms (medians of {args.repeats}), "
+          f"{host_threads()} host threads, "
+          f"freed memory kept: {memory.keeping_freed_memory()}; default block {default}{unit}")
+    print(f"{'block':>8}" + "".join(f" {name + ' fwd':>12} {'bwd':>7}" for name in names))
+    rows = []
+    for block in args.block:
+        row = {"block": block, **{f"{name}_{part}_ms": medians[(block, name, part)]
+                                  for name in names for part in ("forward", "backward")}}
+        rows.append(row)
+        print(f"{block or 'whole':>8}" + "".join(
+            f" {row[name + '_forward_ms']:>12.0f} {row[name + '_backward_ms']:>7.0f}"
+            for name in names))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(
+            {"threads": host_threads(), "batch": args.batch, "default_block": default,
+             "repeats": args.repeats, "rows": rows}, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--block", type=int, nargs="+", default=[1 << 15, 1 << 16, 1 << 17, 1 << 18],
@@ -81,35 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     memory.keep_freed_memory()
     ops = passes(np.random.default_rng(args.seed), args.batch)
     default = normalization.BLOCK
-    times: dict = {(b, name, part): [] for b in args.block for name in ops
-                   for part in ("forward", "backward")}
     try:
-        for r in range(args.repeats + 1):  # round 0: untimed
-            for block in args.block:
-                normalization.BLOCK = block
-                for name, (forward, backward) in ops.items():
-                    t_forward, t_backward = clock(forward), clock(backward)
-                    if r:
-                        times[(block, name, "forward")].append(t_forward)
-                        times[(block, name, "backward")].append(t_backward)
+        medians = interleaved_medians(args.block, lambda block: setattr(normalization, "BLOCK",
+                                                                        block),
+                                      ops, args.repeats)
     finally:
         normalization.BLOCK = default
-    print(f"# host passes at batch {args.batch}, ms (medians of {args.repeats}), "
-          f"{host_threads()} host threads, "
-          f"freed memory kept: {memory.keeping_freed_memory()}; default block {default}")
-    print(f"{'block':>8} {'gelu fwd':>9} {'bwd':>7} {'bn_gelu fwd':>12} {'bwd':>7}")
-    rows = []
-    for block in args.block:
-        row = {"block": block, **{f"{name}_{part}_ms": statistics.median(times[(block, name, part)])
-                                  for name in ops for part in ("forward", "backward")}}
-        rows.append(row)
-        print(f"{block:>8} {row['gelu_forward_ms']:>9.0f} {row['gelu_backward_ms']:>7.0f} "
-              f"{row['bn_gelu_forward_ms']:>12.0f} {row['bn_gelu_backward_ms']:>7.0f}")
-    if args.json:
-        write_text_atomic(args.json, json.dumps(
-            {"threads": host_threads(), "batch": args.batch, "default_block": default,
-             "repeats": args.repeats,
-             "rows": rows}, indent=2) + "\n")
+    report("host passes", args, list(ops), medians, default)
     return 0
 
 

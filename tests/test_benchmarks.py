@@ -265,23 +265,32 @@ def test_the_fast_recipe_benchmark_says_who_keeps_freed_memory(tmp_path):
         assert "minicnn keeps freed memory (minicnn.ops.memory" in result.stdout
 
 
-def test_the_host_passes_benchmark_runs(tmp_path):
-    """benchmarks/bench_host_passes.py: every block size timed, the default restored."""
+@pytest.mark.parametrize("script,module,default,names,batch,blocks", [
+    ("bench_host_passes.py", "normalization", "BLOCK", ("gelu", "bn_gelu"), 64, [65536, 131072]),
+    ("bench_max_pool.py", "pooling", "TILE_BLOCK_BYTES", ("pool1", "pool2"), 8, [65536, 0])])
+def test_the_host_pass_benchmarks_run(tmp_path, script, module, default, names, batch, blocks):
+    """benchmarks/bench_host_passes.py and bench_max_pool.py: every block size timed
+    (0: whole parts), the default reported; a negative block refused."""
     out = tmp_path / "passes.json"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_host_passes.py"),
-                             "--repeats", "1", "--batch", "64", "--block", "65536", "131072",
-                             "--json", str(out)],
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script),
+                             "--repeats", "1", "--batch", str(batch), "--block",
+                             *map(str, blocks), "--json", str(out)],
                             capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
-    from minicnn.ops import normalization
-    assert report["default_block"] == normalization.BLOCK
-    assert [row["block"] for row in report["rows"]] == [65536, 131072]
+    import importlib
+    assert report["default_block"] == getattr(importlib.import_module(f"minicnn.ops.{module}"),
+                                              default)
+    assert [row["block"] for row in report["rows"]] == blocks
     for row in report["rows"]:
-        assert min(row[f"{name}_{part}_ms"] for name in ("gelu", "bn_gelu")
+        assert min(row[f"{name}_{part}_ms"] for name in names
                    for part in ("forward", "backward")) > 0
-    assert f"freed memory kept: {GLIBC}" in result.stdout and report["batch"] == 64
+    assert f"freed memory kept: {GLIBC}" in result.stdout and report["batch"] == batch
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--block", "-1"],
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert bad.returncode == 2 and "--block" in bad.stderr
 
 
 def minicnn_layer_names() -> list[str]:
@@ -363,16 +372,20 @@ def test_the_conv_layout_benchmark_runs(tmp_path):
     out = tmp_path / "layout.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_conv_blocking.py"),
                              "--batch", "16", "--rounds", "1", "--steps", "1", "--block-rows",
-                             "64", "4096", "--json", str(out)],
+                             "64", "4096", "--winograd-ab", "2", "--json", str(out)],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert set(report["training_images_per_second"]) == {"keep", "blocked default", "blocked 64",
-                                                          "blocked 4096"}
+    assert set(report["training_images_per_second"]) == {
+        "keep", "blocked default", "blocked default, im2col only", "blocked 64", "blocked 4096"}
     assert set(report["inference_images_per_second"]) == {"64", "4096"}
     assert all(v > 0 for v in report["training_images_per_second"].values())
     assert all(v > 0 for v in report["training_held_bytes"].values())
     assert "training: keep" in result.stdout
+    pairs = report["winograd_ab"]
+    assert pairs["pairs"] == 2 and 0 <= pairs["winograd_wins"] <= 2
+    assert all(len(v) == 2 and min(v) > 0 for v in pairs["images_per_second"].values())
+    assert "(medians of 2 pairs; Winograd faster in" in result.stdout
 
 
 def test_the_fast_recipe_benchmark_times_late_steps(tmp_path):
@@ -409,3 +422,21 @@ def test_the_conv_layer_benchmark_runs(tmp_path):
     assert all(set(v) == {"16", "4096"} for v in report.values())
     assert all(ms > 0 for v in report.values() for pair in v.values() for ms in pair)
     assert "conv1_2 (15, 64, 64), block    16 rows" in result.stdout
+
+
+def test_the_conv_layer_benchmark_compares_winograd(tmp_path):
+    """--winograd: both paths timed and reported for each layer, on the blocked path
+    even at a tiny batch; the 64-channel conv2_1 stays im2col (labelled so)."""
+    out = tmp_path / "layers.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_conv_layers.py"),
+                             "--batch", "2", "--rounds", "1", "--block-rows", "64",
+                             "--layers", "conv2_1", "conv2_2", "--winograd", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["winograd_min_channels"] == 128
+    for key in ("ms_forward_backward", "ms_forward_backward_winograd"):
+        assert set(report[key]) == {"conv2_1", "conv2_2"}
+        assert all(ms > 0 for v in report[key].values() for pair in v.values() for ms in pair)
+    assert "conv2_2 (7, 256, 256), block    64 rows winograd:" in result.stdout
+    assert "conv2_1 (15, 64, 256), block    64 rows (im2col):" in result.stdout  # 64 in

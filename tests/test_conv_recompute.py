@@ -228,15 +228,15 @@ def test_layers_sharing_the_buffers_keep_their_own_gradients(recompute, monkeypa
 
 def test_each_thread_has_its_own_buffers():
     like = np.zeros(1, np.float32)
-    here = conv_ops._thread_buffer("col", 4, 3, like)
+    here = threads.thread_buffer("col", (4, 3), like)
     there = []
     thread = threading.Thread(
-        target=lambda: there.append(conv_ops._thread_buffer("col", 4, 3, like)))
+        target=lambda: there.append(threads.thread_buffer("col", (4, 3), like)))
     thread.start()
     thread.join()
     assert not np.shares_memory(here, there[0])
-    assert np.shares_memory(here, conv_ops._thread_buffer("col", 2, 3, like))  # one thread
-    assert not np.shares_memory(here, conv_ops._thread_buffer("dcol", 4, 3, like))
+    assert np.shares_memory(here, threads.thread_buffer("col", (2, 3), like))  # one thread
+    assert not np.shares_memory(here, threads.thread_buffer("dcol", (4, 3), like))
 
 
 def test_blas_threads_are_given_back(recompute):

@@ -78,6 +78,33 @@ def test_max_pool_reference_keeps_the_first_winner_on_ties(backend):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("block_bytes", [1, 500, 1 << 30],
+                         ids=["1-image-blocks", "2-image-blocks", "one-block"])
+def test_max_pool_tiles_in_blocks_match_reference_with_ties(backend, monkeypatch, block_bytes):
+    """The host's 2x2 tiles pass goes a few images at a time (TILE_BLOCK_BYTES):
+    every block settles its own ties (the second image is all ties, the others
+    have none), on one thread or split over two. (On the strict backend, which
+    stands for a device, the batch is one block whatever the setting.)"""
+    from minicnn.ops import pooling, threads
+    monkeypatch.setattr(pooling, "TILE_BLOCK_BYTES", block_bytes)
+    x = distinct((5, 6, 5, 2)).astype(np.float32)
+    x[1] = 0.5
+    for count in (1, 2):
+        threads.set_host_threads(count, min_bytes=0)
+        try:
+            fast, ref = both(lambda: MaxPooling2D((2, 2)), x)
+        finally:
+            threads.set_host_threads(None, min_bytes=threads.DEFAULT_MIN_BYTES)
+        for got, want in zip(ref, fast):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_max_pool_tiles_of_an_empty_batch(backend):
+    y, cache = ops.max_pool_forward(minicnn.to_device(np.zeros((0, 4, 4, 2), np.float32)),
+                                    (2, 2), (2, 2), "valid", True)
+    assert y.shape == (0, 2, 2, 2) and ops.max_pool_backward(y, cache).shape == (0, 4, 4, 2)
+
+
 def test_dropout_reference_matches_fast(backend):
     x = distinct((4, 5, 3)).reshape(4, 15).astype(np.float32)
     fast, ref = both(lambda: Dropout(0.4, seed=7), x)

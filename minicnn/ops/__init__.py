@@ -3,7 +3,8 @@
 Each op exists twice, with one signature: fast (``windows``, ``conv``,
 ``pooling``, ``elementwise``, ``normalization``, ``gelu``: buffers kept from step to step,
 host threads, GPU kernels) and plain (``reference``: the textbook's array code).
-``special`` holds the erf both use (NumPy has none); ``memory`` keeps the
+``special`` holds the erf both use (NumPy has none); ``winograd`` computes
+wide 3x3 convolutions for ``conv`` where it pays; ``memory`` keeps the
 host memory a step frees for the next one. The functions
 below are the one dispatch point: ``set_ops("reference")`` or
 ``with use_ops("reference"):`` switches the whole library, so a learner can step

@@ -35,19 +35,22 @@ dcol = dy @ W^T added onto the block's own images. Narrow products (24 or
 batch with BLAS's threads, and the memory held between forward and backward
 is the input, not col. Inference on the host takes the same path.
 benchmarks/bench_conv_blocking.py measures it (docs/performance.md).
+
+On that path (a col too big to keep, or inference), a wide 3x3 'same'
+convolution with stride 1 (``winograd.applies``: in the fast recipe conv2_2 and
+conv3_1, 256 channels in and out at 7x7) computes y and dx by Winograd's
+F(2x2, 3x3) instead, with 2.25x fewer multiplications (``winograd``); [dW; db]
+stays the blocked im2col product above.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
 from typing import NamedTuple
-
-import numpy
 
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops import windows as win
-from minicnn.ops.threads import over_batch
+from minicnn.ops import winograd
+from minicnn.ops.threads import over_batch, quiet_overflow, thread_buffer
 
 BLOCK_ROWS = 2048  # output pixels per im2col block on the host (see the module docstring)
 # Narrow products (up to 64 filters) do little work per col value, so making col
@@ -56,7 +59,6 @@ BLOCK_ROWS = 2048  # output pixels per im2col block on the host (see the module 
 # 256 filters are as fast at 2048; benchmarks/bench_conv_layers.py).
 NARROW_FILTERS, NARROW_BLOCK_ROWS = 64, 1024
 KEEP_COL_BYTES = 64 << 20  # training keeps a col up to this size whole; above it, the input
-_buffers = threading.local()  # each thread's col and dcol blocks (_thread_buffer)
 
 
 class ConvCache(NamedTuple):
@@ -118,22 +120,28 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
             win.padding_amounts(w, span_w, strides[1], padding))
     oh, ow = (win.output_length(h, span_h, strides[0], padding),
               win.output_length(w, span_w, strides[1], padding))
-    x_padded = win.pad(x, pads)
     k, rows = kh * kw * c, oh * ow  # col's columns (before the ones), col's rows per image
     matrix = weight_matrix(kernel, bias)
-    y = xp.empty((n * rows, f), dtype=x.dtype)
-    geometry = _Geometry((kh, kw), strides, (oh, ow), dilation, bias is not None, f)
     # A GPU has the memory and wants few, large launches: col whole, kept. So does
-    # a small col on the host; a big one, or inference, goes by blocks (docstring).
+    # a small col on the host; a big one, or inference, goes by blocks (docstring),
+    # or by Winograd's tiles where those pay.
     keep_col = backend.is_device_array(x) or (
         keep_cache and n * rows * (k + 1) * x.dtype.itemsize <= KEEP_COL_BYTES)
+    by_winograd = not keep_col and winograd.applies((h, w), kernel.shape, strides, dilation,
+                                                    pads)
+    # Winograd pads a block at a time; the padded batch is then only backward's, for dW.
+    x_padded = win.pad(x, pads) if keep_cache or not by_winograd else None
     if keep_col:
         col = workspace.get("col", (n * rows, k + int(bias is not None)), x,
                             ones_column=bias is not None)
         win.im2col(x_padded, (kh, kw), strides, (oh, ow), out=col[:, :k], dilation=dilation)
-        xp.matmul(col, matrix, out=y)
+        y = xp.matmul(col, matrix, out=xp.empty((n * rows, f), dtype=x.dtype))
+    elif by_winograd:
+        y = winograd.conv3x3_same(x, kernel, bias)
     else:
-        _blocked_forward(x_padded, matrix, y, geometry)
+        y = xp.empty((n * rows, f), dtype=x.dtype)
+        _blocked_forward(x_padded, matrix, y,
+                         _Geometry((kh, kw), strides, (oh, ow), dilation, bias is not None, f))
     cache = None
     if keep_cache:
         # x_padded must outlive this step's input buffer (a batch source may reuse it)
@@ -156,20 +164,11 @@ class _Geometry(NamedTuple):
         return max(1, rows // (self.out_hw[0] * self.out_hw[1]))
 
 
-def _thread_buffer(name: str, rows: int, width: int, like: Array) -> Array:
-    """A (rows, width) array of this thread's, kept for the next call (it only grows)."""
-    flat = getattr(_buffers, name, None)
-    if flat is None or flat.size < rows * width or flat.dtype != like.dtype:
-        flat = backend.get_array_module(like).empty(rows * width, dtype=like.dtype)
-        setattr(_buffers, name, flat)
-    return flat[:rows * width].reshape(rows, width)
-
-
 def _block_col(x_padded: Array, start: int, stop: int, g: _Geometry) -> Array:
     """[col 1] of images start:stop, in this thread's col buffer."""
     c = x_padded.shape[-1]
     k, rows = g.kernel_hw[0] * g.kernel_hw[1] * c, g.out_hw[0] * g.out_hw[1]
-    col = _thread_buffer("col", (stop - start) * rows, k + int(g.bias), x_padded)
+    col = thread_buffer("conv col", ((stop - start) * rows, k + int(g.bias)), x_padded)
     if g.bias:
         col[:, -1] = 1
     # Splitting col's axes is a view, so copyto writes the windows into col itself.
@@ -184,19 +183,12 @@ def _blocked_forward(x_padded: Array, matrix: Array, y: Array, g: _Geometry) -> 
     xp, rows, block = backend.get_array_module(y), g.out_hw[0] * g.out_hw[1], g.images_per_block()
 
     def part(images: slice) -> None:
-        with _quiet_overflow():
+        with quiet_overflow():
             for start in range(images.start, images.stop, block):
                 stop = min(start + block, images.stop)
                 xp.matmul(_block_col(x_padded, start, stop, g), matrix,
                           out=y[start * rows:stop * rows])
     over_batch(part, x_padded, blas=True)
-
-
-def _quiet_overflow() -> contextlib.AbstractContextManager:
-    """No NumPy warning for a product that overflows to inf, in this thread: finding
-    non-finite values is fit's job (its finite checks), and a product on BLAS's own
-    threads never warns either (the flags are raised in BLAS's threads)."""
-    return numpy.errstate(over="ignore", invalid="ignore")
 
 
 def _blocked_backward(dy: Array, kernel: Array, cache: ConvCache, g: _Geometry,
@@ -211,14 +203,14 @@ def _blocked_backward(dy: Array, kernel: Array, cache: ConvCache, g: _Geometry,
     dx = xp.empty(cache.padded_shape, dtype=dy.dtype) if input_grad else None
     def part(images: slice) -> Array:
         total = None
-        with _quiet_overflow():
+        with quiet_overflow():
             for start in range(images.start, images.stop, block):
                 stop = min(start + block, images.stop)
                 dy_block = dy[start * rows:stop * rows]
                 product = dy_block.T @ _block_col(cache.x_padded, start, stop, g)  # (f, k [+1])
                 total = product if total is None else xp.add(total, product, out=total)
                 if input_grad:
-                    dcol = _thread_buffer("dcol", (stop - start) * rows, k, dy)
+                    dcol = thread_buffer("conv dcol", ((stop - start) * rows, k), dy)
                     xp.matmul(dy_block, w_t, out=dcol)
                     _add_windows(dx[start:stop], dcol, g)
         return total
@@ -264,23 +256,30 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
                     input_grad: bool, workspace: Workspace
                     ) -> tuple[Array | None, Array, Array | None]:
     """(dx, dW, db): [dW; db] = [col 1]^T @ dy and dx = col2im(dy @ W^T) (None unless
-    ``input_grad``); db is None without a bias."""
+    ``input_grad``); db is None without a bias. Where forward took Winograd's path,
+    so does dx (``winograd.input_gradient``)."""
     xp = backend.get_array_module(dy)
     kh, kw, c_in, f = kernel.shape
     n, oh, ow, _ = dy.shape
     dy = dy.reshape(-1, f)
     k = kh * kw * c_in
+    dx, by_winograd = None, False
     if cache.col is None:  # the host's blocked path (see conv2d_forward)
         geometry = _Geometry((kh, kw), cache.strides, (oh, ow), cache.dilation, has_bias, f)
-        d_matrix, dx = _blocked_backward(dy, kernel, cache, geometry, input_grad)
+        by_winograd = winograd.applies((oh, ow), kernel.shape, cache.strides, cache.dilation,
+                                       cache.pads)
+        d_matrix, dx = _blocked_backward(dy, kernel, cache, geometry,
+                                         input_grad and not by_winograd)
     else:
         # (dy^T [col 1])^T: the same numbers as [col 1]^T dy, but BLAS is far faster
         # when the long axis (N*OH*OW) is the inner one of both operands.
-        d_matrix, dx = (dy.T @ cache.col).T, None
+        d_matrix = (dy.T @ cache.col).T
     d_kernel = xp.ascontiguousarray(d_matrix[:k]).reshape(kernel.shape)
     d_bias = xp.ascontiguousarray(d_matrix[k]) if has_bias else None
     if not input_grad:
         return None, d_kernel, d_bias
+    if by_winograd:  # from dy directly, x's size: nothing to crop
+        return winograd.input_gradient(dy.reshape(n, oh, ow, f), kernel), d_kernel, d_bias
     if dx is None:
         dx = _dx_of_kept_col(dy.reshape(n, oh, ow, f), kernel, cache, workspace)
     return win.crop(dx, cache.pads), d_kernel, d_bias

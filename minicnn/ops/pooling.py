@@ -11,7 +11,9 @@ Three paths:
   and y is an element-wise maximum over the window offsets. A boolean mask of
   that shape marks each window's winner, and backward is one product dx = mask
   * dy broadcast over the window. Rows or columns that fill no whole window (a
-  13x13 input under 2x2 pooling) get no gradient.
+  13x13 input under 2x2 pooling) get no gradient. Each host thread takes its
+  images about ``TILE_BLOCK_BYTES`` of x at a time, so that the mask's
+  comparison finds x still in the cache.
 * Any windows (overlapping, or 'same' padding), on the host. Both passes loop
   over the kh*kw window offsets with strided slices; the winner of each window
   is kept as a small integer offset index, so backward needs neither x nor y.
@@ -27,6 +29,10 @@ from minicnn.backend import Array
 from minicnn.ops import windows as win
 from minicnn.ops.kernels import Kernel, kernel
 from minicnn.ops.threads import over_batch
+
+# Input bytes per block of the host's tiles pass: x's block stays in the cache
+# between the maxima and the winners' comparison (benchmarks/bench_max_pool.py).
+TILE_BLOCK_BYTES = 1 << 20
 
 
 class PoolCache(NamedTuple):
@@ -92,8 +98,13 @@ def _tiles_forward(x: Array, pool_size: tuple[int, int], keep_mask: bool
     mask = xp.empty(t.shape, dtype=bool) if keep_mask else None
     (i0, j0), *rest = offsets(pool_size)
     on_device = backend.is_device_array(x)
+    # On the host a few images at a time, so that the mask's comparison reads x
+    # from the cache the maxima just read it into (conv1's output, 250 MB at
+    # batch 1024, would otherwise come from memory twice). A GPU takes it whole.
+    image_bytes = x.nbytes // max(1, x.shape[0])
+    block = max(1, t.shape[0] if on_device else TILE_BLOCK_BYTES // max(1, image_bytes))
 
-    def pool(images: slice) -> None:  # over_batch runs the images in parallel parts
+    def pool_block(images: slice) -> None:
         ti, yi = t[images], y[images]
         # One element-wise maximum per window offset: about twice as fast as
         # t.max(axis=(2, 4)), a reduction over two strided axes.
@@ -106,11 +117,15 @@ def _tiles_forward(x: Array, pool_size: tuple[int, int], keep_mask: bool
         xp.equal(ti, yi[:, :, None, :, None], out=won)  # each window's winners
         # Equal maxima come from flat image regions (equal pixels, equal conv
         # outputs). On the host, counting the winners (one or more per window;
-        # none only where a NaN is, which ends training) lets a part without
+        # none only where a NaN is, which ends training) lets a block without
         # ties skip settling them. On a GPU the count would be a device-to-host
         # read, which stalls it: always settle there.
         if on_device or int(xp.count_nonzero(won)) > yi.size:
             _keep_first_winners(xp, won, pool_size)
+
+    def pool(images: slice) -> None:  # over_batch runs the images in parallel parts
+        for start in range(images.start, images.stop, block):
+            pool_block(slice(start, min(start + block, images.stop)))
     over_batch(pool, x)
     return y, mask
 

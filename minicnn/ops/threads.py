@@ -7,14 +7,18 @@ numbers, bit for bit, as one pass). The large convolutions split their
 products the same way, with BLAS single-threaded meanwhile (``blas``).
 
 The state here: the thread count, the size below which a pass runs unsplit,
-and the pool.
+the pool, and each thread's work arrays (``thread_buffer``).
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
+
+import numpy
 
 from minicnn import backend
 from minicnn.backend import Array
@@ -28,6 +32,7 @@ _state: dict[str, Any] = {
     "pool": None,                  # (ThreadPoolExecutor, its size)
 }
 _inside = threading.local()  # .part: this thread is running a part of over_batch
+_buffers = threading.local()  # each thread's work arrays (thread_buffer), by name
 
 
 def host_threads() -> int:
@@ -80,6 +85,27 @@ def over_batch(fn: Callable[[slice], Any], x: Array, blas: bool = False) -> list
         if single:
             return _run_parts(fn, n)
         return [fn(slice(0, n))]  # two threads each starting BLAS's threads would fight
+
+
+def thread_buffer(name: str, shape: tuple[int, ...], like: Array) -> Array:
+    """An uninitialised array of ``shape`` and like's dtype and array type, this
+    thread's own, kept for its next call by the same name (made anew only when it
+    is too small or of another dtype or type): a part's work arrays cost no
+    allocation, and no page faults, from one block or one step to the next."""
+    size = math.prod(shape)
+    flat = getattr(_buffers, name, None)
+    if (flat is None or flat.size < size or flat.dtype != like.dtype
+            or type(flat) is not type(like)):
+        flat = backend.get_array_module(like).empty(size, dtype=like.dtype)
+        setattr(_buffers, name, flat)
+    return flat[:size].reshape(shape)
+
+
+def quiet_overflow() -> contextlib.AbstractContextManager:
+    """No NumPy warning for a product that overflows to inf, in this thread: finding
+    non-finite values is fit's job (its finite checks), and a product on BLAS's own
+    threads never warns either (the flags are raised in BLAS's threads)."""
+    return numpy.errstate(over="ignore", invalid="ignore")
 
 
 def _run_parts(fn: Callable[[slice], Any], n: int) -> list:
