@@ -108,6 +108,21 @@ def test_fast_op_matches_reference_op(act, scale, center, training):
         assert_close(fast, plain, rtol=2e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 4, 9, 12])
+def test_column_sums_are_float32_groups_added_in_float64(rows):
+    """column_sums: float32 partial sums over groups of len(ones) rows (the whole groups
+    in one stacked product, the rest in another), added in float64. Beside 1e8 (float32
+    spacing 8) the 1s of the first group vanish in any order of addition; every later
+    group's 4 survive, which neither one float32 sum nor one float64 sum would give."""
+    x = np.ones((rows, 3), np.float32)
+    x[0, 0] = 1e8
+    x[:, 1] = np.arange(rows)
+    x[:, 2] = -2
+    got = normalization.column_sums(x, np.ones(4, np.float32))
+    assert got.dtype == np.float64
+    assert got.tolist() == [1e8 + max(rows - 4, 0), rows * (rows - 1) / 2, -2 * rows]
+
+
 @pytest.mark.parametrize("act", ["relu", "gelu", "gelu_tanh"])
 def test_kernels_match_twins(kernel_emulator, act):
     """The CUDA source of the three kernels, built for the CPU, on the strict backend."""
@@ -296,7 +311,7 @@ def test_the_threads_sums_are_merged_in_the_batchs_order(monkeypatch):
     results = {}
     for order in ("first", "last"):
         monkeypatch.setattr(normalization, "over_batch",
-                            lambda fn, x2, order=order: parts_in_order(fn, x2, order))
+                            lambda fn, x2, blas=False, order=order: parts_in_order(fn, x2, order))
         y, mean, var, cache = normalization.batch_norm_act_forward(
             x, gamma, beta, None, None, 1e-3, "gelu", keep_cache=True)
         dx, sum_dz, sum_dzx = normalization.batch_norm_act_backward(dy, cache, True, True)

@@ -197,6 +197,25 @@ def test_backward_keeps_its_own_copy_of_an_unpadded_input(recompute):
     assert_close(d_kernel, want)
 
 
+def test_blocked_dx_is_the_inside_of_the_padded_blocks(recompute):
+    """dx of a padded layer comes out whole and C-ordered (the next layer's reshape is a
+    view), equal to a naive col2im that pads the batch and crops it."""
+    x = distinct((3, 5, 4, 2)).astype(np.float32)
+    minicnn.set_seed(6)
+    layer = make_layer((3, 3), (1, 1), (1, 1), "same", False, filters=3)
+    layer.input_grad = True
+    y = layer.run_forward(x, training=True)
+    dy = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
+    dx = layer.run_backward(dy)
+    assert dx.shape == x.shape and dx.flags.c_contiguous
+    kernel = layer.params["kernel"].astype(np.float64)
+    want = np.zeros((3, 7, 6, 2))
+    for i in range(3):
+        for j in range(3):
+            want[:, i:i + 5, j:j + 4] += dy.astype(np.float64) @ kernel[i, j].T
+    assert_close(dx, want[:, 1:-1, 1:-1].astype(np.float32))
+
+
 def test_im2col_operands_are_made_again(recompute):
     x = distinct((3, 5, 5, 2)).astype(np.float32)
     layer = Conv2D(3, 2, padding="same",

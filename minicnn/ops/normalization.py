@@ -25,6 +25,9 @@ two passes instead of four. On the host each pass walks the batch in blocks
 over the host's threads (threads.over_batch); on a GPU each pass is one kernel (or a CuPy reduction).
 Statistics: each block's mean and sum of squared deviations, merged in
 float64 (Chan et al.'s pairwise update), so a large mean costs no precision.
+The sums over rows (the statistics', backward's) are BLAS products with a
+vector of ones, in float32 groups of SUM_BLOCK values added in float64
+(``column_sums``): NumPy's own sum over the first axis is several times slower.
 """
 from __future__ import annotations
 
@@ -44,8 +47,8 @@ ACTIVATIONS = ("linear", "relu", "gelu", "gelu_tanh")
 # threads every call hands the GIL over, which costs more than a small block's
 # arithmetic; at this size a block and its work arrays still sit in the L3 cache.
 BLOCK = 1 << 17
-# Values per float32 partial sum of the statistics and of backward's sums, which NumPy
-# adds row after row: the partial sums are then added in float64.
+# Values per float32 partial sum of the statistics and of backward's sums (column_sums):
+# the partial sums are then added in float64.
 SUM_BLOCK = 1 << 15
 
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -206,6 +209,31 @@ def _blocks_with_work(part: slice, like: Array, count: int, size: int | None = N
         yield block, [w[:n] for w in work]
 
 
+def column_sums(a: Array, ones: Array) -> Array:
+    """a's sums over its rows, per column, in float64: float32 partial sums of
+    len(ones) rows each (at most SUM_BLOCK values: ``_ones_for_sums``), made by BLAS
+    as ``ones @ rows`` (one stacked product for the whole groups, one for the rest),
+    then added in float64. BLAS reads the rows once at memory speed; NumPy's
+    ``sum(axis=0)`` of a C-ordered array calls its inner loop once per row, which
+    made the statistics the costliest part of the fused forward."""
+    xp = backend.get_array_module(a)
+    group = len(ones)
+    whole = len(a) // group * group
+    total = xp.zeros(a.shape[1], dtype=numpy.float64)
+    if whole:
+        partial = xp.matmul(ones, a[:whole].reshape(-1, group, a.shape[1]))
+        total += partial.sum(axis=0, dtype=numpy.float64)
+    if whole < len(a):
+        total += xp.matmul(ones[:len(a) - whole], a[whole:])
+    return total
+
+
+def _ones_for_sums(like: Array) -> Array:
+    """The ones vector ``column_sums`` wants for the 2-d ``like``'s sums."""
+    rows = max(1, SUM_BLOCK // max(1, like.shape[1]))
+    return backend.get_array_module(like).ones(rows, dtype=like.dtype)
+
+
 def batch_statistics(x2: Array) -> tuple[Array, Array]:
     """(mean, biased variance) per column of x2 (M, C), in x2's dtype."""
     xp = backend.get_array_module(x2)
@@ -213,19 +241,22 @@ def batch_statistics(x2: Array) -> tuple[Array, Array]:
         mean = x2.mean(axis=0)
         centred = x2 - mean
         return mean, (centred * centred).mean(axis=0)
+    ones = _ones_for_sums(x2)
+
     def part_statistics(part: slice) -> tuple[int, numpy.ndarray, numpy.ndarray]:
         count, mean, m2 = 0, numpy.zeros(x2.shape[1]), numpy.zeros(x2.shape[1])
-        for rows, (deviation,) in _blocks_with_work(part, x2, 1, SUM_BLOCK):
+        for rows, (deviation,) in _blocks_with_work(part, x2, 1):
             block = x2[rows]
             n = block.shape[0]
-            block_mean = block.mean(axis=0)
-            xp.subtract(block, block_mean, out=deviation)
+            block_mean = column_sums(block, ones) / n
+            xp.subtract(block, block_mean.astype(x2.dtype), out=deviation)
             deviation *= deviation
-            count, mean, m2 = _merge(count, mean, m2, n, block_mean, deviation.sum(axis=0))
+            count, mean, m2 = _merge(count, mean, m2, n, block_mean,
+                                     column_sums(deviation, ones))
         return count, mean, m2
 
     # Merged in the batch's order, whichever thread finished first: the same bits every run.
-    parts = over_batch(part_statistics, x2)
+    parts = over_batch(part_statistics, x2, blas=True)
     count, mean, m2 = parts[0]
     for other in parts[1:]:
         count, mean, m2 = _merge(count, mean, m2, *other)
@@ -316,33 +347,32 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
             z += shift
             dz = times_slope(dy2[rows], z, activation, None if cdf is None else cdf[rows],
                              dx[rows])
-            x_hat = xp.subtract(x2[rows], mean, out=z)
-            x_hat *= inv_std
-            x_hat *= dz
-            for sub in _blocks(slice(0, len(dz)), channels, SUM_BLOCK):
-                sums[0][...] += dz[sub].sum(axis=0)
-                sums[1][...] += x_hat[sub].sum(axis=0)
+            centred_dz = xp.subtract(x2[rows], mean, out=z)  # x_hat dz = (x - mu) dz r:
+            centred_dz *= dz                                  # r multiplies the sum once
+            sums[0][...] += column_sums(dz, ones)
+            sums[1][...] += column_sums(centred_dz, ones)
         return sums
 
-    parts = over_batch(first_pass, x2)  # in the batch's order: reproducible
+    ones = _ones_for_sums(x2)
+    parts = over_batch(first_pass, x2, blas=True)  # in the batch's order: reproducible
     sum_dz = sum(p[0] for p in parts[1:]) + parts[0][0]
-    sum_dzx = sum(p[1] for p in parts[1:]) + parts[0][1]
+    sum_dzx = (sum(p[1] for p in parts[1:]) + parts[0][1]) * inv_std
     sum_dz, sum_dzx = sum_dz.astype(dy.dtype), sum_dzx.astype(dy.dtype)
     if not input_grad:
         return None, sum_dz, sum_dzx
     if not batch_statistics:
         dx *= scale
         return dx.reshape(dy.shape), sum_dz, sum_dzx
-    mean_dz, mean_dzx = sum_dz / m, sum_dzx / m
+    # dx = s (dz - (mean(dz) + (x - mu) r mean(dz x_hat))): r and the mean folded into one
+    mean_dz, slope_dzx = sum_dz / m, inv_std * (sum_dzx / m)
 
     def second_pass(part: slice) -> None:
-        for rows, (x_hat,) in _blocks_with_work(part, x2, 1):
-            xp.subtract(x2[rows], mean, out=x_hat)
-            x_hat *= inv_std
-            x_hat *= mean_dzx
+        for rows, (term,) in _blocks_with_work(part, x2, 1):
+            xp.subtract(x2[rows], mean, out=term)
+            term *= slope_dzx
+            term += mean_dz
             dz = dx[rows]
-            dz -= mean_dz
-            dz -= x_hat
+            dz -= term
             dz *= scale
     over_batch(second_pass, x2)
     return dx.reshape(dy.shape), sum_dz, sum_dzx
