@@ -29,9 +29,9 @@ cache): im2col of the block, then its products, with BLAS single-threaded
 (``threads.over_batch(blas=True)``).
 The cache keeps the padded input, and backward makes each block's col
 again: [dW; db] is the sum of the blocks' products (each thread's partial
-sum, then the threads' in a fixed order), and dx is made block by block,
-dcol = dy @ W^T added onto the block's own images (padded, in a buffer of the
-thread's whose inside is the block's dx). Narrow products (24 or
+sum, then the threads' in a fixed order), and dx is made block by block
+and tap by tap, dy @ W[i, j]^T added onto the block's own images (padded, in a
+buffer of the thread's whose inside is the block's dx). Narrow products (24 or
 64 channels) run far faster this way than as one product over the whole
 batch with BLAS's threads, and the memory held between forward and backward
 is the input, not col. Inference on the host takes the same path.
