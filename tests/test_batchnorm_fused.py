@@ -17,7 +17,7 @@ from minicnn import ops
 from minicnn.gradcheck import check_model
 from minicnn.layers import Activation, BatchNormalization, Conv2D, Dense, Flatten, MaxPooling2D
 from minicnn.models import Sequential
-from minicnn.ops import normalization, reference
+from minicnn.ops import normalization, reference, threads
 from minicnn.optimizers import SGD
 from minicnn.utils import to_categorical
 
@@ -109,7 +109,7 @@ def test_fast_op_matches_reference_op(act, scale, center, training):
 
 
 @pytest.mark.parametrize("rows", [1, 3, 4, 9, 12])
-def test_column_sums_are_float32_groups_added_in_float64(rows):
+def test_column_sums_are_float32_groups_added_in_float64(rows, monkeypatch):
     """column_sums: float32 partial sums over groups of len(ones) rows (the whole groups
     in one stacked product, the rest in another), added in float64. Beside 1e8 (float32
     spacing 8) the 1s of the first group vanish in any order of addition; every later
@@ -121,6 +121,47 @@ def test_column_sums_are_float32_groups_added_in_float64(rows):
     got = normalization.column_sums(x, np.ones(4, np.float32))
     assert got.dtype == np.float64
     assert got.tolist() == [1e8 + max(rows - 4, 0), rows * (rows - 1) / 2, -2 * rows]
+    # without BLAS (ones None): NumPy's sums over groups of SUM_BLOCK values a column
+    monkeypatch.setattr(normalization, "SUM_BLOCK", 12)
+    got = normalization.column_sums(x, None)
+    assert got.dtype == np.float64
+    assert got.tolist() == [1e8 + max(rows - 4, 0), rows * (rows - 1) / 2, -2 * rows]
+
+
+def test_the_sums_take_groups_of_sum_block_values():
+    for channels in (1, 3, 64, 1 << 16):
+        ones = normalization._ones_for_sums(np.empty((2, channels), np.float32))
+        assert len(ones) == max(1, normalization.SUM_BLOCK // channels) and (ones == 1).all()
+
+
+def test_numpys_sums_where_blas_threads_cannot_be_set(monkeypatch):
+    """Where BLAS's threads are out of minicnn's hands, the passes still run on the
+    host's threads and sum with NumPy (column_sums without ones): the same numbers."""
+    import contextlib
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((16, 5, 5, 4)) * 3 + 5).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    beta = rng.uniform(-1, 1, 4).astype(np.float32)
+
+    def run():
+        y, mean, var, cache = normalization.batch_norm_act_forward(x, None, beta, None, None,
+                                                                   1e-3, "gelu", True)
+        return [y, mean, var, *normalization.batch_norm_act_backward(dy, cache, True, True)]
+    threads.set_host_threads(2, min_bytes=0)
+    try:
+        with_blas = run()
+        calls = []
+        real_sums = normalization.column_sums
+        monkeypatch.setattr(normalization, "column_sums",
+                            lambda a, ones: calls.append(ones is None) or real_sums(a, ones))
+        monkeypatch.setattr(normalization, "single_threaded_blas",
+                            contextlib.contextmanager(lambda: (yield False)))
+        without = run()
+    finally:
+        threads.set_host_threads(None, min_bytes=threads.DEFAULT_MIN_BYTES)
+    assert calls and all(calls)
+    for a, b in zip(with_blas, without):
+        assert_close(a, b, rtol=2e-5)
 
 
 @pytest.mark.parametrize("act", ["relu", "gelu", "gelu_tanh"])

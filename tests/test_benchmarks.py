@@ -440,3 +440,24 @@ def test_the_conv_layer_benchmark_compares_winograd(tmp_path):
         assert all(ms > 0 for v in report[key].values() for pair in v.values() for ms in pair)
     assert "conv2_2 (7, 256, 256), block    64 rows winograd:" in result.stdout
     assert "conv2_1 (15, 64, 256), block    64 rows (im2col):" in result.stdout  # 64 in
+
+
+def test_the_col2im_benchmark_runs(tmp_path):
+    """benchmarks/bench_col2im.py: both ways timed per layer (after checking they agree),
+    the ratio reported; a repeat count below 1 refused."""
+    out = tmp_path / "col2im.json"
+    script = str(ROOT / "benchmarks" / "bench_col2im.py")
+    result = subprocess.run([sys.executable, script, "--layers", "conv1_1", "conv3_2",
+                             "--repeats", "1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["layer"], r["images"], r["channels_in"]) for r in rows] == [
+        ("conv1_1", 1, 24), ("conv3_2", 227, 256)]
+    for row in rows:
+        assert row["taps_ms"] > 0 and row["one_product_ms"] > 0
+        assert row["one_over_taps"] == pytest.approx(row["one_product_ms"] / row["taps_ms"])
+    assert "conv1_1" in result.stdout and "1x31x31x24" in result.stdout
+    bad = subprocess.run([sys.executable, script, "--repeats", "0"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and "--repeats" in bad.stderr

@@ -198,8 +198,8 @@ def test_backward_keeps_its_own_copy_of_an_unpadded_input(recompute):
 
 
 def test_blocked_dx_is_the_inside_of_the_padded_blocks(recompute):
-    """dx of a padded layer comes out whole and C-ordered (the next layer's reshape is a
-    view), equal to a naive col2im that pads the batch and crops it."""
+    """On the blocked path dx of a padded layer comes out whole and C-ordered (the next
+    layer's reshape is a view), equal to a naive col2im that pads the batch and crops it."""
     x = distinct((3, 5, 4, 2)).astype(np.float32)
     minicnn.set_seed(6)
     layer = make_layer((3, 3), (1, 1), (1, 1), "same", False, filters=3)

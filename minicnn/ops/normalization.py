@@ -32,12 +32,13 @@ vector of ones, in float32 groups of SUM_BLOCK values added in float64
 from __future__ import annotations
 
 import math
-from typing import Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy
 
 from minicnn import backend
 from minicnn.backend import Array
+from minicnn.ops.blas import single_threaded as single_threaded_blas
 from minicnn.ops.kernels import Kernel, kernel
 from minicnn.ops.special import normal_cdf
 from minicnn.ops.threads import over_batch
@@ -209,19 +210,25 @@ def _blocks_with_work(part: slice, like: Array, count: int, size: int | None = N
         yield block, [w[:n] for w in work]
 
 
-def column_sums(a: Array, ones: Array) -> Array:
-    """a's sums over its rows, per column, in float64: float32 partial sums of
-    len(ones) rows each (at most SUM_BLOCK values: ``_ones_for_sums``), made by BLAS
-    as ``ones @ rows`` (one stacked product for the whole groups, one for the rest),
-    then added in float64. BLAS reads the rows once at memory speed; NumPy's
-    ``sum(axis=0)`` of a C-ordered array calls its inner loop once per row, which
-    made the statistics the costliest part of the fused forward."""
+def column_sums(a: Array, ones: Array | None) -> Array:
+    """a's sums over its rows, per column, in float64: float32 partial sums of groups
+    of rows (at most SUM_BLOCK values a column), added in float64. With ``ones`` (a
+    vector of ones, one per row of a group: ``_ones_for_sums``) BLAS makes them as
+    ``ones @ rows``, one stacked product for the whole groups and one for the rest:
+    it reads the rows once at memory speed, where NumPy's ``sum(axis=0)`` of a
+    C-ordered array runs its inner loop once per row, several times slower. With
+    ``ones`` None (BLAS's threads out of minicnn's hands) NumPy's sums, group by group."""
     xp = backend.get_array_module(a)
+    columns = a.shape[1]
+    total = xp.zeros(columns, dtype=numpy.float64)
+    if ones is None:
+        for rows in _blocks(slice(0, len(a)), columns, SUM_BLOCK):
+            total += a[rows].sum(axis=0)
+        return total
     group = len(ones)
     whole = len(a) // group * group
-    total = xp.zeros(a.shape[1], dtype=numpy.float64)
     if whole:
-        partial = xp.matmul(ones, a[:whole].reshape(-1, group, a.shape[1]))
+        partial = xp.matmul(ones, a[:whole].reshape(whole // group, group, columns))
         total += partial.sum(axis=0, dtype=numpy.float64)
     if whole < len(a):
         total += xp.matmul(ones[:len(a) - whole], a[whole:])
@@ -229,9 +236,20 @@ def column_sums(a: Array, ones: Array) -> Array:
 
 
 def _ones_for_sums(like: Array) -> Array:
-    """The ones vector ``column_sums`` wants for the 2-d ``like``'s sums."""
+    """The ones vector ``column_sums`` wants for the 2-d ``like``'s sums: SUM_BLOCK
+    values a group, at least one row."""
     rows = max(1, SUM_BLOCK // max(1, like.shape[1]))
     return backend.get_array_module(like).ones(rows, dtype=like.dtype)
+
+
+def _over_batch_summing(fn: Callable[[slice, Array | None], Any], x2: Array) -> list:
+    """over_batch of ``fn(part, ones)``, whose column_sums run on BLAS single-threaded
+    (``ones`` given) while the parts run at once, or on NumPy's sums (``ones`` None)
+    where BLAS's threads cannot be set (MKL, an OpenMP OpenBLAS): two threads that each
+    start BLAS's threads would fight over the cores, and the parts keep their threads."""
+    with single_threaded_blas() as single:
+        ones = _ones_for_sums(x2) if single else None
+        return over_batch(lambda part: fn(part, ones), x2)
 
 
 def batch_statistics(x2: Array) -> tuple[Array, Array]:
@@ -241,9 +259,8 @@ def batch_statistics(x2: Array) -> tuple[Array, Array]:
         mean = x2.mean(axis=0)
         centred = x2 - mean
         return mean, (centred * centred).mean(axis=0)
-    ones = _ones_for_sums(x2)
-
-    def part_statistics(part: slice) -> tuple[int, numpy.ndarray, numpy.ndarray]:
+    def part_statistics(part: slice, ones: Array | None
+                        ) -> tuple[int, numpy.ndarray, numpy.ndarray]:
         count, mean, m2 = 0, numpy.zeros(x2.shape[1]), numpy.zeros(x2.shape[1])
         for rows, (deviation,) in _blocks_with_work(part, x2, 1):
             block = x2[rows]
@@ -256,7 +273,7 @@ def batch_statistics(x2: Array) -> tuple[Array, Array]:
         return count, mean, m2
 
     # Merged in the batch's order, whichever thread finished first: the same bits every run.
-    parts = over_batch(part_statistics, x2, blas=True)
+    parts = _over_batch_summing(part_statistics, x2)
     count, mean, m2 = parts[0]
     for other in parts[1:]:
         count, mean, m2 = _merge(count, mean, m2, *other)
@@ -340,7 +357,8 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
         return dx.reshape(dy.shape), sum_dz, sum_dzx
     # The host: pass 1 writes dz into dx's memory and sums per channel; pass 2 finishes dx.
     dx = xp.empty_like(dy2)
-    def first_pass(part: slice) -> tuple[Array, Array]:  # sums in float64 (strict's arrays too)
+    def first_pass(part: slice, ones: Array | None
+                   ) -> tuple[Array, Array]:  # sums in float64 (strict's arrays too)
         sums = xp.zeros(channels, dtype=numpy.float64), xp.zeros(channels, dtype=numpy.float64)
         for rows, (z,) in _blocks_with_work(part, x2, 1):
             xp.multiply(x2[rows], scale, out=z)
@@ -353,8 +371,7 @@ def batch_norm_act_backward(dy: Array, cache: NormCache, batch_statistics: bool,
             sums[1][...] += column_sums(centred_dz, ones)
         return sums
 
-    ones = _ones_for_sums(x2)
-    parts = over_batch(first_pass, x2, blas=True)  # in the batch's order: reproducible
+    parts = _over_batch_summing(first_pass, x2)  # in the batch's order: reproducible
     sum_dz = sum(p[0] for p in parts[1:]) + parts[0][0]
     sum_dzx = (sum(p[1] for p in parts[1:]) + parts[0][1]) * inv_std
     sum_dz, sum_dzx = sum_dz.astype(dy.dtype), sum_dzx.astype(dy.dtype)
