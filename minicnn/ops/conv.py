@@ -227,8 +227,8 @@ def _block_input_gradient(dy_block: Array, kernel: Array, cache: ConvCache, g: _
     buffer of the thread's, whose inside is then dx (overlapping windows add up: the
     chain rule for a pixel used many times). Tap by tap, each product lands in
     whole rows that the window's add reads straight through; one product for all
-    taps would leave each tap's c_in columns scattered along dcol's rows, a far
-    slower add for narrow layers (about a third of conv1's backward at 24 channels)."""
+    taps would leave each tap's c_in columns scattered along dcol's rows, a slower
+    add for narrow layers (benchmarks/bench_col2im.py)."""
     xp = backend.get_array_module(dy_block)
     (kh, kw), (dh, dw) = g.kernel_hw, g.dilation
     images, c_in = dx.shape[0], kernel.shape[2]
