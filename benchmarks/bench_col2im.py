@@ -25,7 +25,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,8 @@ from minicnn.fileio import write_text_atomic  # noqa: E402
 from minicnn.ops import conv  # noqa: E402
 from minicnn.ops import windows as win  # noqa: E402
 from minicnn.ops.blas import single_threaded  # noqa: E402
+
+from bench_host_passes import clock  # noqa: E402  (this folder)
 
 # name: (side, channels in, filters), the 3x3 'same' layers cifar10_fast runs by im2col
 LAYERS = {"conv1_1": (31, 24, 64), "conv1_2": (15, 64, 64), "conv2_1": (15, 64, 256),
@@ -65,12 +66,6 @@ def one_product(dy: np.ndarray, kernel: np.ndarray, cache, dcol: np.ndarray,
         for j in range(3):
             win.window(padded, i, j, (1, 1), (side, side))[...] += taps[:, :, :, i, j, :]
     dx[...] = win.crop(padded, cache.pads)
-
-
-def clock(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:

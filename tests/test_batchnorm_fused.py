@@ -286,14 +286,24 @@ def test_a_model_trains_the_same_fused_and_unfused(activation):
         assert_close(a, b, rtol=1e-4)
 
 
-def test_gradients_through_the_fused_passes():
+@pytest.mark.parametrize("small_blocks", [False, True], ids=["default-blocks", "small-blocks"])
+def test_gradients_through_the_fused_passes(monkeypatch, small_blocks):
+    """Float64 central differences through the fused passes; with small blocks, the
+    statistics and backward's sums go through many blocks, BLAS groups and two threads."""
+    if small_blocks:
+        monkeypatch.setattr(normalization, "BLOCK", 64)
+        monkeypatch.setattr(normalization, "SUM_BLOCK", 16)
+        threads.set_host_threads(2, min_bytes=0)
     minicnn.set_floatx("float64")
     x, y = data(6, "float64")
-    for activation in ("gelu", "relu"):
-        model = recipe_block(activation)
-        assert ("norm", 2) in model.relu_moves()
-        result = check_model(model, x, y)
-        assert result.passed, result
+    try:
+        for activation in ("gelu", "relu"):
+            model = recipe_block(activation)
+            assert ("norm", 2) in model.relu_moves()
+            result = check_model(model, x, y)
+            assert result.passed, result
+    finally:
+        threads.set_host_threads(None, min_bytes=threads.DEFAULT_MIN_BYTES)
 
 
 def test_the_fusion_steps_aside():
