@@ -4,8 +4,8 @@
     python benchmarks/bench_col2im.py --repeats 50 --json out.json
 
 What is timed, for the blocks that the host's blocked path gives each thread
-(``ops.conv``'s block sizes: 1 image of 31x31 for ``conv1_1``, 4 of 15x15 for
-``conv1_2``, 9 of 15x15 for ``conv2_1``, 227 of 3x3 for ``conv3_2``), with
+(``ops.conv``'s block sizes: 4 images of 31x31 for ``conv1_1``, 8 of 15x15 for
+``conv1_2`` and ``conv2_1``, 50 of 3x3 for ``conv3_2``), with
 BLAS single-threaded as on that path, dx = col2im(dy @ W^T) two ways:
 
 * tap by tap (what minicnn runs, ``conv._block_input_gradient``): for each
@@ -46,7 +46,7 @@ LAYERS = {"conv1_1": (31, 24, 64), "conv1_2": (15, 64, 64), "conv2_1": (15, 64, 
 def block_case(side: int, c_in: int, filters: int, rng: np.random.Generator):
     """(dy of one block, kernel, cache, geometry, dx to fill), the block as many images
     as the blocked path gives it (``_Geometry.images_per_block``)."""
-    geometry = conv._Geometry((3, 3), (1, 1), (side, side), (1, 1), False, filters)
+    geometry = conv._Geometry((3, 3), (1, 1), (side, side), (1, 1), False, filters, c_in, 4)
     images = geometry.images_per_block()
     kernel = (rng.standard_normal((3, 3, c_in, filters)) / np.sqrt(9 * c_in)).astype(np.float32)
     dy = rng.standard_normal((images * side * side, filters)).astype(np.float32)

@@ -11,8 +11,8 @@ On examples/cifar10_fast.py's network at ``--batch`` images:
   of ``--block-rows`` (minicnn's way above ``minicnn.ops.conv.KEEP_COL_BYTES``:
   the batch split over the host's threads, R output pixels' worth of images
   per im2col block, BLAS single-threaded, the padded input kept and col made
-  again by backward), ``blocked default`` (``BLOCK_ROWS`` for wide
-  products, ``NARROW_BLOCK_ROWS`` up to ``NARROW_FILTERS`` filters; the wide
+  again by backward), ``blocked default`` (whole images making a col of
+  about ``COL_BLOCK_BYTES``, at most ``BLOCK_ROWS`` output pixels; the wide
   3x3 layers by Winograd's F(2x2, 3x3) where ``minicnn.ops.winograd.applies``,
   as in every blocked way) and ``blocked default, im2col only`` (the same
   without Winograd). Prints images per second and the bytes the convolutions
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="training steps per round and way")
     p.add_argument("--block-rows", type=int, nargs="+", default=[1024, 2048, 4096],
-                   help="output pixels per im2col block (BLOCK_ROWS) to try")
+                   help="output pixels per im2col block to try (BLOCK_ROWS, whatever the col's bytes)")
     p.add_argument("--winograd-ab", type=int, default=0, metavar="K",
                    help="then K pairs of single steps, Winograd on and off (default 0)")
     p.add_argument("--json", metavar="PATH")
@@ -124,19 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     fast.compile_model(model, total_steps=1000, batch_size=args.batch)
     batches = fast.CropFlipSequence(x, fast.to_categorical(y, 10), args.batch, seed=0)
 
-    saved = (conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS, conv_ops.NARROW_BLOCK_ROWS,
+    saved = (conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES,
              winograd.MIN_CHANNELS)
     ways = {"keep": (1 << 62, *saved[1:]),
             "blocked default": saved,
             "blocked default, im2col only": (*saved[:3], 1 << 62),
-            **{f"blocked {rows}": (saved[0], rows, rows, saved[3]) for rows in args.block_rows}}
+            **{f"blocked {rows}": (saved[0], rows, 1 << 62, saved[3]) for rows in args.block_rows}}
     rates: dict[str, list[float]] = {way: [] for way in ways}
     held: dict[str, int] = {}
     step = 0
     try:
         for r in range(args.rounds):
             for way, setting in ways.items():
-                (conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS, conv_ops.NARROW_BLOCK_ROWS,
+                (conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES,
                  winograd.MIN_CHANNELS) = setting
                 train_rate(model, batches, 1, step)  # untimed: this way's buffers
                 rates[way].append(train_rate(model, batches, args.steps, step + 1))
@@ -149,17 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         test = x[:args.batch]
         for r in range(args.rounds):
             for rows in args.block_rows:
-                conv_ops.BLOCK_ROWS = conv_ops.NARROW_BLOCK_ROWS = rows
+                conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES = rows, 1 << 62
                 t = time.perf_counter()
                 model.predict(test, batch_size=args.batch)
                 inference[rows].append(len(test) / (time.perf_counter() - t))
         for rows in args.block_rows:
             print(f"inference, blocked {rows}: "
                   f"{statistics.median(inference[rows]):.1f} img/s", flush=True)
-        conv_ops.BLOCK_ROWS, conv_ops.NARROW_BLOCK_ROWS = saved[1:3]
+        conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES = saved[1:3]
         pairs = winograd_pairs(model, batches, args.winograd_ab, step, saved[3])
     finally:
-        (conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS, conv_ops.NARROW_BLOCK_ROWS,
+        (conv_ops.KEEP_COL_BYTES, conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES,
          winograd.MIN_CHANNELS) = saved
     result = {"batch": args.batch, "rounds": args.rounds, "steps": args.steps,
               **({"winograd_ab": pairs} if args.winograd_ab else {}),

@@ -10,9 +10,11 @@ and by Winograd's F(2x2, 3x3) against im2col.
 For each layer of examples/cifar10_fast.py (its input size and channels at
 ``--batch`` images of random values), times ``minicnn.ops.conv``'s forward and
 backward (with dx) on the host's blocked path, every block size of
-``--block-rows`` in turn for ``--rounds`` rounds (the first untimed), with
-``BLOCK_ROWS`` and ``NARROW_BLOCK_ROWS`` both set to it: which block size
-suits which product shape. Prints the medians in ms; ``--json`` writes them.
+``--block-rows`` in turn for ``--rounds`` rounds (the first untimed): R
+output pixels' worth of images per block whatever the col's bytes
+(``BLOCK_ROWS`` set to R, ``COL_BLOCK_BYTES`` unbounded), or with R = 0 the
+default rule (a col of about ``COL_BLOCK_BYTES``, at most ``BLOCK_ROWS``
+pixels): which block size suits which product shape. Prints the medians in ms; ``--json`` writes them.
 
 With ``--winograd`` each block size is timed twice per round, interleaved: by
 im2col alone, and as training runs, where ``winograd.applies`` sends the
@@ -57,11 +59,13 @@ def time_layer(name: str, batch: int, block_rows: list[int], rounds: int,
     dy = rng.standard_normal((batch, size, size, filters)).astype(np.float32)
     workspace = conv_ops.Workspace()
     min_channels, keep_col_bytes = winograd.MIN_CHANNELS, conv_ops.KEEP_COL_BYTES
+    default_blocks = conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES
     times: dict[tuple[str, int], list[tuple[float, float]]] = {
         (path, rows): [] for rows in block_rows for path in paths}
     for r in range(rounds + 1):
         for path, rows in times:
-            conv_ops.BLOCK_ROWS = conv_ops.NARROW_BLOCK_ROWS = rows
+            conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES = (
+                (rows, 1 << 62) if rows else default_blocks)
             winograd.MIN_CHANNELS = min_channels if path == "winograd" else 1 << 62
             conv_ops.KEEP_COL_BYTES = 0  # the blocked path at any --batch, as at 1024
             try:
@@ -95,9 +99,9 @@ def main() -> None:
                         f"(default {winograd.MIN_SIZE}, as training)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    if args.batch < 1 or args.rounds < 1 or min(args.block_rows) < 1:
-        p.error("--batch, --rounds and --block-rows must be at least 1")
-    saved = (conv_ops.BLOCK_ROWS, conv_ops.NARROW_BLOCK_ROWS, winograd.MIN_CHANNELS,
+    if args.batch < 1 or args.rounds < 1 or min(args.block_rows) < 0:
+        p.error("--batch and --rounds must be at least 1, --block-rows at least 0 (the default)")
+    saved = (conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES, winograd.MIN_CHANNELS,
              winograd.MIN_SIZE)
     winograd.MIN_CHANNELS, winograd.MIN_SIZE = args.winograd_min_channels, args.winograd_min_size
     paths = ["im2col", "winograd"] if args.winograd else ["im2col"]
@@ -116,11 +120,12 @@ def main() -> None:
                 label = ("" if not args.winograd else
                          " im2col  " if path == "im2col" else
                          " winograd" if applies else " (im2col)")
-                print(f"{name} {LAYERS[name]}, block {rows:5d} rows{label}: forward "
+                block = f"{rows:5d} rows" if rows else "default"
+                print(f"{name} {LAYERS[name]}, block {block}{label}: forward "
                       f"{forward:7.1f} ms, backward {backward:7.1f} ms, both "
                       f"{forward + backward:7.1f} ms", flush=True)
     finally:
-        (conv_ops.BLOCK_ROWS, conv_ops.NARROW_BLOCK_ROWS, winograd.MIN_CHANNELS,
+        (conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES, winograd.MIN_CHANNELS,
          winograd.MIN_SIZE) = saved
     if args.json:
         report = {"batch": args.batch, "rounds": args.rounds, "ms_forward_backward": result}

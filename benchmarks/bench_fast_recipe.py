@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's minicnn
 
 from minicnn.fileio import write_text_atomic  # noqa: E402
-from minicnn.ops import memory  # noqa: E402
+from minicnn.ops import blas, memory  # noqa: E402
 
 
 def load_example():
@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     minicnn_round(model, batches, 1, 0)  # warm-up: buffers, thread pools
     print(f"minicnn keeps freed memory (minicnn.ops.memory; $MINICNN_KEEP_FREED_MEMORY=0 "
           f"turns it off): {memory.keeping_freed_memory()}; the PyTorch peer: "
-          f"{args.torch_keeps_freed_memory} (--torch-keeps-freed-memory)", flush=True)
+          f"{args.torch_keeps_freed_memory} (--torch-keeps-freed-memory); NumPy's OpenBLAS "
+          f"runs its {blas.kernel()} kernels", flush=True)
     ours, theirs, torch_kept = [], [], []
     for r in range(args.rounds):
         ours.append(minicnn_round(model, batches, args.steps, 1 + r * args.steps))
@@ -281,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"batch_size": args.batch_size, "steps_per_round": args.steps,
               "late_steps": args.late_steps,
               "minicnn_keeps_freed_memory": memory.keeping_freed_memory(),
+              "openblas_kernel": blas.kernel(),
               "torch_keeps_freed_memory": all(torch_kept) if torch_kept else None,
               "minicnn_images_per_second": ours, "minicnn_median": statistics.median(ours)}
     summary = f"median: minicnn {result['minicnn_median']:.1f} img/s"

@@ -107,8 +107,8 @@ def report(title: str, args: argparse.Namespace, names: list[str], medians: dict
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--block", type=int, nargs="+", default=[1 << 15, 1 << 16, 1 << 17, 1 << 18],
-                   metavar="V", help="values per block (default 32768 65536 131072 262144)")
+    p.add_argument("--block", type=int, nargs="+", default=[1 << 16, 1 << 17, 1 << 18, 1 << 19],
+                   metavar="V", help="values per block (default 65536 131072 262144 524288)")
     p.add_argument("--repeats", type=int, default=5, help="rounds (default 5)")
     p.add_argument("--batch", type=int, default=1024, help="images (default 1024, the recipe's)")
     p.add_argument("--seed", type=int, default=0)

@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> None:
     net = make_net(torch, args.channels_last)
     optimizer, scheduler = make_optimizer(torch, net, args.batch_size, total_steps)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=HYP["label_smoothing"], reduction="none")
-    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"PyTorch {torch.__version__} ({cpu_capability(torch)} kernels), "
+          f"{torch.get_num_threads()} threads, "
           f"{len(train_images)} training / {len(test_images)} test images, batch "
           f"{args.batch_size}, {total_steps} steps", flush=True)
 
@@ -412,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
 
     results: dict[str, Any] = {
         "script": "benchmarks/torch_airbench.py", "torch_version": torch.__version__,
+        "cpu_capability": cpu_capability(torch),
         "threads": torch.get_num_threads(), "seed": args.seed, "batch_size": args.batch_size,
         "channels_last": args.channels_last, "keeps_freed_memory": kept,
         "train_images": len(train_images),
@@ -434,6 +436,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         write_text_atomic(args.json, json.dumps(results, indent=2))
         print(f"wrote {args.json}")
+
+
+def cpu_capability(torch: Any) -> str:
+    """The instruction set PyTorch's CPU kernels run with here ("AVX2", "AVX512", ...)."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except AttributeError:  # PyTorch before 2.0
+        return "unknown"
 
 
 def train(torch: Any, args: argparse.Namespace, net: Any, loss_fn: Any, optimizer: Any,

@@ -48,6 +48,7 @@ from minicnn.fileio import make_folders, write_text_atomic  # noqa: E402
 from minicnn.layers import (Activation, BatchNormalization, Conv2D, Dense, Flatten,  # noqa: E402
                             MaxPooling2D, Rescaling)
 from minicnn.models import Sequential  # noqa: E402
+from minicnn.ops import blas  # noqa: E402
 from minicnn.preprocessing.crops import CropFlipSequence  # noqa: E402
 from minicnn.preprocessing.tta import predict_tta  # noqa: E402
 from minicnn.training import checkpoint as checkpoint_io  # noqa: E402
@@ -295,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                "steps": int(model.optimizer.iterations), "epochs": args.epochs,
                "batch_size": args.batch_size, "seed": args.seed, "backend": args.backend,
-               "train_images": len(x_train), "test_images": len(x_test)}
+               "train_images": len(x_train), "test_images": len(x_test),
+               "openblas_kernel": blas.kernel()}
     print(f"test accuracy {results['test_accuracy']:.4f} (no TTA {results['test_accuracy_no_tta']:.4f},"
           f" mirror {results['test_accuracy_mirror']:.4f}); training {train_seconds:.1f} s",
           flush=True)

@@ -453,11 +453,11 @@ def test_the_col2im_benchmark_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["rows"]
     assert [(r["layer"], r["images"], r["channels_in"]) for r in rows] == [
-        ("conv1_1", 1, 24), ("conv3_2", 227, 256)]
+        ("conv1_1", 4, 24), ("conv3_2", 50, 256)]  # blocks of about COL_BLOCK_BYTES
     for row in rows:
         assert row["taps_ms"] > 0 and row["one_product_ms"] > 0
         assert row["one_over_taps"] == pytest.approx(row["one_product_ms"] / row["taps_ms"])
-    assert "conv1_1" in result.stdout and "1x31x31x24" in result.stdout
+    assert "conv1_1" in result.stdout and "4x31x31x24" in result.stdout
     bad = subprocess.run([sys.executable, script, "--repeats", "0"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "--repeats" in bad.stderr

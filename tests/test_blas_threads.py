@@ -1,9 +1,15 @@
 """BLAS's own threads (minicnn/ops/blas.py) and over_batch(blas=True): while the host's
 threads split a batch whose parts call BLAS, BLAS runs single-threaded, its thread
 count comes back afterwards (nested and overlapping blocks too), and where BLAS's
-threads cannot be controlled the batch runs as one part."""
+threads cannot be controlled the batch runs as one part; blas.kernel() names the
+kernels OpenBLAS runs."""
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -76,3 +82,36 @@ def test_without_control_the_batch_runs_as_one_part(two_threads, monkeypatch):
     parts.clear()
     threads.over_batch(parts.append, np.zeros((6, 3)))  # passes without BLAS still split
     assert sorted((p.start, p.stop) for p in parts) == [(0, 3), (3, 6)]
+
+
+def test_kernel_names_the_kernels_openblas_runs():
+    """blas.kernel() reads OpenBLAS's own answer: told OPENBLAS_CORETYPE, a build that
+    picks its kernels at run time (NumPy's wheels) names the ones it was told."""
+    if blas.kernel() is None:
+        pytest.skip("no OpenBLAS found in this process")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("Haswell and Sandybridge are x86-64 kernels")
+    code = "from minicnn.ops import blas; print(blas.kernel())"
+    names = []
+    for coretype in ("Haswell", "Sandybridge"):
+        env = {**os.environ, "OPENBLAS_CORETYPE": coretype}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        names.append(run.stdout.strip())
+    if "DYNAMIC_ARCH" not in openblas_config():
+        pytest.skip(f"this OpenBLAS runs one kernel ({names[0]}) whatever it is told")
+    assert names == ["Haswell", "Sandybridge"]
+
+
+def openblas_config() -> str:
+    """openblas_get_config()'s answer ("OpenBLAS 0.3.31 ... DYNAMIC_ARCH ..."), or ""."""
+    for path in blas._loaded_libraries():
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_config64_", "scipy_openblas_get_config",
+                     "openblas_get_config64_", "openblas_get_config"):
+            function = getattr(lib, name, None)
+            if function is not None:
+                function.restype = ctypes.c_char_p
+                return (function() or b"").decode(errors="replace")
+    return ""

@@ -61,7 +61,7 @@ def recompute(request, monkeypatch, two_threads):
     """Every conv on the host takes the blocked path, in blocks of BLOCK_ROWS pixels."""
     monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", 0)
     monkeypatch.setattr(conv_ops, "BLOCK_ROWS", request.param)
-    monkeypatch.setattr(conv_ops, "NARROW_BLOCK_ROWS", request.param)
+    monkeypatch.setattr(conv_ops, "COL_BLOCK_BYTES", 1 << 62)
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_recomputed_and_kept_col_agree(backend, monkeypatch, shape, kernel, stri
     results = []
     threads.set_host_threads(host_threads, min_bytes=0)
     monkeypatch.setattr(conv_ops, "BLOCK_ROWS", block_rows)
-    monkeypatch.setattr(conv_ops, "NARROW_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(conv_ops, "COL_BLOCK_BYTES", 1 << 62)
     for keep in (1 << 40, 0):
         monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", keep)
         minicnn.set_seed(3)
@@ -291,12 +291,18 @@ def test_over_batch_inside_a_part_runs_whole(two_threads):
     assert sorted((start, s.start, s.stop) for start, s in calls) == [(0, 0, 4), (2, 0, 4)]
 
 
-def test_narrow_products_take_smaller_blocks():
-    """Up to NARROW_FILTERS filters a block holds NARROW_BLOCK_ROWS output pixels' worth
-    of images, above it BLOCK_ROWS' (never more than BLOCK_ROWS, which tests lower)."""
-    def images(filters: int, out_hw=(15, 15)) -> int:
-        return conv_ops._Geometry((3, 3), (1, 1), out_hw, (1, 1), False, filters).images_per_block()
-    assert conv_ops.NARROW_BLOCK_ROWS < conv_ops.BLOCK_ROWS
-    assert images(64) == conv_ops.NARROW_BLOCK_ROWS // 225
-    assert images(65) == images(256) == conv_ops.BLOCK_ROWS // 225
-    assert images(64, (64, 64)) == 1  # at least one image, however large
+def test_blocks_hold_a_col_of_about_col_block_bytes():
+    """A block holds the whole images whose col (kh*kw*c_in columns, one more with a
+    bias) makes up to COL_BLOCK_BYTES, never more than BLOCK_ROWS output pixels, and at
+    least one image."""
+    def images(c_in: int, out_hw=(15, 15), bias=False, itemsize=4, filters=64) -> int:
+        return conv_ops._Geometry((3, 3), (1, 1), out_hw, (1, 1), bias, filters, c_in,
+                                  itemsize).images_per_block()
+    budget = conv_ops.COL_BLOCK_BYTES
+    assert images(64) == budget // (576 * 4) // 225  # 8 images at 4 MB
+    assert images(64, filters=256) == images(64)  # the filters do not count
+    assert images(64, itemsize=8) == budget // (576 * 8) // 225
+    assert images(63, bias=True) == budget // ((567 + 1) * 4) // 225
+    assert images(24, (31, 31)) == min(conv_ops.BLOCK_ROWS, budget // (216 * 4)) // 961
+    assert images(1, (8, 8)) == conv_ops.BLOCK_ROWS // 64  # a narrow col: BLOCK_ROWS caps
+    assert images(256, (64, 64)) == 1  # at least one image, however large

@@ -11,7 +11,8 @@ build), found once through ctypes among the libraries this process has
 loaded. A sequential OpenBLAS needs nothing. Elsewhere (MKL, Accelerate, an
 OpenMP build of OpenBLAS, a library that cannot be found) it yields False and
 changes nothing; callers then keep BLAS's own threads and do not split.
-``MINICNN_BLAS_THREADS_CONTROL=0`` turns it off.
+``MINICNN_BLAS_THREADS_CONTROL=0`` turns it off. ``kernel()`` names the kernels
+OpenBLAS picked for this CPU.
 """
 from __future__ import annotations
 
@@ -90,6 +91,29 @@ def library() -> OpenBLAS | None:
                     found = next(filter(None, map(_bind, _loaded_libraries())), None)
                 _found["library"] = found
     return _found["library"]
+
+
+def kernel() -> str | None:
+    """The name of the kernels NumPy's OpenBLAS runs on this CPU (``"Haswell"``,
+    ``"SkylakeX"``, ...: its own pick, or ``OPENBLAS_CORETYPE``'s), or None where no
+    OpenBLAS is found. Benchmarks report it: the AVX-512 kernels' float32 products
+    run about twice as fast as the AVX2 ones where the CPU has both."""
+    if "kernel" not in _found:
+        name = None
+        for path in _loaded_libraries():
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            corename = next(filter(None, (getattr(lib, f"{prefix}_get_corename{suffix}", None)
+                                          for prefix in _PREFIXES for suffix in _SUFFIXES)),
+                            None)
+            if corename is not None:
+                corename.restype = ctypes.c_char_p
+                name = (corename() or b"").decode(errors="replace").strip() or None
+                break
+        _found["kernel"] = name
+    return _found["kernel"]
 
 
 @contextlib.contextmanager

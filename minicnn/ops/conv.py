@@ -23,9 +23,9 @@ col every step would cost page faults each time.
 On the host, a col over ``KEEP_COL_BYTES`` (the fast recipe's at batch 1024:
 kh*kw times the input, 2.9 GB for its six 3x3 convolutions) is never made
 whole. The batch is split into one part per host thread, and each thread
-goes through its images a block at a time (``BLOCK_ROWS`` output pixels,
-``NARROW_BLOCK_ROWS`` for up to 64 filters: a col of a few MB that stays in
-cache): im2col of the block, then its products, with BLAS single-threaded
+goes through its images a block at a time (a col of about ``COL_BLOCK_BYTES``,
+4 MB, that stays in cache, and at most ``BLOCK_ROWS`` output pixels): im2col of
+the block, then its products, with BLAS single-threaded
 (``threads.over_batch(blas=True)``).
 The cache keeps the padded input, and backward makes each block's col
 again: [dW; db] is the sum of the blocks' products (each thread's partial
@@ -53,12 +53,15 @@ from minicnn.ops import windows as win
 from minicnn.ops import winograd
 from minicnn.ops.threads import over_batch, quiet_overflow, thread_buffer
 
-BLOCK_ROWS = 2048  # output pixels per im2col block on the host (see the module docstring)
-# Narrow products (up to 64 filters) do little work per col value, so making col
-# costs them more than BLAS's per-call overhead: smaller blocks pay (the fast
-# recipe's conv1_2, 15x15x64 -> 64, about 10% faster at 1024 rows than at 2048;
-# 256 filters are as fast at 2048; benchmarks/bench_conv_layers.py).
-NARROW_FILTERS, NARROW_BLOCK_ROWS = 64, 1024
+# An im2col block on the host holds whole images, as many as make a col of about
+# COL_BLOCK_BYTES (it stays in the core's cache while its products read it), and
+# at most BLOCK_ROWS output pixels. Sizing by bytes gives a narrow col more rows:
+# the fast recipe's conv1_1 (216 columns) gets 4 images of 31x31, whose kernel-gradient
+# product (dy^T col, summed over the rows) then runs longer at a time, about 10%
+# faster than 1 image; the 576- and 2304-column layers are as fast either way
+# (benchmarks/bench_conv_layers.py, docs/performance.md).
+COL_BLOCK_BYTES = 4 << 20
+BLOCK_ROWS = 4096
 KEEP_COL_BYTES = 64 << 20  # training keeps a col up to this size whole; above it, the input
 
 
@@ -142,7 +145,8 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
     else:
         y = xp.empty((n * rows, f), dtype=x.dtype)
         _blocked_forward(x_padded, matrix, y,
-                         _Geometry((kh, kw), strides, (oh, ow), dilation, bias is not None, f))
+                         _Geometry((kh, kw), strides, (oh, ow), dilation, bias is not None, f,
+                                   c, x.dtype.itemsize))
     cache = None
     if keep_cache:
         # x_padded must outlive this step's input buffer (a batch source may reuse it)
@@ -159,9 +163,14 @@ class _Geometry(NamedTuple):
     dilation: tuple[int, int]
     bias: bool
     filters: int
+    channels_in: int
+    itemsize: int
 
     def images_per_block(self) -> int:
-        rows = BLOCK_ROWS if self.filters > NARROW_FILTERS else min(BLOCK_ROWS, NARROW_BLOCK_ROWS)
+        """Whole images per im2col block: a col of about COL_BLOCK_BYTES, at most
+        BLOCK_ROWS output pixels, at least one image."""
+        columns = self.kernel_hw[0] * self.kernel_hw[1] * self.channels_in + int(self.bias)
+        rows = min(BLOCK_ROWS, COL_BLOCK_BYTES // (columns * self.itemsize))
         return max(1, rows // (self.out_hw[0] * self.out_hw[1]))
 
 
@@ -276,7 +285,8 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
     k = kh * kw * c_in
     dx, by_winograd = None, False
     if cache.col is None:  # the host's blocked path (see conv2d_forward)
-        geometry = _Geometry((kh, kw), cache.strides, (oh, ow), cache.dilation, has_bias, f)
+        geometry = _Geometry((kh, kw), cache.strides, (oh, ow), cache.dilation, has_bias, f,
+                             c_in, dy.dtype.itemsize)
         by_winograd = winograd.applies((oh, ow), kernel.shape, cache.strides, cache.dilation,
                                        cache.pads)
         d_matrix, dx = _blocked_backward(dy, kernel, cache, geometry,

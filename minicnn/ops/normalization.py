@@ -46,8 +46,9 @@ from minicnn.ops.threads import over_batch
 ACTIVATIONS = ("linear", "relu", "gelu", "gelu_tanh")
 # Values per host block. Each block is some 25 NumPy calls (GELU's erf), and with two
 # threads every call hands the GIL over, which costs more than a small block's
-# arithmetic; at this size a block and its work arrays still sit in the L3 cache.
-BLOCK = 1 << 17
+# arithmetic; at this size (1 MB of float32) a block and its work arrays still sit in
+# the L3 cache (benchmarks/bench_host_passes.py).
+BLOCK = 1 << 18
 # Values per float32 partial sum of the statistics and of backward's sums (column_sums):
 # the partial sums are then added in float64.
 SUM_BLOCK = 1 << 15
