@@ -49,8 +49,9 @@ LAYERS = {"conv1_1": (31, 24, 64), "conv1_2": (15, 64, 64), "conv2_1": (15, 64, 
 
 def time_layer(name: str, batch: int, block_rows: list[int], rounds: int,
                rng: np.random.Generator, paths: list[str]
-               ) -> dict[tuple[str, int], tuple[float, float]]:
-    """{(path, rows): (forward ms, backward ms)}, medians over the timed rounds, on the
+               ) -> tuple[dict[tuple[str, int], tuple[float, float]], dict[int, int]]:
+    """({(path, rows): (forward ms, backward ms)}, {rows: images per block}), medians
+    over the timed rounds, on the
     blocked host path whatever the batch; path "im2col" or "winograd" (Winograd
     where ``winograd.applies``)."""
     size, c_in, filters = LAYERS[name]
@@ -62,12 +63,15 @@ def time_layer(name: str, batch: int, block_rows: list[int], rounds: int,
     default_blocks = conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES
     times: dict[tuple[str, int], list[tuple[float, float]]] = {
         (path, rows): [] for rows in block_rows for path in paths}
+    images: dict[int, int] = {}  # images per im2col block, by --block-rows value
     for r in range(rounds + 1):
         for path, rows in times:
             conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES = (
                 (rows, 1 << 62) if rows else default_blocks)
             winograd.MIN_CHANNELS = min_channels if path == "winograd" else 1 << 62
             conv_ops.KEEP_COL_BYTES = 0  # the blocked path at any --batch, as at 1024
+            images[rows] = conv_ops._Geometry((3, 3), (1, 1), (size, size), (1, 1), False,
+                                              filters, c_in, 4).images_per_block()
             try:
                 start = time.perf_counter()
                 _, cache = conv_ops.conv2d_forward(x, kernel, None, (1, 1), "same", True,
@@ -77,10 +81,11 @@ def time_layer(name: str, batch: int, block_rows: list[int], rounds: int,
                 end = time.perf_counter()
             finally:
                 winograd.MIN_CHANNELS, conv_ops.KEEP_COL_BYTES = min_channels, keep_col_bytes
+                conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES = default_blocks
             if r:  # the first round sizes the buffers
                 times[path, rows].append((middle - start, end - middle))
     return {key: (1e3 * statistics.median(t[0] for t in v),
-                  1e3 * statistics.median(t[1] for t in v)) for key, v in times.items()}
+                  1e3 * statistics.median(t[1] for t in v)) for key, v in times.items()}, images
 
 
 def main() -> None:
@@ -113,14 +118,17 @@ def main() -> None:
             size, c_in, filters = LAYERS[name]
             applies = winograd.applies((size, size), (3, 3, c_in, filters), (1, 1), (1, 1),
                                        ((1, 1), (1, 1)))
-            times = time_layer(name, args.batch, args.block_rows, args.rounds, rng, paths)
+            times, images = time_layer(name, args.batch, args.block_rows, args.rounds, rng,
+                                       paths)
             for (path, rows), (forward, backward) in times.items():
                 (result if path == "im2col" else winograd_result).setdefault(name, {})[
                     str(rows)] = [forward, backward]
                 label = ("" if not args.winograd else
                          " im2col  " if path == "im2col" else
                          " winograd" if applies else " (im2col)")
-                block = f"{rows:5d} rows" if rows else "default"
+                n = images[rows]
+                block = ((f"{rows:5d} rows" if rows else "default")
+                         + f" ({n} image{'' if n == 1 else 's'})")
                 print(f"{name} {LAYERS[name]}, block {block}{label}: forward "
                       f"{forward:7.1f} ms, backward {backward:7.1f} ms, both "
                       f"{forward + backward:7.1f} ms", flush=True)

@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"minicnn keeps freed memory (minicnn.ops.memory; $MINICNN_KEEP_FREED_MEMORY=0 "
           f"turns it off): {memory.keeping_freed_memory()}; the PyTorch peer: "
           f"{args.torch_keeps_freed_memory} (--torch-keeps-freed-memory); NumPy's OpenBLAS "
-          f"runs its {blas.kernel()} kernels", flush=True)
+          f"runs its {blas.kernel() or 'unknown (no OpenBLAS found)'} kernels", flush=True)
     ours, theirs, torch_kept = [], [], []
     for r in range(args.rounds):
         ours.append(minicnn_round(model, batches, args.steps, 1 + r * args.steps))

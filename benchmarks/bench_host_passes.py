@@ -1,6 +1,6 @@
 """The host's blocked passes (GELU, BatchNormalization + GELU) at several block sizes.
 
-    python benchmarks/bench_host_passes.py                       # 2**15 .. 2**18 values
+    python benchmarks/bench_host_passes.py                       # 2**16 .. 2**19 values
     python benchmarks/bench_host_passes.py --block 32768 131072 --repeats 7 --json out.json
 
 What is timed, for each --block (values per block, ``ops.normalization.BLOCK``),

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minicnn.ops import blas
+
 from test_example_cifar10 import write_fake_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,6 +264,7 @@ def test_the_fast_recipe_benchmark_says_who_keeps_freed_memory(tmp_path):
         report = json.loads(out.read_text())
         assert report["minicnn_keeps_freed_memory"] is kept
         assert report["torch_keeps_freed_memory"] is None  # no peer ran
+        assert report["openblas_kernel"] == blas.kernel()  # None where no OpenBLAS is found
         assert "minicnn keeps freed memory (minicnn.ops.memory" in result.stdout
 
 
@@ -413,15 +416,19 @@ def test_the_airbench_peer_times_late_steps_only_with_steps_only(tmp_path):
 def test_the_conv_layer_benchmark_runs(tmp_path):
     out = tmp_path / "layers.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_conv_layers.py"),
-                             "--batch", "4", "--rounds", "1", "--block-rows", "16", "4096",
+                             "--batch", "4", "--rounds", "1", "--block-rows", "16", "0", "4096",
                              "--layers", "conv1_2", "conv3_2", "--json", str(out)],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())["ms_forward_backward"]
     assert set(report) == {"conv1_2", "conv3_2"}
-    assert all(set(v) == {"16", "4096"} for v in report.values())
+    assert all(set(v) == {"16", "0", "4096"} for v in report.values())
     assert all(ms > 0 for v in report.values() for pair in v.values() for ms in pair)
-    assert "conv1_2 (15, 64, 64), block    16 rows" in result.stdout
+    assert "conv1_2 (15, 64, 64), block    16 rows (1 image)" in result.stdout
+    # 0: the default rule, also for the layer after the others' settings (4 MB of col)
+    assert "conv1_2 (15, 64, 64), block default (8 images)" in result.stdout
+    assert "conv3_2 (3, 256, 256), block default (50 images)" in result.stdout
+    assert "conv3_2 (3, 256, 256), block  4096 rows (455 images)" in result.stdout
 
 
 def test_the_conv_layer_benchmark_compares_winograd(tmp_path):
@@ -438,8 +445,8 @@ def test_the_conv_layer_benchmark_compares_winograd(tmp_path):
     for key in ("ms_forward_backward", "ms_forward_backward_winograd"):
         assert set(report[key]) == {"conv2_1", "conv2_2"}
         assert all(ms > 0 for v in report[key].values() for pair in v.values() for ms in pair)
-    assert "conv2_2 (7, 256, 256), block    64 rows winograd:" in result.stdout
-    assert "conv2_1 (15, 64, 256), block    64 rows (im2col):" in result.stdout  # 64 in
+    assert "conv2_2 (7, 256, 256), block    64 rows (1 image) winograd:" in result.stdout
+    assert "conv2_1 (15, 64, 256), block    64 rows (1 image) (im2col):" in result.stdout  # 64 in
 
 
 def test_the_col2im_benchmark_runs(tmp_path):

@@ -293,16 +293,56 @@ def test_over_batch_inside_a_part_runs_whole(two_threads):
 
 def test_blocks_hold_a_col_of_about_col_block_bytes():
     """A block holds the whole images whose col (kh*kw*c_in columns, one more with a
-    bias) makes up to COL_BLOCK_BYTES, never more than BLOCK_ROWS output pixels, and at
-    least one image."""
+    bias) makes up to COL_BLOCK_BYTES (4 MB), never more than BLOCK_ROWS (4096) output
+    pixels, and at least one image."""
+    assert (conv_ops.COL_BLOCK_BYTES, conv_ops.BLOCK_ROWS) == (4 << 20, 4096)
+
     def images(c_in: int, out_hw=(15, 15), bias=False, itemsize=4, filters=64) -> int:
         return conv_ops._Geometry((3, 3), (1, 1), out_hw, (1, 1), bias, filters, c_in,
                                   itemsize).images_per_block()
-    budget = conv_ops.COL_BLOCK_BYTES
-    assert images(64) == budget // (576 * 4) // 225  # 8 images at 4 MB
-    assert images(64, filters=256) == images(64)  # the filters do not count
-    assert images(64, itemsize=8) == budget // (576 * 8) // 225
-    assert images(63, bias=True) == budget // ((567 + 1) * 4) // 225
-    assert images(24, (31, 31)) == min(conv_ops.BLOCK_ROWS, budget // (216 * 4)) // 961
-    assert images(1, (8, 8)) == conv_ops.BLOCK_ROWS // 64  # a narrow col: BLOCK_ROWS caps
+    # the fast recipe's im2col layers: conv1_1, conv1_2 and conv2_1, conv3_2 (and the
+    # kernel gradients of conv2_2 and conv3_1 at 7x7)
+    assert images(24, (31, 31)) == 4
+    assert images(64) == images(64, filters=256) == 8  # the filters do not count
+    assert images(256, (7, 7)) == 9 and images(256, (3, 3)) == 50
+    assert images(64, itemsize=8) == 4  # float64: half the rows
+    # one pixel an image: the block is the rows themselves, the bias column counted
+    assert images(63, (1, 1)) == (4 << 20) // (567 * 4) == 1849
+    assert images(63, (1, 1), bias=True) == (4 << 20) // (568 * 4) == 1846
+    assert images(1, (8, 8)) == 4096 // 64  # a narrow col: BLOCK_ROWS caps
     assert images(256, (64, 64)) == 1  # at least one image, however large
+
+
+@pytest.mark.parametrize("host_threads", [1, 2])
+def test_blocks_limited_by_bytes_agree_with_a_kept_col(monkeypatch, host_threads):
+    """With COL_BLOCK_BYTES the limit (a col of 2 images of this layer, BLOCK_ROWS
+    unbounded), the blocks hold 2 images (a last one may hold fewer), and forward and
+    backward in float64 give what one kept col gives."""
+    minicnn.set_floatx("float64")
+    threads.set_host_threads(host_threads, min_bytes=0)
+    sizes = []
+    block_col = conv_ops._block_col
+
+    def recording(x_padded, start, stop, g):
+        sizes.append(stop - start)
+        return block_col(x_padded, start, stop, g)
+    monkeypatch.setattr(conv_ops, "_block_col", recording)
+    monkeypatch.setattr(conv_ops, "BLOCK_ROWS", 1 << 30)
+    monkeypatch.setattr(conv_ops, "COL_BLOCK_BYTES", 2 * 5 * 6 * (9 * 3 + 1) * 8)
+    try:
+        x = distinct((7, 5, 6, 3))
+        dy = np.random.default_rng(5).standard_normal((7, 5, 6, 3))
+        results = []
+        for keep in (1 << 40, 0):
+            monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", keep)
+            minicnn.set_seed(3)
+            layer = make_layer(3, (1, 1), (1, 1), "same", True)
+            layer.input_grad = True
+            y = layer.run_forward(minicnn.to_device(x), training=True)
+            dx = layer.run_backward(minicnn.to_device(dy))
+            results.append([minicnn.to_host(a) for a in (y, dx, *layer.grads.values())])
+    finally:
+        threads.set_host_threads(None, min_bytes=threads.DEFAULT_MIN_BYTES)
+    assert sizes and max(sizes) == 2 and sum(sizes) == 2 * 7  # forward's and backward's
+    for kept, blocked in zip(*results):
+        np.testing.assert_allclose(blocked, kept, rtol=1e-10, atol=1e-10)

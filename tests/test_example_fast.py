@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from minicnn.ops import blas
+
 from conftest import assert_close
 from test_example_cifar10 import write_fake_cifar
 
@@ -68,6 +70,7 @@ def test_a_short_run_writes_its_metrics(whole_run):
         assert key in metrics
         assert 0 <= metrics[key] <= (1 if "accuracy" in key else 3600)
     assert metrics["steps"] == 9  # ceil(1.5 epochs x (320 // 48) steps)
+    assert metrics["openblas_kernel"] == blas.kernel()  # what ran the products
     assert metrics["test_accuracy"] == metrics["test_accuracy_tta"]
     assert (out / "loss.png").exists() and (out / "history.csv").exists()
     assert (out / "weights.npz").exists() and not (out / "checkpoint.npz").exists()

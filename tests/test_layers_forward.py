@@ -164,6 +164,7 @@ def test_conv2d_inference_blocks_match_the_training_forward(backend, use_bias, m
     # time (here 8 images of 6x4) through a small col; 37 images are full blocks and a
     # short one, and must give what one big training col gives.
     monkeypatch.setattr(conv_ops, "BLOCK_ROWS", 8 * 6 * 4)
+    monkeypatch.setattr(conv_ops, "COL_BLOCK_BYTES", 1 << 62)
     n = 37
     x = np.random.default_rng(7).standard_normal((n, 6, 7, 3))
     layer = Conv2D(4, 3, padding="same", strides=(1, 2), activation="relu", use_bias=use_bias)

@@ -100,7 +100,8 @@ def kernel() -> str | None:
     run about twice as fast as the AVX2 ones where the CPU has both."""
     if "kernel" not in _found:
         name = None
-        for path in _loaded_libraries():
+        bound = library()  # the one whose threads minicnn sets, when found
+        for path in ([bound.path] if bound else []) + _loaded_libraries():
             try:
                 lib = ctypes.CDLL(path)
             except OSError:

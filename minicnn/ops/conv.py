@@ -57,9 +57,9 @@ from minicnn.ops.threads import over_batch, quiet_overflow, thread_buffer
 # COL_BLOCK_BYTES (it stays in the core's cache while its products read it), and
 # at most BLOCK_ROWS output pixels. Sizing by bytes gives a narrow col more rows:
 # the fast recipe's conv1_1 (216 columns) gets 4 images of 31x31, whose kernel-gradient
-# product (dy^T col, summed over the rows) then runs longer at a time, about 10%
-# faster than 1 image; the 576- and 2304-column layers are as fast either way
-# (benchmarks/bench_conv_layers.py, docs/performance.md).
+# product (dy^T col, summed over the rows) then runs longer at a time: its forward and
+# backward took a sixth less time than in blocks of 1 image; the 576- and 2304-column
+# layers are as fast either way (benchmarks/bench_conv_layers.py, docs/performance.md).
 COL_BLOCK_BYTES = 4 << 20
 BLOCK_ROWS = 4096
 KEEP_COL_BYTES = 64 << 20  # training keeps a col up to this size whole; above it, the input
@@ -286,7 +286,7 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
     dx, by_winograd = None, False
     if cache.col is None:  # the host's blocked path (see conv2d_forward)
         geometry = _Geometry((kh, kw), cache.strides, (oh, ow), cache.dilation, has_bias, f,
-                             c_in, dy.dtype.itemsize)
+                             c_in, cache.x_padded.dtype.itemsize)
         by_winograd = winograd.applies((oh, ow), kernel.shape, cache.strides, cache.dilation,
                                        cache.pads)
         d_matrix, dx = _blocked_backward(dy, kernel, cache, geometry,
