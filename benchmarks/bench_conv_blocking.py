@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="training steps per round and way")
     p.add_argument("--block-rows", type=int, nargs="+", default=[1024, 2048, 4096],
-                   help="output pixels per im2col block to try (BLOCK_ROWS, whatever the col's bytes)")
+                   help="output pixels per im2col block to try (BLOCK_ROWS, whatever the "
+                        "col's bytes)")
     p.add_argument("--winograd-ab", type=int, default=0, metavar="K",
                    help="then K pairs of single steps, Winograd on and off (default 0)")
     p.add_argument("--json", metavar="PATH")

@@ -14,7 +14,8 @@ backward (with dx) on the host's blocked path, every block size of
 output pixels' worth of images per block whatever the col's bytes
 (``BLOCK_ROWS`` set to R, ``COL_BLOCK_BYTES`` unbounded), or with R = 0 the
 default rule (a col of about ``COL_BLOCK_BYTES``, at most ``BLOCK_ROWS``
-pixels): which block size suits which product shape. Prints the medians in ms; ``--json`` writes them.
+pixels): which block size suits which product shape. Prints the medians in
+ms and the images per block; ``--json`` writes the medians.
 
 With ``--winograd`` each block size is timed twice per round, interleaved: by
 im2col alone, and as training runs, where ``winograd.applies`` sends the
@@ -50,10 +51,9 @@ LAYERS = {"conv1_1": (31, 24, 64), "conv1_2": (15, 64, 64), "conv2_1": (15, 64, 
 def time_layer(name: str, batch: int, block_rows: list[int], rounds: int,
                rng: np.random.Generator, paths: list[str]
                ) -> tuple[dict[tuple[str, int], tuple[float, float]], dict[int, int]]:
-    """({(path, rows): (forward ms, backward ms)}, {rows: images per block}), medians
-    over the timed rounds, on the
-    blocked host path whatever the batch; path "im2col" or "winograd" (Winograd
-    where ``winograd.applies``)."""
+    """({(path, rows): (forward ms, backward ms)}, {rows: images per block}): medians
+    over the timed rounds, on the blocked host path whatever the batch; path "im2col"
+    or "winograd" (Winograd where ``winograd.applies``)."""
     size, c_in, filters = LAYERS[name]
     x = rng.standard_normal((batch, size, size, c_in)).astype(np.float32)
     kernel = (rng.standard_normal((3, 3, c_in, filters)) * 0.05).astype(np.float32)

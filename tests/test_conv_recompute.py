@@ -55,13 +55,14 @@ def two_threads():
     threads.set_host_threads(None, min_bytes=threads.DEFAULT_MIN_BYTES)
 
 
-@pytest.fixture(params=[1, 20, 1 << 30], ids=["1-image-blocks", "2-3-image-blocks",
-                                              "one-block"])
+@pytest.fixture(params=[(1, 1 << 62), (20, 1 << 62), (1 << 30, 1 << 62), (1 << 30, 1 << 13)],
+                ids=["1-image-blocks", "2-3-image-blocks", "one-block", "blocks-by-bytes"])
 def recompute(request, monkeypatch, two_threads):
-    """Every conv on the host takes the blocked path, in blocks of BLOCK_ROWS pixels."""
+    """Every conv on the host takes the blocked path, in blocks of at most BLOCK_ROWS
+    pixels and COL_BLOCK_BYTES of col (the last: the bytes decide, 8 KB)."""
     monkeypatch.setattr(conv_ops, "KEEP_COL_BYTES", 0)
-    monkeypatch.setattr(conv_ops, "BLOCK_ROWS", request.param)
-    monkeypatch.setattr(conv_ops, "COL_BLOCK_BYTES", 1 << 62)
+    monkeypatch.setattr(conv_ops, "BLOCK_ROWS", request.param[0])
+    monkeypatch.setattr(conv_ops, "COL_BLOCK_BYTES", request.param[1])
 
 
 @pytest.fixture
