@@ -50,7 +50,7 @@ from minicnn.layers import (Activation, BatchNormalization, Conv2D, Dense, Flatt
 from minicnn.models import Sequential  # noqa: E402
 from minicnn.ops import blas  # noqa: E402
 from minicnn.preprocessing.crops import CropFlipSequence  # noqa: E402
-from minicnn.preprocessing.tta import predict_tta  # noqa: E402
+from minicnn.preprocessing.tta import predict_tta_levels  # noqa: E402
 from minicnn.training import checkpoint as checkpoint_io  # noqa: E402
 from minicnn.training.interrupts import TrainingDiverged, TrainingInterrupted  # noqa: E402
 from minicnn.utils import to_categorical  # noqa: E402
@@ -285,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     start = time.perf_counter()
-    plain = model.predict(x_test, batch_size=2000)
-    mirror = predict_tta(model, x_test, batch_size=2000, flip=True, translate=0)
-    full = predict_tta(model, x_test, batch_size=2000, flip=True, translate=1)
+    plain, mirror, full = predict_tta_levels(model, x_test, batch_size=2000, translate=1)
     eval_seconds = time.perf_counter() - start
     results = {"test_accuracy": accuracy([plain, mirror, full][args.tta], y_test),
                "test_accuracy_no_tta": accuracy(plain, y_test),

@@ -68,7 +68,7 @@ from minicnn.layers.activation import Activation
 from minicnn.layers.base import Layer
 from minicnn.regularizers import Regularizer
 
-INFERENCE_SLICE = 32  # images per pass through the network at inference (see forward)
+INFERENCE_SLICE = 1024  # images per pass through the network at inference (see forward)
 
 
 class Plan:
@@ -128,11 +128,13 @@ def forward(layers: list[Layer], x: Array, training: bool, final_activation: boo
     n, size = x.shape[0], INFERENCE_SLICE
     if (not training and n > size and not backend.is_device_array(x)
             and not any(layer.watched or activity(layer) for layer in layers)):
-        # Inference treats every image on its own, so on the host a large batch can
-        # go through the whole network a slice at a time: each slice's activations
-        # stay in cache from layer to layer, where a batch of 256 would make the
-        # first layer's output 236 MB and stream it through memory for every layer.
-        # (A GPU wants the opposite: few, large launches.)
+        # Inference treats every image on its own, so on the host a large batch goes
+        # through the whole network a slice at a time: its activations then take no
+        # more memory than a training batch of INFERENCE_SLICE images. The slice is
+        # large because the layers split their work over the host's threads and
+        # keep their own blocks in cache: smaller slices cost each layer's call
+        # overhead more often (benchmarks/bench_inference.py; docs/performance.md).
+        # (A GPU wants few, large launches: no slicing there.)
         xp = backend.get_array_module(x)
         return xp.concatenate([forward(layers, x[start:start + size], False, final_activation,
                                        moves) for start in range(0, n, size)])

@@ -296,6 +296,29 @@ def test_the_host_pass_benchmarks_run(tmp_path, script, module, default, names, 
     assert bad.returncode == 2 and "--block" in bad.stderr
 
 
+def test_the_inference_benchmark_times_every_slice(tmp_path):
+    """benchmarks/bench_inference.py: each model at each slice (0: whole), the default
+    slice reported and restored; a negative slice refused."""
+    out = tmp_path / "inference.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_inference.py"),
+                             "--images", "6", "--batch", "4", "--slice", "2", "0",
+                             "--repeats", "1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    from minicnn import plan
+    assert report["default_slice"] == plan.INFERENCE_SLICE
+    assert [(row["model"], row["slice"]) for row in report["rows"]] == [
+        ("tutorial", 2), ("tutorial", 0), ("fast", 2), ("fast", 0)]
+    assert min(row["images_per_s"] for row in report["rows"]) > 0
+    assert "tutorial  slice      2:" in result.stdout and "slice  whole:" in result.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_inference.py"),
+                          "--slice", "-1"], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert bad.returncode == 2 and "--slice" in bad.stderr
+
+
 def minicnn_layer_names() -> list[str]:
     """The layer names of examples/cifar10_fast.py's model, built in a fresh process."""
     code = ("import importlib.util, json, numpy as np; "

@@ -1,5 +1,6 @@
 """The ExponentialMovingAverage callback against a training loop that averages by hand,
-and predict_tta against a per-image loop reference (mirror, reflect padding, crops)."""
+and predict_tta (and predict_tta_levels) against a per-image loop reference (mirror,
+reflect padding, crops)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ from minicnn.callbacks import ExponentialMovingAverage
 from minicnn.layers import BatchNormalization, Conv2D, Dense, Flatten
 from minicnn.models import Sequential
 from minicnn.optimizers import SGD
-from minicnn.preprocessing.tta import predict_tta
+from minicnn.preprocessing.tta import predict_tta, predict_tta_levels
 
 from conftest import assert_close
 
@@ -126,6 +127,31 @@ def test_predict_tta_matches_a_loop(backend, flip, translate):
     assert_close(got, naive_tta(model, x, flip, translate).astype(np.float32), rtol=1e-4)
 
 
+@pytest.mark.parametrize("translate", [1, 2, 0])
+def test_the_three_levels_match_the_loop_from_one_set_of_passes(backend, translate):
+    model = small_model()
+    x = data(5)[0]
+    calls = []
+    predict = model.predict
+    model.predict = lambda images, batch_size=None: calls.append(len(images)) or predict(
+        images, batch_size=batch_size)
+    levels = predict_tta_levels(model, minicnn.to_device(x), batch_size=2, translate=translate)
+    model.predict = predict
+    assert calls == [5] * (6 if translate else 2)  # f(x), f(x'), then 2 views mirrored
+    for got, flip, s in zip(levels, (False, True, True), (0, 0, translate)):
+        assert got.shape == (5, 4) and got.dtype == np.float32
+        assert_close(got, naive_tta(model, x, flip, s).astype(np.float32), rtol=1e-4)
+
+
+def test_the_levels_are_what_predict_and_predict_tta_return():
+    model = small_model()
+    x = data(4)[0]
+    plain, mirror, full = predict_tta_levels(model, x, translate=1)
+    assert_close(plain, model.predict(x), rtol=1e-6)
+    assert_close(mirror, predict_tta(model, x, flip=True, translate=0), rtol=1e-6)
+    assert_close(full, predict_tta(model, x, flip=True, translate=1), rtol=1e-6)
+
+
 def test_no_flip_no_translation_is_predict():
     model = small_model()
     x = data(3)[0]
@@ -142,3 +168,6 @@ def test_bad_tta_arguments_are_named(kwargs, pattern):
     arguments = {"x": data(2)[0], **kwargs}
     with pytest.raises(ValueError, match=pattern):
         predict_tta(model, **arguments)
+    if "flip" not in kwargs:
+        with pytest.raises(ValueError, match=pattern.replace("predict_tta", "predict_tta_levels")):
+            predict_tta_levels(model, **arguments)

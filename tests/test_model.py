@@ -409,12 +409,21 @@ def test_fit_prints_progress_when_verbose(capsys, verbose):
     assert "Epoch 1/2" in out and "Epoch 2/2" in out and "loss" in out
 
 
-def test_large_inference_batches_go_through_in_slices_with_the_same_results(backend):
+def test_large_inference_batches_go_through_in_slices_with_the_same_results(backend,
+                                                                              monkeypatch):
     # minicnn.plan.INFERENCE_SLICE images at a time; 70 images = 32 + 32 + 6
+    from minicnn import plan
+    monkeypatch.setattr(plan, "INFERENCE_SLICE", 32)
+    sliced = []
+    forward = plan.forward
+    monkeypatch.setattr(plan, "forward", lambda layers, x, *rest: sliced.append(len(x))
+                        or forward(layers, x, *rest))
     x, _ = fixed_data(n=70)
     model = small_cnn(dropout=0.3)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     whole = model.predict(x, batch_size=70)
+    if not minicnn.backend.is_device_array(minicnn.to_device(x)):  # a GPU takes it whole
+        assert sliced == [70, 32, 32, 6]
     one_by_one = np.concatenate([model.predict(x[i:i + 1], batch_size=1) for i in range(70)])
     assert_close(whole, one_by_one)
     seen = []  # a hook wants the batch it was given, whole: no slicing then

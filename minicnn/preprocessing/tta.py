@@ -14,6 +14,10 @@ probabilities otherwise), with f the model and x' the mirror image of x:
 
 (airbench's "TTA level 2" is flip=True, translate=1.) Each copy is made with
 array operations on the whole batch, on x's device.
+
+``predict_tta_levels(model, x)`` returns the three levels a recipe reports, f(x),
+mirror(x) and the translated average, from the six passes the last one needs
+(one set of passes instead of 1 + 2 + 6).
 """
 from __future__ import annotations
 
@@ -31,13 +35,7 @@ def _mirror(model: Any, x: Array, batch_size: int | None, flip: bool) -> Array:
     return 0.5 * out + 0.5 * model.predict(x[:, :, ::-1, :], batch_size=batch_size)
 
 
-def predict_tta(model: Any, x: Array, batch_size: int | None = None, flip: bool = True,
-                translate: int = 1) -> Array:
-    """The model's outputs for the images x (N, H, W, C), averaged over mirror images
-    (``flip``) and over two diagonal shifts by ``translate`` pixels with reflected
-    borders, as the module docstring writes it. Returns what ``predict`` returns:
-    an array of the outputs' shape, on the host."""
-    where = "predict_tta"
+def _checked(x: Array, flip: bool, translate: int, where: str) -> None:
     if getattr(x, "ndim", None) != 4:
         raise ValueError(f"{where}: expected images of shape (N, H, W, C), got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
@@ -50,14 +48,44 @@ def predict_tta(model: Any, x: Array, batch_size: int | None = None, flip: bool 
     if translate >= min(h, w):  # reflect padding needs more pixels than it adds
         raise ValueError(f"{where}: translate={translate} must be smaller than the images' "
                          f"height and width, got images of {h}x{w}")
-    out = _mirror(model, x, batch_size, bool(flip))
+
+
+def _translated(model: Any, x: Array, out: Array, batch_size: int | None, flip: bool,
+                translate: int) -> Array:
+    """out / 2 + (mirror(a) + mirror(b)) / 4, a and b x shifted diagonally by
+    ``translate`` pixels with reflected borders (out: mirror(x), or f(x) unflipped)."""
     if translate == 0:
         return out
+    h, w = x.shape[1], x.shape[2]
     xp = backend.get_array_module(x)
     s = int(translate)
     padded = xp.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect")
     up_left = padded[:, :h, :w]
     down_right = padded[:, 2 * s:h + 2 * s, 2 * s:w + 2 * s]
-    shifted = (_mirror(model, up_left, batch_size, bool(flip))
-               + _mirror(model, down_right, batch_size, bool(flip)))
+    shifted = (_mirror(model, up_left, batch_size, flip)
+               + _mirror(model, down_right, batch_size, flip))
     return 0.5 * out + 0.25 * shifted
+
+
+def predict_tta(model: Any, x: Array, batch_size: int | None = None, flip: bool = True,
+                translate: int = 1) -> Array:
+    """The model's outputs for the images x (N, H, W, C), averaged over mirror images
+    (``flip``) and over two diagonal shifts by ``translate`` pixels with reflected
+    borders, as the module docstring writes it. Returns what ``predict`` returns:
+    an array of the outputs' shape, on the host."""
+    _checked(x, flip, translate, "predict_tta")
+    out = _mirror(model, x, batch_size, bool(flip))
+    return _translated(model, x, out, batch_size, bool(flip), translate)
+
+
+def predict_tta_levels(model: Any, x: Array, batch_size: int | None = None,
+                       translate: int = 1) -> tuple[Array, Array, Array]:
+    """(f(x), mirror(x), all): the outputs of ``predict`` (no augmentation), of
+    ``predict_tta(flip=True, translate=0)`` and of ``predict_tta(flip=True,
+    translate=translate)``, from one set of passes: f(x) and f(x') are computed once
+    and serve all three (six passes in all for translate > 0, against nine for three
+    separate calls)."""
+    _checked(x, True, translate, "predict_tta_levels")
+    plain = model.predict(x, batch_size=batch_size)
+    mirrored = 0.5 * plain + 0.5 * model.predict(x[:, :, ::-1, :], batch_size=batch_size)
+    return plain, mirrored, _translated(model, x, mirrored, batch_size, True, translate)
