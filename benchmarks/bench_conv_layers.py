@@ -1,11 +1,12 @@
 """Each of the fast recipe's 3x3 convolutions alone, at several im2col block sizes,
-and by Winograd's F(2x2, 3x3) against im2col.
+and by Winograd's F(m x m, 3x3) against im2col.
 
     python benchmarks/bench_conv_layers.py
     python benchmarks/bench_conv_layers.py --block-rows 512 1024 2048 --layers conv1_2 conv2_1
     python benchmarks/bench_conv_layers.py --winograd --block-rows 2048
     python benchmarks/bench_conv_layers.py --winograd --winograd-min-channels 64 \
         --layers conv2_1
+    python benchmarks/bench_conv_layers.py --winograd --winograd-tile 2 --block-rows 0
 
 For each layer of examples/cifar10_fast.py (its input size and channels at
 ``--batch`` images of random values), times ``minicnn.ops.conv``'s forward and
@@ -19,10 +20,11 @@ ms and the images per block; ``--json`` writes the medians.
 
 With ``--winograd`` each block size is timed twice per round, interleaved: by
 im2col alone, and as training runs, where ``winograd.applies`` sends the
-layer's forward and dx to Winograd's F(2x2, 3x3) (the kernel gradient stays
-im2col's). ``--winograd-min-channels`` and ``--winograd-min-size`` lower the
-channels and the image side it asks for, to see where it stops paying. ``bench_conv_blocking.py`` measures the whole
-training step instead.
+layer's forward, dx and dW to Winograd's F(m x m, 3x3) (m: ``--winograd-tile``,
+default ``winograd.OUTPUT_TILE``). ``--winograd-min-channels`` and
+``--winograd-min-size`` lower the channels and the image side it asks for, to
+see where it stops paying. ``bench_fast_recipe.py`` measures the whole training
+step instead.
 """
 from __future__ import annotations
 
@@ -95,7 +97,10 @@ def main() -> None:
     p.add_argument("--block-rows", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     p.add_argument("--layers", nargs="+", choices=list(LAYERS), default=list(LAYERS))
     p.add_argument("--winograd", action="store_true",
-                   help="also time each layer by Winograd's F(2x2, 3x3) where it applies")
+                   help="also time each layer by Winograd's F(m x m, 3x3) where it applies")
+    p.add_argument("--winograd-tile", type=int, choices=sorted(winograd._TRANSFORMS),
+                   default=winograd.OUTPUT_TILE,
+                   help=f"m, the output tile (default {winograd.OUTPUT_TILE}, as training)")
     p.add_argument("--winograd-min-channels", type=int, default=winograd.MIN_CHANNELS,
                    help="the channels (in and out) Winograd asks for "
                         f"(default {winograd.MIN_CHANNELS}, as training)")
@@ -107,8 +112,9 @@ def main() -> None:
     if args.batch < 1 or args.rounds < 1 or min(args.block_rows) < 0:
         p.error("--batch and --rounds must be at least 1, --block-rows at least 0 (the default)")
     saved = (conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES, winograd.MIN_CHANNELS,
-             winograd.MIN_SIZE)
+             winograd.MIN_SIZE, winograd.OUTPUT_TILE)
     winograd.MIN_CHANNELS, winograd.MIN_SIZE = args.winograd_min_channels, args.winograd_min_size
+    winograd.OUTPUT_TILE = args.winograd_tile
     paths = ["im2col", "winograd"] if args.winograd else ["im2col"]
     rng = np.random.default_rng(0)
     result: dict[str, dict[str, list[float]]] = {}
@@ -134,12 +140,13 @@ def main() -> None:
                       f"{forward + backward:7.1f} ms", flush=True)
     finally:
         (conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES, winograd.MIN_CHANNELS,
-         winograd.MIN_SIZE) = saved
+         winograd.MIN_SIZE, winograd.OUTPUT_TILE) = saved
     if args.json:
         report = {"batch": args.batch, "rounds": args.rounds, "ms_forward_backward": result}
         if args.winograd:
             report["winograd_min_channels"] = args.winograd_min_channels
             report["winograd_min_size"] = args.winograd_min_size
+            report["winograd_tile"] = args.winograd_tile
             report["ms_forward_backward_winograd"] = winograd_result
         write_text_atomic(args.json, json.dumps(report, indent=1))
 

@@ -464,12 +464,28 @@ def test_the_conv_layer_benchmark_compares_winograd(tmp_path):
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert report["winograd_min_channels"] == 128
+    assert report["winograd_min_channels"] == 128 and report["winograd_tile"] == 4
     for key in ("ms_forward_backward", "ms_forward_backward_winograd"):
         assert set(report[key]) == {"conv2_1", "conv2_2"}
         assert all(ms > 0 for v in report[key].values() for pair in v.values() for ms in pair)
     assert "conv2_2 (7, 256, 256), block    64 rows (1 image) winograd:" in result.stdout
     assert "conv2_1 (15, 64, 256), block    64 rows (1 image) (im2col):" in result.stdout  # 64 in
+
+
+def test_the_conv_layer_benchmark_takes_the_winograd_tile(tmp_path):
+    """--winograd-tile 2 times F(2x2, 3x3) and reports it; a tile it has no
+    matrices for is refused."""
+    out = tmp_path / "layers.json"
+    script = str(ROOT / "benchmarks" / "bench_conv_layers.py")
+    result = subprocess.run([sys.executable, script, "--batch", "2", "--rounds", "1",
+                             "--block-rows", "0", "--layers", "conv2_2", "--winograd",
+                             "--winograd-tile", "2", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["winograd_tile"] == 2
+    bad = subprocess.run([sys.executable, script, "--winograd-tile", "3"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and "--winograd-tile" in bad.stderr
 
 
 def test_the_col2im_benchmark_runs(tmp_path):

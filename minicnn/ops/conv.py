@@ -39,9 +39,8 @@ benchmarks/bench_conv_blocking.py measures it (docs/performance.md).
 
 On that path (a col too big to keep, or inference), a wide 3x3 'same'
 convolution with stride 1 (``winograd.applies``: in the fast recipe conv2_2 and
-conv3_1, 256 channels in and out at 7x7) computes y and dx by Winograd's
-F(2x2, 3x3) instead, with 2.25x fewer multiplications (``winograd``); [dW; db]
-stays the blocked im2col product above.
+conv3_1, 256 channels in and out at 7x7) computes y, dx and dW by Winograd's
+F(4x4, 3x3) instead, with 4x fewer multiplications (``winograd``).
 """
 from __future__ import annotations
 
@@ -277,20 +276,26 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
                     ) -> tuple[Array | None, Array, Array | None]:
     """(dx, dW, db): [dW; db] = [col 1]^T @ dy and dx = col2im(dy @ W^T) (None unless
     ``input_grad``); db is None without a bias. Where forward took Winograd's path,
-    so does dx (``winograd.input_gradient``)."""
+    so do dW and dx (``winograd.kernel_gradient``, ``winograd.input_gradient``), and
+    db is the sum of dy over the batch and pixels."""
     xp = backend.get_array_module(dy)
     kh, kw, c_in, f = kernel.shape
     n, oh, ow, _ = dy.shape
     dy = dy.reshape(-1, f)
     k = kh * kw * c_in
-    dx, by_winograd = None, False
+    dx = None
+    if cache.col is None and winograd.applies((oh, ow), kernel.shape, cache.strides,
+                                              cache.dilation, cache.pads):
+        # forward took Winograd's path: so do dW and dx, from dy and x directly
+        dy = dy.reshape(n, oh, ow, f)
+        d_kernel = winograd.kernel_gradient(win.crop(cache.x_padded, cache.pads), dy)
+        d_bias = xp.ones(n * oh * ow, dtype=dy.dtype) @ dy.reshape(-1, f) if has_bias else None
+        dx = winograd.input_gradient(dy, kernel) if input_grad else None
+        return dx, d_kernel, d_bias
     if cache.col is None:  # the host's blocked path (see conv2d_forward)
         geometry = _Geometry((kh, kw), cache.strides, (oh, ow), cache.dilation, has_bias, f,
                              c_in, cache.x_padded.dtype.itemsize)
-        by_winograd = winograd.applies((oh, ow), kernel.shape, cache.strides, cache.dilation,
-                                       cache.pads)
-        d_matrix, dx = _blocked_backward(dy, kernel, cache, geometry,
-                                         input_grad and not by_winograd)
+        d_matrix, dx = _blocked_backward(dy, kernel, cache, geometry, input_grad)
     else:
         # (dy^T [col 1])^T: the same numbers as [col 1]^T dy, but BLAS is far faster
         # when the long axis (N*OH*OW) is the inner one of both operands.
@@ -299,8 +304,6 @@ def conv2d_backward(dy: Array, kernel: Array, has_bias: bool, cache: ConvCache,
     d_bias = xp.ascontiguousarray(d_matrix[k]) if has_bias else None
     if not input_grad:
         return None, d_kernel, d_bias
-    if by_winograd:  # from dy directly, x's size: nothing to crop
-        return winograd.input_gradient(dy.reshape(n, oh, ow, f), kernel), d_kernel, d_bias
     if dx is None:
         dx = win.crop(_dx_of_kept_col(dy.reshape(n, oh, ow, f), kernel, cache, workspace),
                       cache.pads)

@@ -1,27 +1,36 @@
-"""Winograd's minimal filtering F(2x2, 3x3): a 3x3 convolution with 2.25x fewer products.
+"""Winograd's minimal filtering F(m x m, 3 x 3): a 3x3 convolution with fewer products.
 
 Lavin and Gray (2015), "Fast Algorithms for Convolutional Neural Networks".
-The output is cut into 2x2 tiles; tile t needs the 4x4 patch d_t of the padded
-input under it. For one input channel c and filter f,
+The output is cut into m x m tiles; tile t needs the t x t patch d_t (t = m + 2)
+of the zero-padded input under it. For one input channel c and filter f,
 
-    Y_t = A^T [ (G g G^T) (.) (B^T d_t B) ] A        (.) element-wise, 4x4
+    Y_t = A^T [ (G g G^T) (.) (B^T d_t B) ] A        (.) element-wise, t x t
 
-    B^T = [[1, 0, -1,  0],    G = [[ 1,    0,   0  ],    A^T = [[1, 1,  1,  0],
-           [0, 1,  1,  0],         [1/2,  1/2, 1/2],           [0, 1, -1, -1]]
-           [0, -1, 1,  0],         [1/2, -1/2, 1/2],
-           [0, 1,  0, -1]]         [ 0,    0,   1  ]]
+with B^T (t x t), G (t x 3) and A^T (m x t) fixed by m (``_TRANSFORMS``; for
+m = 2: B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]], G = [[1,0,0],
+[1/2,1/2,1/2], [1/2,-1/2,1/2], [0,0,1]], A^T = [[1,1,1,0], [0,1,-1,-1]]), and
+the sum over c passes through A^T [...] A. So at each of the t*t positions p
+of the transformed tile, the sum over channels is one matrix product:
 
-and the sum over c passes through A^T [...] A. So at each of the 16 positions
-(xi, nu) of the transformed 4x4 tile, the sum over channels is a matrix product:
+    V[p] = (B^T d B)[p]     (tiles, c_in)    the input, transformed
+    U[p] = (G g G^T)[p]     (c_in, filters)  the kernel, transformed
+    M[p] = V[p] @ U[p]      (tiles, filters)
+    Y    = A^T M A                           per tile, back to m x m
 
-    V[xi nu] = (B^T d B)[xi nu]     (tiles, c_in)    the input, transformed
-    U[xi nu] = (G g G^T)[xi nu]     (c_in, filters)  the kernel, transformed
-    M[xi nu] = V[xi nu] @ U[xi nu]  (tiles, filters)
-    Y        = A^T M A                               per tile, back to 2x2
+Per tile and channel pair that is t*t multiplications instead of the 9*m*m of
+the direct sum: 16 for 36 (2.25x fewer) at m = 2, 36 for 144 (4x) at m = 4.
+Written with Kronecker products, each transform of every tile and channel at
+once is one small matrix product too (vec row-major, the t*t positions first):
 
-Per tile and channel pair that is 16 multiplications instead of the 36 of the
-direct sum (9 per output, 4 outputs). The transforms of d and M are additions
-only; U costs a few products per kernel weight, once per call.
+    vec(B^T d B) = (B^T kron B^T) vec(d)     V = B2 @ D,  D (t*t, tiles * c_in)
+    vec(A^T M A) = (A^T kron A^T) vec(M)     Y = A2 @ M,  M (t*t, tiles * filters)
+    vec(G g G^T) = (G kron G) vec(g)         U = G2 @ W,  W (9, c_in * filters)
+
+D holds the t*t input pixels of every tile, gathered from the padded input with
+one strided copy per position (tiles overlap by two pixels). m = 4 is the
+default (``OUTPUT_TILE``): its larger constants (up to 8 in A^T, 1/24 in G)
+leave a float32 result about 30x a direct sum's rounding from the exact one, a
+relative error of about 1e-5 of the output's scale.
 
 Backward: the input gradient of a stride-1 'same' 3x3 convolution is the same
 kind of convolution, of dy with the kernel turned by 180 degrees and its
@@ -29,143 +38,202 @@ input and output channels swapped (``input_gradient``):
 
     dx[p, c] = sum over (i, j, f) of dy[p + (1 - i, 1 - j), f] g[i, j, c, f]
 
-The kernel gradient stays an im2col product (conv.py): its Winograd form, the
-sums over tiles of V^T dM (dM = A dY A^T), ran no faster in a trial at the
-fast recipe's 256-channel shape, its products having the tiles as their
-inner axis.
+The kernel gradient runs forward's three linear maps backwards
+(``kernel_gradient``): with dY's tiles gathered from dy (zero where a tile hangs
+over the edge, whose outputs forward drops),
 
-On the host the batch is cut into one part per thread, and each thread goes
-through its images a block at a time (``BLOCK_TILES`` tiles, at least one
-image: V and M 8 MB each at 256 channels), with BLAS single-threaded; the 16
-products of a block are one stacked ``matmul``. conv.py takes this path on
-its blocked host path (a col too big to keep, or inference) where it pays
-(``applies``): 3x3 kernels, stride 1, 'same' padding, no dilation, at least
-``MIN_CHANNELS`` channels in and out (narrower products run below BLAS's best
-rate, and the transforms then cost more than the products save) and images
-of at least ``MIN_SIZE`` pixels a side (a 3x3 image fills 2x2 tiles of 4x4:
-16 outputs computed for 9). In float32 its error is of the order of a direct
-sum's, relative to the output's scale (the transforms add and subtract
-values of that scale). ``benchmarks/bench_conv_layers.py --winograd``
-measures it against im2col (docs/performance.md).
+    dM = A2^T dY,    dU[p] = sum over tiles of V[p]^T dM[p],    dW = G2^T dU
+
+so the t*t products have the tiles as their inner axis, summed block by block.
+
+On the host the batch goes a block of ``BLOCK_TILES`` tiles (at least one
+image) at a time: the gathering of D and the scattering of Y's tiles into y are
+split over the host's threads (``threads.over_batch``), and the three products
+run on BLAS's threads, large enough to keep both cores busy (at 7x7 and 256
+channels, 2,048 tiles make D, V and M 75 MB each: two work arrays, each used
+twice, and a third for dM, held from call to call). Smaller blocks measured
+slower: between them
+BLAS's threads go to sleep (``OPENBLAS_THREAD_TIMEOUT``) and wake again.
+conv.py takes this path on its blocked host path (a col too big to keep, or
+inference) where it pays (``applies``): 3x3 kernels, stride 1, 'same' padding,
+no dilation, at least ``MIN_CHANNELS`` channels in and out (narrower products
+run below BLAS's best rate, and the transforms then cost more than the
+products save) and images of at least ``MIN_SIZE`` pixels a side.
+``benchmarks/bench_conv_layers.py --winograd`` measures it against im2col
+(docs/performance.md).
 """
 from __future__ import annotations
+
+import numpy
 
 from minicnn import backend
 from minicnn.backend import Array
 from minicnn.ops.threads import over_batch, quiet_overflow, thread_buffer
 
 MIN_CHANNELS = 128  # in and out; below it im2col's single product is faster
-MIN_SIZE = 6        # pixels a side; below it the 2x2 tiles waste too much
-BLOCK_TILES = 512   # output tiles per block and thread (at least one image's)
+MIN_SIZE = 6        # pixels a side; below it the tiles waste too much
+OUTPUT_TILE = 4     # m of F(m x m, 3 x 3): 2 or 4
+BLOCK_TILES = 2048  # tiles per block (at least one image's)
 
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+# m -> (B^T, G, A^T) of F(m x m, 3 x 3), from the points 0, 1, -1 (and 2, -2 for
+# m = 4) and infinity, as Lavin and Gray give them.
+_TRANSFORMS = {
+    2: (((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        ((1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)),
+        ((1, 1, 1, 0), (0, 1, -1, -1))),
+    4: (((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+         (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+        ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+         (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
+        ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))),
+}
 
 
 def applies(image_hw: tuple[int, int], kernel_shape: tuple[int, ...],
             strides: tuple[int, int], dilation: tuple[int, int],
             pads: tuple[tuple[int, int], tuple[int, int]]) -> bool:
-    """Whether conv.py's blocked host path takes F(2x2, 3x3) for this convolution."""
+    """Whether conv.py's blocked host path takes Winograd's for this convolution."""
     kh, kw, c_in, filters = kernel_shape
     return ((kh, kw) == (3, 3) and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1)
             and tuple(map(tuple, pads)) == ((1, 1), (1, 1))
             and min(c_in, filters) >= MIN_CHANNELS and min(image_hw) >= MIN_SIZE)
 
 
-def kernel_transform(kernel: Array) -> Array:
-    """U = G g G^T for every channel pair: (16, c_in, filters), position xi*4 + nu first."""
+def transform_matrices(m: int) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """(B2, G2, A2) = (B^T kron B^T, G kron G, A^T kron A^T) of F(m x m, 3 x 3), float64:
+    (t*t, t*t), (t*t, 9) and (m*m, t*t), t = m + 2."""
+    if m not in _TRANSFORMS:
+        raise ValueError(f"winograd: output tile m must be one of {sorted(_TRANSFORMS)}, got {m!r}")
+    b_t, g, a_t = (numpy.array(matrix, dtype=numpy.float64) for matrix in _TRANSFORMS[m])
+    return numpy.kron(b_t, b_t), numpy.kron(g, g), numpy.kron(a_t, a_t)
+
+
+def kernel_transform(kernel: Array, m: int | None = None) -> Array:
+    """U = G g G^T for every channel pair: (t*t, c_in, filters), position (a, b) at a*t + b."""
     xp = backend.get_array_module(kernel)
-    g_matrix = xp.asarray(_G, dtype=kernel.dtype)
-    rows = xp.tensordot(g_matrix, kernel, axes=([1], [0]))    # (4 xi, 3 j, c_in, f)
-    u = xp.tensordot(rows, g_matrix, axes=([1], [1]))        # (4 xi, c_in, f, 4 nu)
-    return xp.ascontiguousarray(xp.moveaxis(u, -1, 1)).reshape(16, *kernel.shape[2:])
+    g2 = xp.asarray(transform_matrices(m or OUTPUT_TILE)[1], dtype=kernel.dtype)
+    c_in, filters = kernel.shape[2:]
+    return (g2 @ kernel.reshape(9, c_in * filters)).reshape(-1, c_in, filters)
 
 
-def conv3x3_same(x: Array, kernel: Array, bias: Array | None = None) -> Array:
-    """y = conv(x, kernel) + bias, 3x3 kernel, stride 1, 'same' zero padding:
+def conv3x3_same(x: Array, kernel: Array, bias: Array | None = None,
+                 m: int | None = None) -> Array:
+    """y = conv(x, kernel) + bias, 3x3 kernel, stride 1, 'same' zero padding, by
+    F(m x m, 3 x 3) (m: ``OUTPUT_TILE`` unless given):
     x (N, H, W, c_in), kernel (3, 3, c_in, filters) -> y (N, H, W, filters)."""
+    m = m or OUTPUT_TILE
+    xp = backend.get_array_module(x)
     n, h, w, c_in = x.shape
     filters = kernel.shape[-1]
-    tiles_hw = ((h + 1) // 2, (w + 1) // 2)  # an odd side's last tile hangs over by one
-    u = kernel_transform(kernel.astype(x.dtype, copy=False))
-    xp = backend.get_array_module(x)
+    t = m + 2
+    tiles_hw = (-(-h // m), -(-w // m))  # a side not a multiple of m: the last tile hangs over
+    b2, _, a2 = (xp.asarray(matrix, dtype=x.dtype) for matrix in transform_matrices(m))
+    u = kernel_transform(kernel.astype(x.dtype, copy=False), m)
     y = xp.empty((n, h, w, filters), dtype=x.dtype)
     block = max(1, BLOCK_TILES // (tiles_hw[0] * tiles_hw[1]))
-
-    def part(images: slice) -> None:
-        with quiet_overflow():
-            for start in range(images.start, images.stop, block):
-                stop = min(start + block, images.stop)
-                v = _input_transform(_padded(x[start:stop], tiles_hw), tiles_hw)
-                m = thread_buffer("winograd m", (16, v.shape[1], filters), x)
-                xp.matmul(v, u, out=m)  # the 16 products, one BLAS call each
-                _output_transform(m, y[start:stop], tiles_hw, bias)
-    over_batch(part, x, blas=True)
+    size = t * t * min(block, n) * tiles_hw[0] * tiles_hw[1] * max(c_in, filters)
+    # Two work arrays, each used twice: D then M in one, V then Y's tiles in the other.
+    first, second = (thread_buffer(f"winograd {k}", (size,), x) for k in (1, 2))
+    with quiet_overflow():
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            images = x[start:stop]
+            tiles = (stop - start) * tiles_hw[0] * tiles_hw[1]
+            d = first[:t * t * tiles * c_in].reshape(t, t, stop - start, *tiles_hw, c_in)
+            over_batch(lambda part: _gather(images[part], m, d[:, :, part]), images)
+            v = second[:t * t * tiles * c_in].reshape(t * t, tiles, c_in)
+            xp.matmul(b2, d.reshape(t * t, -1), out=v.reshape(t * t, -1))
+            products = first[:t * t * tiles * filters].reshape(t * t, tiles, filters)
+            xp.matmul(v, u, out=products)  # the t*t products, on BLAS's threads
+            y_tiles = second[:m * m * tiles * filters].reshape(m, m, stop - start, *tiles_hw,
+                                                              filters)
+            xp.matmul(a2, products.reshape(t * t, -1), out=y_tiles.reshape(m * m, -1))
+            over_batch(lambda part: _scatter(y_tiles[:, :, part], y[start:stop][part], bias),
+                       images)
     return y
 
 
-def input_gradient(dy: Array, kernel: Array) -> Array:
+def kernel_gradient(x: Array, dy: Array, m: int | None = None) -> Array:
+    """dW of y = conv3x3_same(x, kernel), (3, 3, c_in, filters), by F(m x m, 3 x 3)
+    backwards: with dY's tiles gathered as forward scatters them (zero where a tile
+    hangs over the edge), dM = A2^T dY, dU[p] = sum over the tiles of V[p]^T dM[p],
+    and dW = G2^T dU (the transposes of forward's three linear maps)."""
+    m = m or OUTPUT_TILE
+    xp = backend.get_array_module(x)
+    n, h, w, c_in = x.shape
+    filters = dy.shape[-1]
+    t = m + 2
+    tiles_hw = (-(-h // m), -(-w // m))
+    b2, g2, a2 = (xp.asarray(matrix, dtype=x.dtype) for matrix in transform_matrices(m))
+    block = max(1, BLOCK_TILES // (tiles_hw[0] * tiles_hw[1]))
+    size = t * t * min(block, n) * tiles_hw[0] * tiles_hw[1] * max(c_in, filters)
+    first, second, third = (thread_buffer(f"winograd {k}", (size,), x) for k in (1, 2, 3))
+    d_u = xp.zeros((t * t, c_in, filters), dtype=x.dtype)
+    part_sum = xp.empty_like(d_u)
+    with quiet_overflow():
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            images, grads = x[start:stop], dy[start:stop]
+            tiles = (stop - start) * tiles_hw[0] * tiles_hw[1]
+            d = first[:t * t * tiles * c_in].reshape(t, t, stop - start, *tiles_hw, c_in)
+            over_batch(lambda part: _gather(images[part], m, d[:, :, part]), images)
+            v = second[:t * t * tiles * c_in].reshape(t * t, tiles, c_in)
+            xp.matmul(b2, d.reshape(t * t, -1), out=v.reshape(t * t, -1))
+            dy_tiles = first[:m * m * tiles * filters].reshape(m, m, stop - start, *tiles_hw,
+                                                              filters)
+            over_batch(lambda part: _tiles_of(grads[part], dy_tiles[:, :, part]), images)
+            d_m = third[:t * t * tiles * filters].reshape(t * t, tiles, filters)
+            xp.matmul(a2.T, dy_tiles.reshape(m * m, -1), out=d_m.reshape(t * t, -1))
+            xp.matmul(v.transpose(0, 2, 1), d_m, out=part_sum)  # the t*t products
+            d_u += part_sum
+    return (g2.T @ d_u.reshape(t * t, -1)).reshape(3, 3, c_in, filters)
+
+
+def input_gradient(dy: Array, kernel: Array, m: int | None = None) -> Array:
     """dx of y = conv3x3_same(x, kernel): dy convolved with the kernel turned by 180
     degrees, in and out channels swapped."""
-    return conv3x3_same(dy, kernel[::-1, ::-1].swapaxes(2, 3))
+    return conv3x3_same(dy, kernel[::-1, ::-1].swapaxes(2, 3), m=m)
 
 
-def _padded(x: Array, tiles_hw: tuple[int, int]) -> Array:
-    """x's images with one zero row and column around them (two below and right for
-    an odd side), in this thread's buffer: (n, 2*th + 2, 2*tw + 2, c)."""
+def _gather(x: Array, m: int, out: Array) -> None:
+    """out[r, s] = pixel (r, s) of every tile of x's images, zero outside them, for each
+    of the t*t positions: out (t, t, n, th, tw, c). Tile (i, j) starts at pixel
+    (m*i - 1, m*j - 1), so position (r, s) of all tiles is the strided view
+    padded[:, r::m, s::m] of x padded with zeros (one row and column above and left,
+    as many below and right as the last tiles need), its first th x tw pixels."""
     n, h, w, c = x.shape
-    out = thread_buffer("winograd d", (n, 2 * tiles_hw[0] + 2, 2 * tiles_hw[1] + 2, c), x)
-    out[:, 0] = 0
-    out[:, h + 1:] = 0
-    out[:, 1:h + 1, 0] = 0
-    out[:, 1:h + 1, w + 1:] = 0
-    out[:, 1:h + 1, 1:w + 1] = x
-    return out
+    th, tw = out.shape[3:5]
+    padded = thread_buffer("winograd padded", (n, m * th + 2, m * tw + 2, c), x)
+    padded[:, 0] = 0
+    padded[:, h + 1:] = 0
+    padded[:, 1:h + 1, 0] = 0
+    padded[:, 1:h + 1, w + 1:] = 0
+    padded[:, 1:h + 1, 1:w + 1] = x
+    for r in range(m + 2):
+        for s in range(m + 2):
+            out[r, s] = padded[:, r:r + m * th:m, s:s + m * tw:m]
 
 
-def _input_transform(d: Array, tiles_hw: tuple[int, int]) -> Array:
-    """V = B^T d B for every tile and channel: (16, n*th*tw, c), rows of B^T first
-    (on the tiles' rows, a strided view: tile t's row a is padded row 2t + a), then
-    the same on the columns."""
-    (th, tw), n, c = tiles_hw, d.shape[0], d.shape[-1]
-    rows = thread_buffer("winograd rows", (4, n, th, d.shape[2], c), d)
-    _b_transpose([d[:, a:a + 2 * th:2] for a in range(4)], rows)
-    v = thread_buffer("winograd v", (4, 4, n, th, tw, c), d)
-    for xi in range(4):
-        _b_transpose([rows[xi][:, :, b:b + 2 * tw:2] for b in range(4)], v[xi])
-    return v.reshape(16, n * th * tw, c)
+def _tiles_of(dy: Array, out: Array) -> None:
+    """out[a, b, :, i, j] = dy[:, m*i + a, m*j + b], 0 past the image's edge: the
+    transpose of ``_scatter`` (out (m, m, n, th, tw, f))."""
+    m = out.shape[0]
+    for a in range(m):
+        for b in range(m):
+            phase = dy[:, a::m, b::m]
+            out[a, b][:, :phase.shape[1], :phase.shape[2]] = phase
+            out[a, b][:, phase.shape[1]:] = 0
+            out[a, b][:, :phase.shape[1], phase.shape[2]:] = 0
 
 
-def _b_transpose(d: list[Array], out: Array) -> None:
-    """out[k] = (B^T d)[k] over the first axis: d0 - d2, d1 + d2, d2 - d1, d1 - d3."""
-    xp = backend.get_array_module(out)
-    xp.subtract(d[0], d[2], out=out[0])
-    xp.add(d[1], d[2], out=out[1])
-    xp.subtract(d[2], d[1], out=out[2])
-    xp.subtract(d[1], d[3], out=out[3])
-
-
-def _output_transform(m: Array, y: Array, tiles_hw: tuple[int, int],
-                      bias: Array | None) -> None:
-    """y = A^T M A (+ bias) for a block of images: A^T's rows on M's xi axis, then on
-    nu, each output phase (a, b) written into the strided view y[:, a::2, b::2]."""
-    xp = backend.get_array_module(y)
-    (th, tw), n, f = tiles_hw, y.shape[0], y.shape[-1]
-    m = m.reshape(4, 4, n, th, tw, f)
-    s = thread_buffer("winograd s", (2, 4, n, th, tw, f), y)
-    for nu in range(4):  # s[0] = m0 + m1 + m2, s[1] = m1 - m2 - m3 (xi, for each nu)
-        xp.add(m[1, nu], m[2, nu], out=s[0, nu])
-        s[0, nu] += m[0, nu]
-        xp.subtract(m[1, nu], m[2, nu], out=s[1, nu])
-        s[1, nu] -= m[3, nu]
-    for a in range(2):
-        for b in range(2):
-            out = y[:, a::2, b::2]  # outputs (2t + a, 2u + b): an odd side has one tile fewer
-            s0, s1, s2, s3 = (s[a, nu][:, :out.shape[1], :out.shape[2]] for nu in range(4))
-            if b == 0:
-                xp.add(s1, s2, out=out)
-                out += s0
-            else:
-                xp.subtract(s1, s2, out=out)
-                out -= s3
+def _scatter(y_tiles: Array, y: Array, bias: Array | None) -> None:
+    """y[:, m*i + a, m*j + b] = y_tiles[a, b, :, i, j] (+ bias): each output phase
+    (a, b) is the strided view y[:, a::m, b::m]; a tile that hangs over the
+    image's edge has outputs there that are dropped."""
+    m = y_tiles.shape[0]
+    for a in range(m):
+        for b in range(m):
+            out = y[:, a::m, b::m]
+            out[...] = y_tiles[a, b][:, :out.shape[1], :out.shape[2]]
             if bias is not None:
                 out += bias
