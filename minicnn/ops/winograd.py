@@ -139,10 +139,7 @@ def conv3x3_same(x: Array, kernel: Array, bias: Array | None = None,
             stop = min(start + block, n)
             images = x[start:stop]
             tiles = (stop - start) * tiles_hw[0] * tiles_hw[1]
-            d = first[:t * t * tiles * c_in].reshape(t, t, stop - start, *tiles_hw, c_in)
-            over_batch(lambda part: _gather(images[part], m, d[:, :, part]), images)
-            v = second[:t * t * tiles * c_in].reshape(t * t, tiles, c_in)
-            xp.matmul(b2, d.reshape(t * t, -1), out=v.reshape(t * t, -1))
+            v = _input_transform(images, m, tiles_hw, b2, first, second)
             products = first[:t * t * tiles * filters].reshape(t * t, tiles, filters)
             xp.matmul(v, u, out=products)  # the t*t products, on BLAS's threads
             y_tiles = second[:m * m * tiles * filters].reshape(m, m, stop - start, *tiles_hw,
@@ -175,10 +172,7 @@ def kernel_gradient(x: Array, dy: Array, m: int | None = None) -> Array:
             stop = min(start + block, n)
             images, grads = x[start:stop], dy[start:stop]
             tiles = (stop - start) * tiles_hw[0] * tiles_hw[1]
-            d = first[:t * t * tiles * c_in].reshape(t, t, stop - start, *tiles_hw, c_in)
-            over_batch(lambda part: _gather(images[part], m, d[:, :, part]), images)
-            v = second[:t * t * tiles * c_in].reshape(t * t, tiles, c_in)
-            xp.matmul(b2, d.reshape(t * t, -1), out=v.reshape(t * t, -1))
+            v = _input_transform(images, m, tiles_hw, b2, first, second)
             dy_tiles = first[:m * m * tiles * filters].reshape(m, m, stop - start, *tiles_hw,
                                                               filters)
             over_batch(lambda part: _tiles_of(grads[part], dy_tiles[:, :, part]), images)
@@ -193,6 +187,20 @@ def input_gradient(dy: Array, kernel: Array, m: int | None = None) -> Array:
     """dx of y = conv3x3_same(x, kernel): dy convolved with the kernel turned by 180
     degrees, in and out channels swapped."""
     return conv3x3_same(dy, kernel[::-1, ::-1].swapaxes(2, 3), m=m)
+
+
+def _input_transform(images: Array, m: int, tiles_hw: tuple[int, int], b2: Array,
+                     gathered: Array, out: Array) -> Array:
+    """V = B2 @ D for a block of images, (t*t, tiles, c): D gathered over the host's
+    threads into the work array ``gathered``, V written into ``out`` (flat arrays)."""
+    xp = backend.get_array_module(images)
+    t, c = m + 2, images.shape[-1]
+    tiles = images.shape[0] * tiles_hw[0] * tiles_hw[1]
+    d = gathered[:t * t * tiles * c].reshape(t, t, images.shape[0], *tiles_hw, c)
+    over_batch(lambda part: _gather(images[part], m, d[:, :, part]), images)
+    v = out[:t * t * tiles * c].reshape(t * t, tiles, c)
+    xp.matmul(b2, d.reshape(t * t, -1), out=v.reshape(t * t, -1))
+    return v
 
 
 def _gather(x: Array, m: int, out: Array) -> None:
