@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -28,19 +30,22 @@ from conftest import assert_close, distinct
 SHAPES = [(2, 6, 6, 3), (3, 7, 5, 2), (2, 1, 1, 3), (3, 2, 3, 2), (1, 9, 4, 4)]
 
 
+def taps_inside(n, h, w):
+    """(b, p, q, i, j) for every output pixel (p, q) of image b and kernel tap (i, j)
+    whose input pixel (p + i - 1, q + j - 1) lies inside the image ('same' padding:
+    the taps outside meet zeros)."""
+    for b, p, q, i, j in itertools.product(range(n), range(h), range(w), range(3), range(3)):
+        if 0 <= p + i - 1 < h and 0 <= q + j - 1 < w:
+            yield b, p, q, i, j
+
+
 def naive_conv3x3(x, kernel, bias):
     """y[n, p, q, f] = b[f] + sum over (i, j, c) of x[n, p + i - 1, q + j - 1, c] W[i, j, c, f],
     zero outside the image."""
     n, h, w, c = x.shape
-    f = kernel.shape[-1]
-    y = np.zeros((n, h, w, f))
-    for b in range(n):
-        for p in range(h):
-            for q in range(w):
-                for i in range(3):
-                    for j in range(3):
-                        if 0 <= p + i - 1 < h and 0 <= q + j - 1 < w:
-                            y[b, p, q] += x[b, p + i - 1, q + j - 1] @ kernel[i, j]
+    y = np.zeros((n, h, w, kernel.shape[-1]))
+    for b, p, q, i, j in taps_inside(n, h, w):
+        y[b, p, q] += x[b, p + i - 1, q + j - 1] @ kernel[i, j]
     return y if bias is None else y + bias
 
 
@@ -130,13 +135,8 @@ def naive_kernel_gradient(x, dy):
     zero outside the image: each weight's share of every output it touched."""
     n, h, w, c = x.shape
     d_w = np.zeros((3, 3, c, dy.shape[-1]))
-    for b in range(n):
-        for p in range(h):
-            for q in range(w):
-                for i in range(3):
-                    for j in range(3):
-                        if 0 <= p + i - 1 < h and 0 <= q + j - 1 < w:
-                            d_w[i, j] += np.outer(x[b, p + i - 1, q + j - 1], dy[b, p, q])
+    for b, p, q, i, j in taps_inside(n, h, w):
+        d_w[i, j] += np.outer(x[b, p + i - 1, q + j - 1], dy[b, p, q])
     return d_w
 
 
