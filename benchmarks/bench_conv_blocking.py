@@ -13,7 +13,7 @@ On examples/cifar10_fast.py's network at ``--batch`` images:
   per im2col block, BLAS single-threaded, the padded input kept and col made
   again by backward), ``blocked default`` (whole images making a col of
   about ``COL_BLOCK_BYTES``, at most ``BLOCK_ROWS`` output pixels; the wide
-  3x3 layers by Winograd's F(2x2, 3x3) where ``minicnn.ops.winograd.applies``,
+  3x3 layers by Winograd's F(4x4, 3x3) where ``minicnn.ops.winograd.applies``,
   as in every blocked way) and ``blocked default, im2col only`` (the same
   without Winograd). Prints images per second and the bytes the convolutions
   hold between forward and backward;

@@ -21,7 +21,7 @@ ms and the images per block; ``--json`` writes the medians.
 With ``--winograd`` each block size is timed twice per round, interleaved: by
 im2col alone, and as training runs, where ``winograd.applies`` sends the
 layer's forward, dx and dW to Winograd's F(m x m, 3x3) (m: ``--winograd-tile``,
-default ``winograd.OUTPUT_TILE``). ``--winograd-min-channels`` and
+default ``winograd.OUTPUT_TILE``; ``--winograd-block-tiles`` its block size). ``--winograd-min-channels`` and
 ``--winograd-min-size`` lower the channels and the image side it asks for, to
 see where it stops paying. ``bench_fast_recipe.py`` measures the whole training
 step instead.
@@ -101,6 +101,8 @@ def main() -> None:
     p.add_argument("--winograd-tile", type=int, choices=sorted(winograd._TRANSFORMS),
                    default=winograd.OUTPUT_TILE,
                    help=f"m, the output tile (default {winograd.OUTPUT_TILE}, as training)")
+    p.add_argument("--winograd-block-tiles", type=int, default=winograd.BLOCK_TILES,
+                   help=f"tiles per Winograd block (default {winograd.BLOCK_TILES}, as training)")
     p.add_argument("--winograd-min-channels", type=int, default=winograd.MIN_CHANNELS,
                    help="the channels (in and out) Winograd asks for "
                         f"(default {winograd.MIN_CHANNELS}, as training)")
@@ -109,12 +111,14 @@ def main() -> None:
                         f"(default {winograd.MIN_SIZE}, as training)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    if args.batch < 1 or args.rounds < 1 or min(args.block_rows) < 0:
-        p.error("--batch and --rounds must be at least 1, --block-rows at least 0 (the default)")
+    if args.batch < 1 or args.rounds < 1 or min(args.block_rows) < 0 \
+            or args.winograd_block_tiles < 1:
+        p.error("--batch, --rounds and --winograd-block-tiles must be at least 1, "
+                "--block-rows at least 0 (the default)")
     saved = (conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES, winograd.MIN_CHANNELS,
-             winograd.MIN_SIZE, winograd.OUTPUT_TILE)
+             winograd.MIN_SIZE, winograd.OUTPUT_TILE, winograd.BLOCK_TILES)
     winograd.MIN_CHANNELS, winograd.MIN_SIZE = args.winograd_min_channels, args.winograd_min_size
-    winograd.OUTPUT_TILE = args.winograd_tile
+    winograd.OUTPUT_TILE, winograd.BLOCK_TILES = args.winograd_tile, args.winograd_block_tiles
     paths = ["im2col", "winograd"] if args.winograd else ["im2col"]
     rng = np.random.default_rng(0)
     result: dict[str, dict[str, list[float]]] = {}
@@ -140,13 +144,14 @@ def main() -> None:
                       f"{forward + backward:7.1f} ms", flush=True)
     finally:
         (conv_ops.BLOCK_ROWS, conv_ops.COL_BLOCK_BYTES, winograd.MIN_CHANNELS,
-         winograd.MIN_SIZE, winograd.OUTPUT_TILE) = saved
+         winograd.MIN_SIZE, winograd.OUTPUT_TILE, winograd.BLOCK_TILES) = saved
     if args.json:
         report = {"batch": args.batch, "rounds": args.rounds, "ms_forward_backward": result}
         if args.winograd:
             report["winograd_min_channels"] = args.winograd_min_channels
             report["winograd_min_size"] = args.winograd_min_size
             report["winograd_tile"] = args.winograd_tile
+            report["winograd_block_tiles"] = args.winograd_block_tiles
             report["ms_forward_backward_winograd"] = winograd_result
         write_text_atomic(args.json, json.dumps(report, indent=1))
 

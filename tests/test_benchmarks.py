@@ -473,16 +473,18 @@ def test_the_conv_layer_benchmark_compares_winograd(tmp_path):
 
 
 def test_the_conv_layer_benchmark_takes_the_winograd_tile(tmp_path):
-    """--winograd-tile 2 times F(2x2, 3x3) and reports it; a tile it has no
-    matrices for is refused."""
+    """--winograd-tile 2 times F(2x2, 3x3), --winograd-block-tiles sets the block, both
+    reported; a tile it has no matrices for is refused."""
     out = tmp_path / "layers.json"
     script = str(ROOT / "benchmarks" / "bench_conv_layers.py")
     result = subprocess.run([sys.executable, script, "--batch", "2", "--rounds", "1",
                              "--block-rows", "0", "--layers", "conv2_2", "--winograd",
-                             "--winograd-tile", "2", "--json", str(out)],
+                             "--winograd-tile", "2", "--winograd-block-tiles", "16",
+                             "--json", str(out)],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads(out.read_text())["winograd_tile"] == 2
+    report = json.loads(out.read_text())
+    assert report["winograd_tile"] == 2 and report["winograd_block_tiles"] == 16
     bad = subprocess.run([sys.executable, script, "--winograd-tile", "3"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "--winograd-tile" in bad.stderr

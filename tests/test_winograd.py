@@ -7,7 +7,7 @@
   tile, with and without a bias, one image per block, blocks of several images
   with a shorter last one, or the whole batch;
 * float32 stays within F(m x m)'s rounding of the float64 answer: a direct sum's
-  for m = 2, about 30x it for m = 4 (the transforms' constants reach 8 and 1/24);
+  for m = 2, about 20x it for m = 4 (the transforms' constants reach 8 and 1/24);
 * Conv2D takes the path exactly where ``applies`` says (forced here on small
   layers); its kernel, bias and input gradients pass float64 central
   differences, and an input gradient whose kernel is not turned is caught.
@@ -66,8 +66,9 @@ def naive_input_gradient(dy, kernel):
 
 
 # float32 against float64: rtol for F(4x4, 3x3), whose transforms scale float32's
-# rounding up about 30x (measured 3e-6 to 7e-6 of the output's largest value at
-# 130 to 256 channels; a wrong transform or a misplaced tile is off by O(1)).
+# rounding up about 20x (3e-6 to 7e-6 of the output's largest value at 130 to 256
+# channels, the docs/performance.md command; a wrong transform or a misplaced tile
+# is off by O(1)).
 F4_FLOAT32_RTOL = 5e-5
 
 
@@ -77,7 +78,8 @@ F4_FLOAT32_RTOL = 5e-5
 def blocks(request, monkeypatch):
     """(OUTPUT_TILE, BLOCK_TILES, host threads): with m = 2, 4 tiles make blocks of 2
     images of 3x2 (2 tiles each) and a last block of 1 from 3 images; one image of
-    more tiles is a block. With 2 threads every gather and scatter is split."""
+    more tiles is a block. With 2 threads the gathers and scatters of a block of
+    two images or more are split over them (a block of one image is not)."""
     m, tiles, count = request.param
     monkeypatch.setattr(winograd, "OUTPUT_TILE", m)
     monkeypatch.setattr(winograd, "BLOCK_TILES", tiles)
@@ -104,6 +106,32 @@ def test_transform_matrices_are_minimal_filtering(m):
     assert_close(b2 @ d.ravel(), (b_t @ d @ b_t.T).ravel())
     assert_close(g2 @ g.ravel(), (g_matrix @ g @ g_matrix.T).ravel())
     assert_close(a2 @ mm.ravel(), (a_t @ mm @ a_t.T).ravel())
+
+
+@pytest.mark.parametrize("call,pattern", [
+    (lambda: winograd.conv3x3_same(np.ones((2, 6, 6, 3), int), np.ones((3, 3, 3, 2))),
+     r"winograd.conv3x3_same: expected x as floating images \(N, H, W, C\), got int64"),
+    (lambda: winograd.conv3x3_same(np.ones((6, 6, 3)), np.ones((3, 3, 3, 2))),
+     r"winograd.conv3x3_same: expected x as floating images .* of shape \(6, 6, 3\)"),
+    (lambda: winograd.conv3x3_same(np.ones((2, 6, 6, 3)), np.ones((1, 9, 3, 2))),
+     r"winograd.conv3x3_same: expected a kernel of shape \(3, 3, 3, filters\) .* got \(1, 9"),
+    (lambda: winograd.conv3x3_same(np.ones((2, 6, 6, 3)), np.ones((3, 3, 4, 2))),
+     r"expected a kernel of shape \(3, 3, 3, filters\) for x's 3 channels, got \(3, 3, 4, 2\)"),
+    (lambda: winograd.conv3x3_same(np.ones((2, 6, 6, 3)), np.ones((3, 3, 3, 2)), np.ones(3)),
+     r"winograd.conv3x3_same: expected a bias of shape \(2,\), got \(3,\)"),
+    (lambda: winograd.kernel_gradient(np.ones((2, 8, 8, 3)), np.ones((2, 7, 7, 2))),
+     r"winograd.kernel_gradient: expected dy of shape \(2, 8, 8\) \+ \(filters,\)"),
+    (lambda: winograd.kernel_gradient(np.ones((2, 8, 8, 3)), np.ones((1, 8, 8, 2))),
+     r"winograd.kernel_gradient: expected dy of shape \(2, 8, 8\)"),
+    (lambda: winograd.input_gradient(np.ones((2, 6, 6, 5)), np.ones((3, 3, 3, 2))),
+     r"winograd.input_gradient: expected a kernel of shape \(3, 3, 5, filters\)"),
+    (lambda: winograd.conv3x3_same(np.ones((2, 6, 6, 3)), np.ones((3, 3, 3, 2)), m=0),
+     r"winograd: output tile m must be one of \[2, 4\], got 0"),
+], ids=["integer-x", "3-d-x", "kernel-1x9", "kernel-channels", "bias", "dy-size", "dy-batch",
+        "input-gradient-channels", "m-0"])
+def test_bad_input_is_named_before_any_work(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()
 
 
 @pytest.mark.parametrize("m", [3, 0, "4"])

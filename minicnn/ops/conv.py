@@ -40,7 +40,7 @@ benchmarks/bench_conv_blocking.py measures it (docs/performance.md).
 On that path (a col too big to keep, or inference), a wide 3x3 'same'
 convolution with stride 1 (``winograd.applies``: in the fast recipe conv2_2 and
 conv3_1, 256 channels in and out at 7x7) computes y, dx and dW by Winograd's
-F(4x4, 3x3) instead, with 4x fewer multiplications (``winograd``).
+F(4x4, 3x3) instead, with about 3x fewer multiplications at 7x7 (``winograd``).
 """
 from __future__ import annotations
 
@@ -132,7 +132,8 @@ def conv2d_forward(x: Array, kernel: Array, bias: Array | None, strides: tuple[i
         keep_cache and n * rows * (k + 1) * x.dtype.itemsize <= KEEP_COL_BYTES)
     by_winograd = not keep_col and winograd.applies((h, w), kernel.shape, strides, dilation,
                                                     pads)
-    # Winograd pads a block at a time; the padded batch is then only backward's, for dW.
+    # Winograd pads a block at a time; the padded batch is then kept only for backward,
+    # whose Winograd dW crops it again.
     x_padded = win.pad(x, pads) if keep_cache or not by_winograd else None
     if keep_col:
         col = workspace.get("col", (n * rows, k + int(bias is not None)), x,

@@ -1,56 +1,61 @@
 """Winograd's minimal filtering F(m x m, 3 x 3): a 3x3 convolution with fewer products.
 
 Lavin and Gray (2015), "Fast Algorithms for Convolutional Neural Networks".
-The output is cut into m x m tiles; tile t needs the t x t patch d_t (t = m + 2)
+The output is cut into m x m tiles; tile k needs the t x t patch d_k (t = m + 2)
 of the zero-padded input under it. For one input channel c and filter f,
 
-    Y_t = A^T [ (G g G^T) (.) (B^T d_t B) ] A        (.) element-wise, t x t
+    Y_k = A^T [ (G g G^T) (.) (B^T d_k B) ] A        (.) element-wise, t x t
 
 with B^T (t x t), G (t x 3) and A^T (m x t) fixed by m (``_TRANSFORMS``; for
 m = 2: B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]], G = [[1,0,0],
 [1/2,1/2,1/2], [1/2,-1/2,1/2], [0,0,1]], A^T = [[1,1,1,0], [0,1,-1,-1]]), and
-the sum over c passes through A^T [...] A. So at each of the t*t positions p
+the sum over c passes through A^T [...] A. So at each of the t*t positions q
 of the transformed tile, the sum over channels is one matrix product:
 
-    V[p] = (B^T d B)[p]     (tiles, c_in)    the input, transformed
-    U[p] = (G g G^T)[p]     (c_in, filters)  the kernel, transformed
-    M[p] = V[p] @ U[p]      (tiles, filters)
+    V[q] = (B^T d B)[q]     (tiles, c_in)    the input, transformed
+    U[q] = (G g G^T)[q]     (c_in, filters)  the kernel, transformed
+    M[q] = V[q] @ U[q]      (tiles, filters)
     Y    = A^T M A                           per tile, back to m x m
 
 Per tile and channel pair that is t*t multiplications instead of the 9*m*m of
 the direct sum: 16 for 36 (2.25x fewer) at m = 2, 36 for 144 (4x) at m = 4.
+(A side that is not a multiple of m wastes part of its last tiles: at 7x7,
+2x2 tiles of 4x4 cover 8x8 pixels for 49 outputs, about 3.1x fewer.)
 Written with Kronecker products, each transform of every tile and channel at
 once is one small matrix product too (vec row-major, the t*t positions first):
 
-    vec(B^T d B) = (B^T kron B^T) vec(d)     V = B2 @ D,  D (t*t, tiles * c_in)
+    vec(B^T d B) = (B^T kron B^T) vec(d)     V = B2 @ P,  P (t*t, tiles * c_in)
     vec(A^T M A) = (A^T kron A^T) vec(M)     Y = A2 @ M,  M (t*t, tiles * filters)
     vec(G g G^T) = (G kron G) vec(g)         U = G2 @ W,  W (9, c_in * filters)
 
-D holds the t*t input pixels of every tile, gathered from the padded input with
-one strided copy per position (tiles overlap by two pixels). m = 4 is the
-default (``OUTPUT_TILE``): its larger constants (up to 8 in A^T, 1/24 in G)
-leave a float32 result about 30x a direct sum's rounding from the exact one, a
-relative error of about 1e-5 of the output's scale.
+P holds the t*t input pixels of every tile's patch, gathered from the padded
+input with one strided copy per position (patches overlap by two pixels).
+m = 4 is the default (``OUTPUT_TILE``): its larger constants (up to 8 in A^T,
+1/24 in G) leave a float32 result about 20x a direct sum's rounding from the
+exact one (7.8e-6 of the output's scale at 256 channels, against 3.5e-7;
+docs/performance.md has the command).
 
 Backward: the input gradient of a stride-1 'same' 3x3 convolution is the same
 kind of convolution, of dy with the kernel turned by 180 degrees and its
 input and output channels swapped (``input_gradient``):
 
-    dx[p, c] = sum over (i, j, f) of dy[p + (1 - i, 1 - j), f] g[i, j, c, f]
+    dx[r, s, c] = sum over (i, j, f) of dy[r + 1 - i, s + 1 - j, f] g[i, j, c, f]
 
 The kernel gradient runs forward's three linear maps backwards
-(``kernel_gradient``): with dY's tiles gathered from dy (zero where a tile hangs
-over the edge, whose outputs forward drops),
+(``kernel_gradient``). dY (m*m, tiles * filters), laid out as Y, is gathered
+from dy by ``_tiles_of``, the transpose of forward's scatter into y (a tile's
+outputs past the image's edge, which forward drops, get a gradient of 0):
 
-    dM = A2^T dY,    dU[p] = sum over tiles of V[p]^T dM[p],    dW = G2^T dU
+    dM = A2^T dY,    dU[q] = sum over tiles of V[q]^T dM[q],    dW = G2^T dU
 
 so the t*t products have the tiles as their inner axis, summed block by block.
+The bias gradient, dy summed over the batch and pixels, is conv.py's.
 
 On the host the batch goes a block of ``BLOCK_TILES`` tiles (at least one
-image) at a time: the gathering of D and the scattering of Y's tiles into y are
+image) at a time: the gathering of P and the scattering of Y's tiles into y are
 split over the host's threads (``threads.over_batch``), and the three products
 run on BLAS's threads, large enough to keep both cores busy (at 7x7 and 256
-channels, 2,048 tiles make D, V and M 75 MB each: two work arrays, each used
+channels, 2,048 tiles make P, V and M 75 MB each: two work arrays, each used
 twice, and a third for dM, held from call to call). Smaller blocks measured
 slower: between them
 BLAS's threads go to sleep (``OPENBLAS_THREAD_TIMEOUT``) and wake again.
@@ -111,7 +116,8 @@ def transform_matrices(m: int) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndar
 def kernel_transform(kernel: Array, m: int | None = None) -> Array:
     """U = G g G^T for every channel pair: (t*t, c_in, filters), position (a, b) at a*t + b."""
     xp = backend.get_array_module(kernel)
-    g2 = xp.asarray(transform_matrices(m or OUTPUT_TILE)[1], dtype=kernel.dtype)
+    g2 = xp.asarray(transform_matrices(OUTPUT_TILE if m is None else m)[1],
+                    dtype=kernel.dtype)
     c_in, filters = kernel.shape[2:]
     return (g2 @ kernel.reshape(9, c_in * filters)).reshape(-1, c_in, filters)
 
@@ -121,18 +127,19 @@ def conv3x3_same(x: Array, kernel: Array, bias: Array | None = None,
     """y = conv(x, kernel) + bias, 3x3 kernel, stride 1, 'same' zero padding, by
     F(m x m, 3 x 3) (m: ``OUTPUT_TILE`` unless given):
     x (N, H, W, c_in), kernel (3, 3, c_in, filters) -> y (N, H, W, filters)."""
-    m = m or OUTPUT_TILE
+    m = OUTPUT_TILE if m is None else m
+    _check("conv3x3_same", x, kernel=kernel, bias=bias)
     xp = backend.get_array_module(x)
+    b2, _, a2 = (xp.asarray(matrix, dtype=x.dtype) for matrix in transform_matrices(m))
     n, h, w, c_in = x.shape
     filters = kernel.shape[-1]
     t = m + 2
     tiles_hw = (-(-h // m), -(-w // m))  # a side not a multiple of m: the last tile hangs over
-    b2, _, a2 = (xp.asarray(matrix, dtype=x.dtype) for matrix in transform_matrices(m))
     u = kernel_transform(kernel.astype(x.dtype, copy=False), m)
     y = xp.empty((n, h, w, filters), dtype=x.dtype)
     block = max(1, BLOCK_TILES // (tiles_hw[0] * tiles_hw[1]))
     size = t * t * min(block, n) * tiles_hw[0] * tiles_hw[1] * max(c_in, filters)
-    # Two work arrays, each used twice: D then M in one, V then Y's tiles in the other.
+    # Two work arrays, each used twice: P then M in one, V then Y's tiles in the other.
     first, second = (thread_buffer(f"winograd {k}", (size,), x) for k in (1, 2))
     with quiet_overflow():
         for start in range(0, n, block):
@@ -155,13 +162,14 @@ def kernel_gradient(x: Array, dy: Array, m: int | None = None) -> Array:
     backwards: with dY's tiles gathered as forward scatters them (zero where a tile
     hangs over the edge), dM = A2^T dY, dU[p] = sum over the tiles of V[p]^T dM[p],
     and dW = G2^T dU (the transposes of forward's three linear maps)."""
-    m = m or OUTPUT_TILE
+    m = OUTPUT_TILE if m is None else m
+    _check("kernel_gradient", x, dy=dy)
     xp = backend.get_array_module(x)
+    b2, g2, a2 = (xp.asarray(matrix, dtype=x.dtype) for matrix in transform_matrices(m))
     n, h, w, c_in = x.shape
     filters = dy.shape[-1]
     t = m + 2
     tiles_hw = (-(-h // m), -(-w // m))
-    b2, g2, a2 = (xp.asarray(matrix, dtype=x.dtype) for matrix in transform_matrices(m))
     block = max(1, BLOCK_TILES // (tiles_hw[0] * tiles_hw[1]))
     size = t * t * min(block, n) * tiles_hw[0] * tiles_hw[1] * max(c_in, filters)
     first, second, third = (thread_buffer(f"winograd {k}", (size,), x) for k in (1, 2, 3))
@@ -186,20 +194,42 @@ def kernel_gradient(x: Array, dy: Array, m: int | None = None) -> Array:
 def input_gradient(dy: Array, kernel: Array, m: int | None = None) -> Array:
     """dx of y = conv3x3_same(x, kernel): dy convolved with the kernel turned by 180
     degrees, in and out channels swapped."""
-    return conv3x3_same(dy, kernel[::-1, ::-1].swapaxes(2, 3), m=m)
+    turned = kernel[::-1, ::-1].swapaxes(2, 3)
+    _check("input_gradient", dy, kernel=turned)
+    return conv3x3_same(dy, turned, m=m)
+
+
+def _check(where: str, x: Array, kernel: Array | None = None, bias: Array | None = None,
+           dy: Array | None = None) -> None:
+    """Refuse what the transforms would get silently wrong: x not 4-D or not floating
+    (G's 1/6 and 1/24 would round to 0), a kernel not (3, 3, c_in, filters), a bias
+    not (filters,), a dy not x's (N, H, W) with its own channels."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 4 or x.dtype.kind != "f":
+        raise ValueError(f"winograd.{where}: expected x as floating images (N, H, W, C), got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} of shape {shape}")
+    if kernel is not None and (kernel.ndim != 4 or kernel.shape[:3] != (3, 3, shape[3])):
+        raise ValueError(f"winograd.{where}: expected a kernel of shape (3, 3, {shape[3]}, "
+                         f"filters) for x's {shape[3]} channels, got {kernel.shape}")
+    if bias is not None and tuple(bias.shape) != (kernel.shape[3],):
+        raise ValueError(f"winograd.{where}: expected a bias of shape ({kernel.shape[3]},), "
+                         f"got {bias.shape}")
+    if dy is not None and (dy.ndim != 4 or dy.shape[:3] != shape[:3]):
+        raise ValueError(f"winograd.{where}: expected dy of shape {tuple(shape[:3])} + "
+                         f"(filters,), x's images, got {dy.shape}")
 
 
 def _input_transform(images: Array, m: int, tiles_hw: tuple[int, int], b2: Array,
                      gathered: Array, out: Array) -> Array:
-    """V = B2 @ D for a block of images, (t*t, tiles, c): D gathered over the host's
+    """V = B2 @ P for a block of images, (t*t, tiles, c): P gathered over the host's
     threads into the work array ``gathered``, V written into ``out`` (flat arrays)."""
     xp = backend.get_array_module(images)
     t, c = m + 2, images.shape[-1]
     tiles = images.shape[0] * tiles_hw[0] * tiles_hw[1]
-    d = gathered[:t * t * tiles * c].reshape(t, t, images.shape[0], *tiles_hw, c)
-    over_batch(lambda part: _gather(images[part], m, d[:, :, part]), images)
+    patches = gathered[:t * t * tiles * c].reshape(t, t, images.shape[0], *tiles_hw, c)
+    over_batch(lambda part: _gather(images[part], m, patches[:, :, part]), images)
     v = out[:t * t * tiles * c].reshape(t * t, tiles, c)
-    xp.matmul(b2, d.reshape(t * t, -1), out=v.reshape(t * t, -1))
+    xp.matmul(b2, patches.reshape(t * t, -1), out=v.reshape(t * t, -1))
     return v
 
 
