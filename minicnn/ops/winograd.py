@@ -134,11 +134,9 @@ def conv3x3_same(x: Array, kernel: Array, bias: Array | None = None,
     n, h, w, c_in = x.shape
     filters = kernel.shape[-1]
     t = m + 2
-    tiles_hw = (-(-h // m), -(-w // m))  # a side not a multiple of m: the last tile hangs over
+    tiles_hw, block, size = _blocks(x.shape, filters, m)
     u = kernel_transform(kernel.astype(x.dtype, copy=False), m)
     y = xp.empty((n, h, w, filters), dtype=x.dtype)
-    block = max(1, BLOCK_TILES // (tiles_hw[0] * tiles_hw[1]))
-    size = t * t * min(block, n) * tiles_hw[0] * tiles_hw[1] * max(c_in, filters)
     # Two work arrays, each used twice: P then M in one, V then Y's tiles in the other.
     first, second = (thread_buffer(f"winograd {k}", (size,), x) for k in (1, 2))
     with quiet_overflow():
@@ -160,18 +158,15 @@ def conv3x3_same(x: Array, kernel: Array, bias: Array | None = None,
 def kernel_gradient(x: Array, dy: Array, m: int | None = None) -> Array:
     """dW of y = conv3x3_same(x, kernel), (3, 3, c_in, filters), by F(m x m, 3 x 3)
     backwards: with dY's tiles gathered as forward scatters them (zero where a tile
-    hangs over the edge), dM = A2^T dY, dU[p] = sum over the tiles of V[p]^T dM[p],
+    hangs over the edge), dM = A2^T dY, dU[q] = sum over the tiles of V[q]^T dM[q],
     and dW = G2^T dU (the transposes of forward's three linear maps)."""
     m = OUTPUT_TILE if m is None else m
     _check("kernel_gradient", x, dy=dy)
     xp = backend.get_array_module(x)
     b2, g2, a2 = (xp.asarray(matrix, dtype=x.dtype) for matrix in transform_matrices(m))
-    n, h, w, c_in = x.shape
-    filters = dy.shape[-1]
+    n, c_in, filters = x.shape[0], x.shape[3], dy.shape[-1]
     t = m + 2
-    tiles_hw = (-(-h // m), -(-w // m))
-    block = max(1, BLOCK_TILES // (tiles_hw[0] * tiles_hw[1]))
-    size = t * t * min(block, n) * tiles_hw[0] * tiles_hw[1] * max(c_in, filters)
+    tiles_hw, block, size = _blocks(x.shape, filters, m)
     first, second, third = (thread_buffer(f"winograd {k}", (size,), x) for k in (1, 2, 3))
     d_u = xp.zeros((t * t, c_in, filters), dtype=x.dtype)
     part_sum = xp.empty_like(d_u)
@@ -217,6 +212,19 @@ def _check(where: str, x: Array, kernel: Array | None = None, bias: Array | None
     if dy is not None and (dy.ndim != 4 or dy.shape[:3] != shape[:3]):
         raise ValueError(f"winograd.{where}: expected dy of shape {tuple(shape[:3])} + "
                          f"(filters,), x's images, got {dy.shape}")
+
+
+def _blocks(x_shape: tuple[int, ...], filters: int, m: int
+            ) -> tuple[tuple[int, int], int, int]:
+    """(tiles_hw, images per block, values per work array) for images x_shape: a side
+    not a multiple of m has its last tile hanging over; a block holds about
+    BLOCK_TILES tiles (at least one image); a work array holds a block's P, V, M or
+    dM, whichever has the most channels."""
+    n, h, w, c_in = x_shape
+    tiles_hw = (-(-h // m), -(-w // m))
+    block = max(1, BLOCK_TILES // (tiles_hw[0] * tiles_hw[1]))
+    size = (m + 2) ** 2 * min(block, n) * tiles_hw[0] * tiles_hw[1] * max(c_in, filters)
+    return tiles_hw, block, size
 
 
 def _input_transform(images: Array, m: int, tiles_hw: tuple[int, int], b2: Array,

@@ -28,8 +28,10 @@ from minicnn import backend
 from minicnn.backend import Array
 
 
-def _mirror(model: Any, x: Array, batch_size: int | None, flip: bool) -> Array:
-    out = model.predict(x, batch_size=batch_size)
+def _mirror(model: Any, x: Array, batch_size: int | None, flip: bool,
+            out: Array | None = None) -> Array:
+    """(f(x) + f(x')) / 2, or f(x) without ``flip``; ``out``: f(x) if already made."""
+    out = model.predict(x, batch_size=batch_size) if out is None else out
     if not flip:
         return out
     return 0.5 * out + 0.5 * model.predict(x[:, :, ::-1, :], batch_size=batch_size)
@@ -87,5 +89,5 @@ def predict_tta_levels(model: Any, x: Array, batch_size: int | None = None,
     separate calls)."""
     _checked(x, True, translate, "predict_tta_levels")
     plain = model.predict(x, batch_size=batch_size)
-    mirrored = 0.5 * plain + 0.5 * model.predict(x[:, :, ::-1, :], batch_size=batch_size)
+    mirrored = _mirror(model, x, batch_size, True, out=plain)
     return plain, mirrored, _translated(model, x, mirrored, batch_size, True, translate)
